@@ -1,0 +1,29 @@
+"""fastmlr: meta-learning a mixture of linear regressions from many small tasks.
+
+A compiled implementation of the spectral algorithm of Kong, Somani, Song, Kakade and
+Oh, *Meta-learning for Mixed Linear Regression* (ICML 2020), over plain arrays.
+"""
+
+from .backend import available_backends, get_backend, n_threads, set_backend, use_backend
+from .classify import ClassifyResult, FallbackWarning, classify_tasks
+from .cluster import ClusterResult, cluster_tasks, distance_matrix
+from .metrics import clustering_accuracy, match_components, parameter_error, subspace_error
+from .pipeline import MetaLearnResult, meta_learn
+from .predict import log_likelihoods, posterior, predict_params
+from .subspace import estimate_subspace, second_moment
+from .synthetic import make_mixture, sample_tasks
+from .tasks import TaskSet, check_tasks, group_tasks, pack_tasks
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "available_backends", "get_backend", "n_threads", "set_backend", "use_backend",
+    "ClassifyResult", "FallbackWarning", "classify_tasks",
+    "ClusterResult", "cluster_tasks", "distance_matrix",
+    "clustering_accuracy", "match_components", "parameter_error", "subspace_error",
+    "MetaLearnResult", "meta_learn",
+    "log_likelihoods", "posterior", "predict_params",
+    "estimate_subspace", "second_moment",
+    "make_mixture", "sample_tasks",
+    "TaskSet", "check_tasks", "group_tasks", "pack_tasks",
+]

@@ -1,0 +1,20 @@
+"""Named tunables shared by the stage modules.
+
+Kernels take everything they need as arguments; the numbers that decide *how* the
+stages call them live here, so that they are visible, documented and adjustable in
+one place.
+"""
+
+#: Rows of task data handed to a kernel at once by the streaming stages.  Per-chunk
+#: temporaries are O(CHUNK_ROWS * d); the result does not depend on the value
+#: because chunks are reduced in a fixed order.
+CHUNK_ROWS = 1 << 18
+
+#: Default linkage of the clustering stage (see ``cluster_tasks``).
+DEFAULT_LINKAGE = "average"
+
+#: Default number of median pairs L in the clustering stage.
+DEFAULT_L = 1
+
+#: Largest working matrix (bytes) a stage may allocate before it refuses the call.
+MAX_WORK_BYTES = 8 << 30

@@ -1,0 +1,122 @@
+"""The kernels of ``kernels.py`` in plain NumPy/SciPy: the test oracle and the baseline.
+
+Same names, same arguments, same results (within rounding) as ``kernels.py`` and
+``_ckernels.pyx``.  Written the way a competent NumPy user would: vectorized
+(``np.add.reduceat``, BLAS products, SciPy's hierarchical clustering), with no Python
+loop over tasks or pairs, so that it is both obviously correct and a fair baseline for
+the speed ratios.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.cluster.hierarchy import cut_tree, linkage
+from scipy.spatial.distance import squareform
+
+__all__ = ["group_means", "median_distances", "single_linkage", "task_sse", "class_normal_equations"]
+
+
+def _segment_sums(values: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """Sums of ``values`` over consecutive row segments ``bounds[s]:bounds[s+1]`` (empty -> 0)."""
+    m = bounds.size - 1
+    out = np.zeros((m,) + values.shape[1:], dtype=np.float64)
+    nonempty = bounds[1:] > bounds[:-1]
+    if values.shape[0] and nonempty.any():
+        starts = bounds[:-1][nonempty]
+        out[nonempty] = np.add.reduceat(values.astype(np.float64, copy=False), starts, axis=0)
+    return out
+
+
+def _group_bounds(offsets: np.ndarray, G: int) -> np.ndarray:
+    """Row boundaries of the G groups of every task, flattened: shape (n*G + 1,)."""
+    start = offsets[:-1, None]
+    t = np.diff(offsets)[:, None]
+    g = np.arange(G)[None, :]
+    lo = start + (g * t) // G
+    return np.append(lo.ravel(), offsets[-1]).astype(np.int64)
+
+
+def group_means(X, y, offsets, G):
+    """Per-task means of y*x over G equal contiguous groups (see ``kernels.group_means``)."""
+    n = offsets.size - 1
+    bounds = _group_bounds(offsets, G)
+    sums = _segment_sums(y[:, None] * X, bounds)
+    sizes = np.diff(bounds).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        means = np.where(sizes[:, None] > 0, sums / sizes[:, None], 0.0)
+    return means.reshape(n, G, X.shape[1]).astype(X.dtype)
+
+
+def median_distances(P, L):
+    """Median-of-L distance matrix (see ``kernels.median_distances``)."""
+    n = P.shape[0]
+    layers = np.empty((L, n, n))
+    for l in range(L):  # L is small: one BLAS product per l
+        A = P[:, l, :]
+        B = P[:, l + L, :]
+        ab = np.einsum("ic,ic->i", A, B)
+        C = A @ B.T
+        layers[l] = ab[:, None] + ab[None, :] - C - C.T
+    H = np.median(layers, axis=0)
+    H = 0.5 * (H + H.T)
+    np.fill_diagonal(H, 0.0)
+    return H
+
+
+def _canonical(labels: np.ndarray) -> np.ndarray:
+    """Renumber labels by first appearance (the first task gets 0)."""
+    _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
+    rank = np.empty(first.size, dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(first.size)
+    return rank[inverse.ravel()]
+
+
+def cut_linkage(H, k, method):
+    """Agglomerative clustering of H with SciPy, cut after its first n - k merges.
+
+    H may hold negative values: it is shifted by a constant to be non-negative, which
+    changes no merge of single or average linkage (both compare sums or minima of
+    dissimilarities, and a common shift moves them all alike).
+    """
+    n = H.shape[0]
+    if k >= n:
+        return np.arange(n, dtype=np.int64)
+    if n == 1 or k == 1:
+        return np.zeros(n, dtype=np.int64)
+    condensed = squareform(H, checks=False)
+    condensed = condensed - min(0.0, float(condensed.min()))
+    Z = linkage(condensed, method=method)
+    return _canonical(cut_tree(Z, n_clusters=k).ravel())
+
+
+def single_linkage(H, k):
+    """Single-linkage clustering into k clusters (see ``kernels.single_linkage``)."""
+    return cut_linkage(H, k, "single")
+
+
+def task_sse(X, y, offsets, W):
+    """Residual sums of squares of every task under every component (see ``kernels.task_sse``)."""
+    resid = y[:, None].astype(np.float64) - X @ W.T
+    return _segment_sums(resid * resid, offsets)
+
+
+def class_normal_equations(X, y, offsets, R):
+    """Weighted per-class normal equations (see ``kernels.class_normal_equations``)."""
+    t = np.diff(offsets)
+    d = X.shape[1]
+    k = R.shape[1]
+    rows_w = np.repeat(R, t, axis=0)  # (N, k) row weights
+    XtX = np.zeros((k, d, d))
+    Xty = np.zeros((k, d))
+    yty = np.zeros(k)
+    for l in range(k):  # k is small: one BLAS product per class, over its rows only
+        w = rows_w[:, l]
+        keep = np.flatnonzero(w)
+        Xl = X[keep].astype(np.float64)
+        yl = y[keep].astype(np.float64)
+        wl = w[keep]
+        XtX[l] = (Xl * wl[:, None]).T @ Xl
+        Xty[l] = Xl.T @ (wl * yl)
+        yty[l] = wl @ (yl * yl)
+    counts = R.T @ t.astype(np.float64)
+    return XtX, Xty, yty, counts

@@ -1,0 +1,145 @@
+"""Stage 3 -- classification of light tasks and the refined estimates (Algorithm 4).
+
+Each task goes to ``argmin_l SSE_il / (2 r_l^2) + t_i log r_l`` (the likelihood of the
+task under component l, the paper's rule); then each class is refit by least squares
+over all of its rows, with ``s_l^2 = RSS_l / (rows_l - d)`` and ``p_l = |C_l| / n``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import NamedTuple
+
+import numpy as np
+import scipy.linalg
+
+from .backend import kernels
+from .tasks import check_finite, check_tasks
+
+__all__ = ["ClassifyResult", "classify_tasks", "refit", "FallbackWarning", "check_params"]
+
+
+class FallbackWarning(RuntimeWarning):
+    """A component could not be estimated from its data and kept its previous value."""
+
+
+class ClassifyResult(NamedTuple):
+    """Output of :func:`classify_tasks`.
+
+    Attributes
+    ----------
+    labels : (n,) int64 -- class of each task
+    W : (k, d) float64 -- least-squares regression vector of each class
+    s2 : (k,) float64 -- noise variance of each class
+    p : (k,) float64 -- fraction of tasks in each class
+    """
+
+    labels: np.ndarray
+    W: np.ndarray
+    s2: np.ndarray
+    p: np.ndarray
+
+
+def check_params(W, s2, p, d: int, *, s2_name: str = "s2"):
+    """Validate mixture parameters: W (k, d), s2 (k,) > 0, p (k,) >= 0 (or None)."""
+    W = np.asarray(W)
+    if W.dtype.kind not in "fiu" or W.ndim != 2 or W.shape[1] != d or W.shape[0] < 1:
+        raise ValueError(f"W has shape {W.shape} and dtype {W.dtype}; expected a real (k, d) = (k, {d}) array")
+    W = np.ascontiguousarray(W, dtype=np.float64)
+    check_finite(W, "W")
+    k = W.shape[0]
+    s2 = np.asarray(s2, dtype=np.float64) if np.asarray(s2).dtype.kind in "fiu" else None
+    if s2 is None or s2.shape != (k,):
+        raise ValueError(f"{s2_name} must be a real array of shape ({k},), one variance per row of W")
+    if not np.all(np.isfinite(s2)) or np.any(s2 <= 0):
+        raise ValueError(f"{s2_name} must hold finite positive variances, got {s2}")
+    if p is not None:
+        p = np.asarray(p, dtype=np.float64) if np.asarray(p).dtype.kind in "fiu" else None
+        if p is None or p.shape != (k,):
+            raise ValueError(f"p must be a real array of shape ({k},), one weight per row of W")
+        if not np.all(np.isfinite(p)) or np.any(p < 0) or p.sum() <= 0:
+            raise ValueError(f"p must hold finite non-negative weights with a positive sum, got {p}")
+        p = p / p.sum()
+    return W, s2, p
+
+
+def refit(X, y, offsets, R, W_prev, s2_prev):
+    """Weighted least squares per class from the class normal equations.
+
+    ``R`` (n, k) weights tasks into classes.  A class with no more rows than d (or a
+    singular system) cannot be refit; it keeps ``W_prev``/``s2_prev`` and a
+    :class:`FallbackWarning` names it.
+
+    Returns
+    -------
+    W (k, d), s2 (k,), rows (k,) -- the weighted row count of each class
+    """
+    XtX, Xty, yty, rows = kernels().class_normal_equations(X, y, offsets, R)
+    k, d = Xty.shape
+    W = np.array(W_prev, dtype=np.float64, copy=True)
+    s2 = np.array(s2_prev, dtype=np.float64, copy=True)
+    kept = []
+    for l in range(k):  # k small systems of size d
+        if rows[l] <= d:
+            kept.append(l)
+            continue
+        try:
+            c = scipy.linalg.cho_factor(XtX[l], check_finite=False)
+            w = scipy.linalg.cho_solve(c, Xty[l], check_finite=False)
+        except np.linalg.LinAlgError:
+            w = np.linalg.lstsq(XtX[l], Xty[l], rcond=None)[0]
+        rss = yty[l] - 2.0 * (w @ Xty[l]) + w @ XtX[l] @ w
+        W[l] = w
+        s2[l] = max(rss, 0.0) / (rows[l] - d)
+        if not s2[l] > 0:
+            s2[l] = np.finfo(np.float64).tiny
+    if kept:
+        warnings.warn(
+            f"components {kept} have no more rows than d = {d} ({rows[kept].round(1).tolist()}); "
+            f"they keep their previous estimates",
+            FallbackWarning,
+            stacklevel=3,
+        )
+    return W, s2, rows
+
+
+def classify_tasks(X, y, offsets, W, r2, p=None) -> ClassifyResult:
+    """Classify tasks by likelihood and refit every class by least squares (Algorithm 4).
+
+    Parameters
+    ----------
+    X : (N, d) float array
+    y : (N,) float array
+    offsets : (n + 1,) int array -- tasks of any size >= 1
+    W : (k, d) float array -- initial regression vectors (e.g. ``cluster_tasks(...).W``)
+    r2 : (k,) float array, > 0 -- initial residual variances
+    p : (k,) float array, optional
+        Initial weights.  If given, ``-log p_l`` is added to the score (the MAP class);
+        if None, the paper's rule (no prior term) is used.
+
+    Returns
+    -------
+    ClassifyResult
+        ``labels`` (n,), ``W`` (k, d), ``s2`` (k,), ``p`` (k,).
+
+    Warns
+    -----
+    FallbackWarning
+        A class with no more rows than d keeps its initial ``W`` and ``r2``.
+    """
+    ts = check_tasks(X, y, offsets, min_size=1, role="classification tasks")
+    W, r2, p = check_params(W, r2, p, ts.X.shape[1], s2_name="r2")
+    n = ts.offsets.size - 1
+    k = W.shape[0]
+    sse = kernels().task_sse(ts.X, ts.y, ts.offsets, W)
+    t = np.diff(ts.offsets).astype(np.float64)
+    score = sse / (2.0 * r2) + 0.5 * t[:, None] * np.log(r2)
+    if p is not None:
+        with np.errstate(divide="ignore"):
+            score -= np.log(p)
+    labels = np.argmin(score, axis=1).astype(np.int64)
+    R = np.zeros((n, k))
+    R[np.arange(n), labels] = 1.0
+    W_new, s2, _ = refit(ts.X, ts.y, ts.offsets, R, W, r2)
+    p_new = np.bincount(labels, minlength=k) / n
+    return ClassifyResult(labels, W_new, s2, p_new)

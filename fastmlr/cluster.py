@@ -1,0 +1,170 @@
+"""Stage 2 -- clustering the heavy tasks and first estimates (Algorithm 3 of the paper).
+
+Each heavy task is split into 2L equal groups of rows; g_i^(l) = U^T (mean of y*x over
+group l).  ``H_ij = median_l (g_i^l - g_j^l) . (g_i^(l+L) - g_j^(l+L))`` estimates
+``||U^T (beta_i - beta_j)||^2`` without the noise bias of a plain squared distance,
+and the tasks are clustered with H as a dissimilarity.
+
+H can be negative: two tasks of the same component have expected H of zero, and
+the estimate scatters around it.  Both linkages are used on H exactly as computed
+(for SciPy's average linkage it is shifted by a constant to be non-negative, which
+changes no merge: average and single linkage compare means and minima of
+dissimilarities, which a common shift moves alike).
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import NamedTuple
+
+import numpy as np
+
+from . import _config
+from ._reference import cut_linkage
+from .backend import kernels
+from .tasks import check_finite, check_k, check_tasks
+
+__all__ = ["ClusterResult", "cluster_tasks", "distance_matrix", "LINKAGES"]
+
+LINKAGES = ("average", "single")
+
+
+class ClusterResult(NamedTuple):
+    """Output of :func:`cluster_tasks`.
+
+    Attributes
+    ----------
+    labels : (n_H,) int64 -- cluster of each heavy task, numbered by first appearance
+    W : (k, d) float64 -- w~_l, the cluster means of y*x projected on U
+    r2 : (k,) float64 -- r~_l^2, mean squared residual of the cluster's rows under w~_l
+    p : (k,) float64 -- fraction of heavy tasks in each cluster
+    """
+
+    labels: np.ndarray
+    W: np.ndarray
+    r2: np.ndarray
+    p: np.ndarray
+
+
+def _check_U(U, d: int) -> np.ndarray:
+    U = np.asarray(U)
+    if U.dtype.kind not in "fiu" or U.ndim != 2 or U.shape[0] != d or U.shape[1] < 1:
+        raise ValueError(f"U has shape {U.shape} and dtype {U.dtype}; expected a real (d, r) = ({d}, r) array")
+    U = np.ascontiguousarray(U, dtype=np.float64)
+    check_finite(U, "U")
+    return U
+
+
+def _check_L(L, sizes: np.ndarray) -> int:
+    if L is None:
+        L = _config.DEFAULT_L
+    if isinstance(L, (bool, np.bool_)) or not isinstance(L, numbers.Integral) or L < 1:
+        raise ValueError(f"L is {L!r}; expected a positive integer number of median pairs")
+    L = int(L)
+    tmin = int(sizes.min())
+    if tmin < 2 * L:
+        raise ValueError(
+            f"L is {L} but the smallest heavy task has {tmin} rows; clustering splits every "
+            f"task into 2L = {2 * L} groups, so use L <= {tmin // 2} or larger tasks"
+        )
+    return L
+
+
+def _check_memory(n: int) -> None:
+    need = 8 * n * n
+    if need > _config.MAX_WORK_BYTES:
+        raise MemoryError(
+            f"clustering {n} heavy tasks needs an {n} x {n} distance matrix of {need / 2**30:.1f} GiB, "
+            f"over the {_config.MAX_WORK_BYTES / 2**30:.0f} GiB limit; pass fewer heavy tasks "
+            f"(a few thousand suffice: the paper needs n_H of order k log k)"
+        )
+
+
+def distance_matrix(X, y, offsets, U, *, L=None):
+    """The median-of-L distance matrix H of Algorithm 3, and the projected group means.
+
+    Parameters
+    ----------
+    X, y, offsets : the heavy task set; every task needs at least 2L rows
+    U : (d, r) float array -- the subspace (usually from :func:`estimate_subspace`)
+    L : int, optional -- median pairs (default ``_config.DEFAULT_L``)
+
+    Returns
+    -------
+    H : (n_H, n_H) float64
+    P : (n_H, 2L, r) float64 -- U^T times each group's mean of y*x
+    """
+    ts = check_tasks(X, y, offsets, min_size=1, role="heavy tasks")
+    U = _check_U(U, ts.X.shape[1])
+    sizes = np.diff(ts.offsets)
+    L = _check_L(L, sizes)
+    _check_memory(sizes.size)
+    return _distances(ts, U, L)
+
+
+def _distances(ts, U, L):
+    kern = kernels()
+    G = kern.group_means(ts.X, ts.y, ts.offsets, 2 * L)  # (n, 2L, d)
+    P = np.ascontiguousarray(G.astype(np.float64, copy=False) @ U)  # (n, 2L, r)
+    return kern.median_distances(P, L), P
+
+
+def cluster_tasks(X, y, offsets, U, k, *, L=None, linkage=None) -> ClusterResult:
+    """Cluster heavy tasks in the subspace U and estimate each cluster (Algorithm 3).
+
+    Parameters
+    ----------
+    X : (N, d) float array
+    y : (N,) float array
+    offsets : (n_H + 1,) int array
+        The heavy tasks; each needs at least 2L rows.
+    U : (d, r) float array
+        Orthonormal basis of the estimated subspace.
+    k : int, 1 <= k <= n_H
+    L : int, optional
+        Median pairs: every task is split into 2L groups.  Default 1, which measured
+        best at the demo's sizes (128-256 rows per task); larger L trades the variance
+        of each estimate for robustness to outliers and needs more rows per task.
+    linkage : {"average", "single"}, optional
+        "average" (default: it measured more accurate) or "single", the paper's, as an
+        O(n_H^2) minimum-spanning-tree kernel.
+
+    Returns
+    -------
+    ClusterResult
+        ``labels`` (n_H,), ``W`` (k, d), ``r2`` (k,), ``p`` (k,).
+    """
+    ts = check_tasks(X, y, offsets, min_size=1, role="heavy tasks")
+    n = ts.offsets.size - 1
+    U = _check_U(U, ts.X.shape[1])
+    k = check_k(k, upper=n, what=f"(the number of heavy tasks)")
+    sizes = np.diff(ts.offsets)
+    L = _check_L(L, sizes)
+    if linkage is None:
+        linkage = _config.DEFAULT_LINKAGE
+    if linkage not in LINKAGES:
+        raise ValueError(f"linkage is {linkage!r}; expected one of {', '.join(map(repr, LINKAGES))}")
+    _check_memory(n)
+
+    H, P = _distances(ts, U, L)
+    if linkage == "single":
+        labels = kernels().single_linkage(H, k)
+    else:
+        labels = cut_linkage(H, k, "average")
+    del H
+
+    # cluster means of y*x, weighted by rows: group sums are group means times sizes
+    G = 2 * L
+    g = np.arange(G + 1)
+    edges = (g[None, :] * sizes[:, None]) // G
+    gsize = np.diff(edges, axis=1).astype(np.float64)  # (n, 2L)
+    proj_sums = np.einsum("ig,igr->ir", gsize, P)  # (n, r)
+    onehot = np.zeros((n, k))
+    onehot[np.arange(n), labels] = 1.0
+    rows = onehot.T @ sizes.astype(np.float64)  # (k,)
+    W = ((onehot.T @ proj_sums) / rows[:, None]) @ U.T  # (k, d)
+    sse = kernels().task_sse(ts.X, ts.y, ts.offsets, np.ascontiguousarray(W))
+    r2 = np.einsum("il,il->l", onehot, sse) / rows
+    r2 = np.maximum(r2, np.finfo(np.float64).tiny)
+    p = onehot.sum(axis=0) / n
+    return ClusterResult(labels.astype(np.int64), W, r2, p)

@@ -1,0 +1,316 @@
+"""The numerical core: fastmlr's hot loops as Numba kernels (parallel, cached).
+
+Mirrored name for name, argument for argument, by ``_ckernels.pyx`` (Cython) and
+``_reference.py`` (plain NumPy, the test oracle).  The kernels see only validated,
+C-contiguous arrays and scalars; they neither check input nor choose policy (chunk
+sizes, defaults): the stage modules do.
+
+Summation order is part of the contract.  Every sum runs over rows in increasing order
+into a float64 accumulator, and the loops are arranged so that the innermost loop is
+over independent accumulators (vectorizable without reassociation).  No kernel uses
+fastmath, so the Numba and Cython kernels give the same bits, and parallel loops
+split work only over independent outputs, so results do not depend on the thread
+count.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from . import _threads
+
+__all__ = ["group_means", "median_distances", "single_linkage", "task_sse", "class_normal_equations"]
+
+_JIT = dict(cache=True, nogil=True)
+
+# Tasks handed to one parallel iteration; fixed, so results never depend on threads.
+_TASK_BLOCK = 64
+
+_threads.set(_threads._count)
+
+
+@njit(parallel=True, **_JIT)
+def group_means(X, y, offsets, G):
+    """Per-task means of y*x over G equal contiguous groups of rows.
+
+    Parameters
+    ----------
+    X : (N, d) float32 or float64
+    y : (N,) same dtype
+    offsets : (n + 1,) int64
+    G : int
+        Groups per task.  Group g of a task with t rows is rows
+        ``[g*t // G, (g+1)*t // G)``: sizes differ by at most one and every row is
+        used.  An empty group (t < G) has mean 0.
+
+    Returns
+    -------
+    (n, G, d) array of X's dtype
+    """
+    n = offsets.shape[0] - 1
+    d = X.shape[1]
+    out = np.empty((n, G, d), dtype=X.dtype)
+    nblocks = (n + _TASK_BLOCK - 1) // _TASK_BLOCK
+    for b in prange(nblocks):
+        acc = np.empty(d, dtype=np.float64)
+        for i in range(b * _TASK_BLOCK, min(n, (b + 1) * _TASK_BLOCK)):
+            start = offsets[i]
+            t = offsets[i + 1] - start
+            for g in range(G):
+                lo = start + (g * t) // G
+                hi = start + ((g + 1) * t) // G
+                for j in range(d):
+                    acc[j] = 0.0
+                for r in range(lo, hi):
+                    yr = np.float64(y[r])
+                    for j in range(d):
+                        acc[j] += yr * X[r, j]
+                inv = 1.0 / (hi - lo) if hi > lo else 0.0
+                for j in range(d):
+                    out[i, g, j] = acc[j] * inv
+    return out
+
+
+@njit(**_JIT)
+def _median_inplace(v, m):
+    """Median of v[:m] (sorts v[:m] in place; m is small)."""
+    for a in range(1, m):
+        x = v[a]
+        b = a - 1
+        while b >= 0 and v[b] > x:
+            v[b + 1] = v[b]
+            b -= 1
+        v[b + 1] = x
+    h = m // 2
+    if m % 2 == 1:
+        return v[h]
+    return (v[h - 1] + v[h]) * 0.5
+
+
+@njit(parallel=True, **_JIT)
+def median_distances(P, L):
+    """Median-of-L distance matrix of the clustering stage.
+
+    Parameters
+    ----------
+    P : (n, 2L, k) float64
+        Projected group means: ``P[i, l]`` is ``U^T`` times the mean of y*x over group
+        l of task i.
+    L : int
+
+    Returns
+    -------
+    H : (n, n) float64, symmetric, zero diagonal
+        ``H[i, j] = median_l (P[i,l] - P[j,l]) . (P[i,l+L] - P[j,l+L])``.
+    """
+    n = P.shape[0]
+    k = P.shape[2]
+    # (2L, k, n): the loop over j becomes the innermost, contiguous and vectorizable.
+    Pt = np.empty((2 * L, k, n), dtype=np.float64)
+    for i in range(n):
+        for l in range(2 * L):
+            for c in range(k):
+                Pt[l, c, i] = P[i, l, c]
+    H = np.zeros((n, n), dtype=np.float64)
+    half = (n + 1) // 2
+    for q in prange(half):
+        acc = np.empty((L, n), dtype=np.float64)
+        vals = np.empty(L, dtype=np.float64)
+        # rows q and n-1-q together hold n-1 pairs: balanced work per iteration
+        qi = np.int64(q)  # prange indices may be unsigned; keep index arithmetic signed
+        for side in range(2):
+            i = qi if side == 0 else n - 1 - qi
+            if side == 1 and i == qi:
+                break
+            for l in range(L):
+                for j in range(i + 1, n):
+                    acc[l, j] = 0.0
+                for c in range(k):
+                    a = Pt[l, c, i]
+                    b = Pt[l + L, c, i]
+                    for j in range(i + 1, n):
+                        acc[l, j] += (a - Pt[l, c, j]) * (b - Pt[l + L, c, j])
+            for j in range(i + 1, n):
+                for l in range(L):
+                    vals[l] = acc[l, j]
+                H[i, j] = _median_inplace(vals, L)
+    # mirror the upper triangle in blocks (cache-friendly transpose)
+    bs = 64
+    nb = (n + bs - 1) // bs
+    for bi in prange(nb):
+        for bj in range(bi + 1):
+            for i in range(bi * bs, min(n, (bi + 1) * bs)):
+                for j in range(bj * bs, min(i, (bj + 1) * bs)):
+                    H[i, j] = H[j, i]
+    return H
+
+
+@njit(**_JIT)
+def _find(parent, a):
+    while parent[a] != a:
+        parent[a] = parent[parent[a]]
+        a = parent[a]
+    return a
+
+
+@njit(**_JIT)
+def single_linkage(H, k):
+    """Single-linkage clustering of a dense dissimilarity matrix into k clusters.
+
+    Prim's minimum spanning tree in O(n^2) time and O(n) extra memory, then the
+    k - 1 heaviest tree edges are cut.  Ties: Prim takes the lowest index among equal
+    candidates; among equal edge weights the edge added to the tree later is cut
+    first (stable sort by weight).
+
+    Parameters
+    ----------
+    H : (n, n) float64, symmetric; any finite values (negative ones included)
+    k : int, 1 <= k <= n
+
+    Returns
+    -------
+    labels : (n,) int64 in [0, k), numbered by first appearance (task 0 has label 0)
+    """
+    n = H.shape[0]
+    in_tree = np.zeros(n, dtype=np.bool_)
+    best = np.full(n, np.inf)
+    parent = np.zeros(n, dtype=np.int64)
+    eu = np.empty(max(n - 1, 0), dtype=np.int64)
+    ev = np.empty(max(n - 1, 0), dtype=np.int64)
+    ew = np.empty(max(n - 1, 0), dtype=np.float64)
+    cur = 0
+    in_tree[0] = True
+    for step in range(n - 1):
+        nxt = -1
+        nxt_w = np.inf
+        for j in range(n):
+            if not in_tree[j]:
+                h = H[cur, j]
+                if h < best[j]:
+                    best[j] = h
+                    parent[j] = cur
+                if nxt < 0 or best[j] < nxt_w:
+                    nxt_w = best[j]
+                    nxt = j
+        in_tree[nxt] = True
+        eu[step] = parent[nxt]
+        ev[step] = nxt
+        ew[step] = nxt_w
+        cur = nxt
+    order = np.argsort(ew, kind="mergesort")
+    uf = np.arange(n)
+    for e in range(n - k):
+        a = _find(uf, eu[order[e]])
+        b = _find(uf, ev[order[e]])
+        if a != b:
+            uf[max(a, b)] = min(a, b)
+    labels = np.empty(n, dtype=np.int64)
+    root_label = np.full(n, -1, dtype=np.int64)
+    nxt_label = 0
+    for i in range(n):
+        r = _find(uf, i)
+        if root_label[r] < 0:
+            root_label[r] = nxt_label
+            nxt_label += 1
+        labels[i] = root_label[r]
+    return labels
+
+
+@njit(parallel=True, **_JIT)
+def task_sse(X, y, offsets, W):
+    """Residual sums of squares of every task under every component.
+
+    Parameters
+    ----------
+    X : (N, d) float32 or float64
+    y : (N,) same dtype
+    offsets : (n + 1,) int64
+    W : (k, d) float64
+        Component regression vectors (rows).
+
+    Returns
+    -------
+    (n, k) float64
+        ``out[i, l] = sum over rows r of task i of (y_r - x_r . W[l])^2``.
+    """
+    n = offsets.shape[0] - 1
+    d = X.shape[1]
+    k = W.shape[0]
+    Wt = np.ascontiguousarray(W.T)  # (d, k): the innermost loop runs over k
+    out = np.zeros((n, k), dtype=np.float64)
+    nblocks = (n + _TASK_BLOCK - 1) // _TASK_BLOCK
+    for b in prange(nblocks):
+        pred = np.empty(k, dtype=np.float64)
+        for i in range(b * _TASK_BLOCK, min(n, (b + 1) * _TASK_BLOCK)):
+            for r in range(offsets[i], offsets[i + 1]):
+                for l in range(k):
+                    pred[l] = 0.0
+                for j in range(d):
+                    xj = np.float64(X[r, j])
+                    for l in range(k):
+                        pred[l] += xj * Wt[j, l]
+                yr = np.float64(y[r])
+                for l in range(k):
+                    e = yr - pred[l]
+                    out[i, l] += e * e
+    return out
+
+
+@njit(parallel=True, **_JIT)
+def class_normal_equations(X, y, offsets, R):
+    """Weighted per-class normal equations.
+
+    Class l accumulates every task i with ``R[i, l] != 0``, each of its rows weighted
+    by ``R[i, l]``.  Hard labels are a one-hot ``R``; EM passes responsibilities.
+
+    Parameters
+    ----------
+    X : (N, d) float32 or float64
+    y : (N,) same dtype
+    offsets : (n + 1,) int64
+    R : (n, k) float64
+        Task-to-class weights.
+
+    Returns
+    -------
+    XtX : (k, d, d) float64
+        ``sum_i R[i,l] X_i^T X_i`` (full symmetric matrix).
+    Xty : (k, d) float64
+        ``sum_i R[i,l] X_i^T y_i``.
+    yty : (k,) float64
+        ``sum_i R[i,l] y_i^T y_i``.
+    counts : (k,) float64
+        ``sum_i R[i,l] t_i``: weighted number of rows.
+    """
+    n = offsets.shape[0] - 1
+    d = X.shape[1]
+    k = R.shape[1]
+    XtX = np.zeros((k, d, d), dtype=np.float64)
+    Xty = np.zeros((k, d), dtype=np.float64)
+    yty = np.zeros(k, dtype=np.float64)
+    counts = np.zeros(k, dtype=np.float64)
+    # one class per parallel iteration: each output has a single writer, and each
+    # class sums its tasks in increasing order, whatever the thread count
+    for l in prange(k):
+        xr = np.empty(d, dtype=np.float64)
+        A = XtX[l]
+        for i in range(n):
+            w = R[i, l]
+            if w == 0.0:
+                continue
+            for r in range(offsets[i], offsets[i + 1]):
+                for j in range(d):
+                    xr[j] = np.float64(X[r, j])
+                yr = np.float64(y[r])
+                for a in range(d):
+                    wa = w * xr[a]
+                    for c in range(a, d):
+                        A[a, c] += wa * xr[c]
+                    Xty[l, a] += wa * yr
+                yty[l] += w * yr * yr
+            counts[l] += w * (offsets[i + 1] - offsets[i])
+        for a in range(d):
+            for c in range(a):
+                A[a, c] = A[c, a]
+    return XtX, Xty, yty, counts

@@ -1,0 +1,89 @@
+"""Stage 4 -- prediction for new tasks with the learnt mixture as a prior.
+
+For a task with responses y (tau rows), ``log L_l = -SSE_l / (2 s_l^2) - (tau/2) log s_l^2
++ log p_l``; the posterior is the softmax of log L.  The MAP estimate is the w_l of
+the largest posterior, the Bayes estimate the posterior mean ``sum_l post_l w_l``
+(Definition 4.5 of the paper).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .backend import kernels
+from .classify import check_params
+from .tasks import check_tasks
+
+__all__ = ["log_likelihoods", "posterior", "predict_params", "METHODS"]
+
+METHODS = ("bayes", "map")
+
+
+def log_likelihoods(X, y, offsets, W, s2, p):
+    """Log joint of every task and component, up to a constant per task.
+
+    Parameters
+    ----------
+    X : (N, d), y : (N,), offsets : (n + 1,) -- the tasks (size 0 allowed: the prior)
+    W : (k, d), s2 : (k,) > 0, p : (k,) >= 0
+
+    Returns
+    -------
+    (n, k) float64 -- ``log p_l + log N(y_i | X_i w_l, s2_l I)`` minus a per-task constant
+    """
+    ts = check_tasks(X, y, offsets, role="tasks")
+    W, s2, p = check_params(W, s2, p, ts.X.shape[1])
+    return _log_joint(ts, W, s2, p)
+
+
+def _log_joint(ts, W, s2, p):
+    sse = kernels().task_sse(ts.X, ts.y, ts.offsets, W)
+    t = np.diff(ts.offsets).astype(np.float64)
+    with np.errstate(divide="ignore"):
+        logp = np.log(p)
+    return -sse / (2.0 * s2) - 0.5 * t[:, None] * np.log(s2) + logp
+
+
+def _softmax(logits):
+    m = logits.max(axis=1, keepdims=True)
+    e = np.exp(logits - m)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def posterior(X, y, offsets, W, s2, p):
+    """Posterior probability of each component for each task.
+
+    Parameters
+    ----------
+    X : (N, d), y : (N,), offsets : (n + 1,) -- the tasks
+    W : (k, d), s2 : (k,), p : (k,) -- the mixture
+
+    Returns
+    -------
+    (n, k) float64, rows sum to one
+    """
+    return _softmax(log_likelihoods(X, y, offsets, W, s2, p))
+
+
+def predict_params(X, y, offsets, W, s2, p, *, method="bayes"):
+    """Regression vector of each task given its few examples and the mixture prior.
+
+    Parameters
+    ----------
+    X : (N, d), y : (N,), offsets : (n + 1,) -- the tasks' training rows
+    W : (k, d), s2 : (k,), p : (k,) -- the mixture
+    method : {"bayes", "map"}
+        "bayes": posterior mean of w (minimizes the expected squared error);
+        "map": the component of largest posterior probability.
+
+    Returns
+    -------
+    (n, d) float64
+    """
+    if method not in METHODS:
+        raise ValueError(f"method is {method!r}; expected one of {', '.join(map(repr, METHODS))}")
+    post = posterior(X, y, offsets, W, s2, p)
+    W = np.asarray(W, dtype=np.float64)
+    if method == "map":
+        return W[np.argmax(post, axis=1)]
+    return post @ W

@@ -1,0 +1,111 @@
+"""Stage 1 -- subspace estimation (Algorithm 2 of the paper).
+
+Each task's rows are split into two halves; with b1, b2 the means of y*x over the
+halves, ``M = (1/2n) sum_i (b1_i b2_i^T + b2_i b1_i^T)`` is an unbiased estimate of
+``sum_l p_l w_l w_l^T``, and U spans its top-k eigenvectors.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import scipy.linalg
+
+from . import _config
+from .backend import kernels
+from .tasks import check_k, check_tasks, chunk_bounds, slice_tasks
+
+__all__ = ["second_moment", "estimate_subspace", "top_eigenvectors", "MomentStats"]
+
+
+class MomentStats(NamedTuple):
+    """Additive sufficient statistic of the subspace stage.
+
+    ``cross`` (d, d) float64 is ``sum_i b1_i b2_i^T`` and ``n`` the number of tasks;
+    statistics of disjoint task sets add termwise.
+    """
+
+    cross: np.ndarray
+    n: int
+
+    def __add__(self, other):  # type: ignore[override]
+        return MomentStats(self.cross + other.cross, self.n + other.n)
+
+    def moment(self) -> np.ndarray:
+        """The symmetric estimate M (d, d) of ``sum_l p_l w_l w_l^T``."""
+        return (self.cross + self.cross.T) / (2.0 * self.n)
+
+
+def _moment_stats(X, y, offsets) -> MomentStats:
+    """MomentStats of a validated task set, streamed through the kernel in chunks."""
+    d = X.shape[1]
+    cross = np.zeros((d, d))
+    bounds = chunk_bounds(offsets, _config.CHUNK_ROWS)
+    k = kernels()
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        part = slice_tasks(X, y, offsets, lo, hi)
+        B = k.group_means(part.X, part.y, part.offsets, 2)
+        cross += B[:, 0, :].T @ B[:, 1, :]  # BLAS, in the data's precision
+    return MomentStats(cross, offsets.size - 1)
+
+
+def second_moment(X, y, offsets) -> np.ndarray:
+    """The moment matrix M of Algorithm 2.
+
+    Parameters
+    ----------
+    X : (N, d) float array
+    y : (N,) float array
+    offsets : (n + 1,) int array; every task needs at least 2 rows
+
+    Returns
+    -------
+    M : (d, d) float64, symmetric
+    """
+    ts = check_tasks(X, y, offsets, min_size=2, role="subspace tasks")
+    return _moment_stats(*ts).moment()
+
+
+def top_eigenvectors(M: np.ndarray, k: int):
+    """Eigenvalues (k,) in decreasing order and eigenvectors (d, k) of the k largest.
+
+    Signs are fixed so that the largest-magnitude entry of each column is positive,
+    which makes U a deterministic function of M.
+    """
+    d = M.shape[0]
+    vals, vecs = scipy.linalg.eigh(M, subset_by_index=[d - k, d - 1])
+    vals, vecs = vals[::-1], vecs[:, ::-1]
+    idx = np.argmax(np.abs(vecs), axis=0)
+    signs = np.sign(vecs[idx, np.arange(k)])
+    signs[signs == 0] = 1.0
+    return vals.copy(), np.ascontiguousarray(vecs * signs)
+
+
+def estimate_subspace(X, y, offsets, k, *, return_eigenvalues: bool = False):
+    """Estimate the span of the k regression vectors (Algorithm 2).
+
+    Parameters
+    ----------
+    X : (N, d) float array
+    y : (N,) float array
+    offsets : (n + 1,) int array
+        Every task needs at least 2 rows (odd sizes are fine: the halves differ by one).
+    k : int, 1 <= k <= d
+    return_eigenvalues : bool
+        Also return the eigenvalues of M, all d of them in decreasing order.
+
+    Returns
+    -------
+    U : (d, k) float64 with orthonormal columns, ordered by decreasing eigenvalue
+    eigenvalues : (d,) float64, only if ``return_eigenvalues``
+    """
+    ts = check_tasks(X, y, offsets, min_size=2, role="subspace tasks")
+    d = ts.X.shape[1]
+    k = check_k(k, upper=d, what=f"(the dimension d of X)")
+    M = _moment_stats(*ts).moment()
+    if return_eigenvalues:
+        vals, vecs = scipy.linalg.eigh(M)
+        _, U = top_eigenvectors(M, k)
+        return U, vals[::-1].copy()
+    return top_eigenvectors(M, k)[1]

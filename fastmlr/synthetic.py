@@ -1,0 +1,189 @@
+"""The paper's generative model, seeded.
+
+Task i draws a component z_i ~ p; each of its rows has x ~ N(0, I_d) and
+y = w_z . x + s_z * eps with eps ~ N(0, 1).
+
+Sampling is split into fixed chunks of tasks, each with its own random stream spawned
+from the seed, and the chunks are filled by a thread pool: the arrays depend on the
+seed only, never on the number of threads.
+"""
+
+from __future__ import annotations
+
+import numbers
+from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
+
+import numpy as np
+
+from . import _threads
+from .tasks import check_k, chunk_bounds
+
+__all__ = ["Mixture", "Sample", "make_mixture", "sample_tasks", "KINDS"]
+
+KINDS = ("orthonormal", "gaussian")
+_SAMPLE_CHUNK_ROWS = 1 << 15
+
+
+class Mixture(NamedTuple):
+    """Meta-parameters: ``W`` (k, d) rows are components, ``s`` (k,) noise scales, ``p`` (k,) weights."""
+
+    W: np.ndarray
+    s: np.ndarray
+    p: np.ndarray
+
+
+class Sample(NamedTuple):
+    """A sampled task set with its hidden components: X (N, d), y (N,), offsets (n+1,), z (n,)."""
+
+    X: np.ndarray
+    y: np.ndarray
+    offsets: np.ndarray
+    z: np.ndarray
+
+
+def _rng(seed):
+    if isinstance(seed, np.random.SeedSequence):
+        return seed
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0):
+        raise ValueError(f"seed is {seed!r}; expected a non-negative integer or None")
+    return np.random.SeedSequence(seed)
+
+
+def make_mixture(k, d, *, kind="orthonormal", noise=1.0, weights=None, seed=None) -> Mixture:
+    """Meta-parameters of a mixture of k linear regressions in d dimensions.
+
+    Parameters
+    ----------
+    k : int >= 1
+    d : int >= 1
+    kind : {"orthonormal", "gaussian"}
+        "orthonormal": rows of W are orthonormal (needs k <= d), the paper's Figure 2
+        setting.  "gaussian": rows drawn i.i.d. from N(0, I_d / d), so ``||w|| ~ 1``.
+    noise : float or (k,) array, > 0 -- the noise scales s
+    weights : None, "random" or (k,) array
+        Mixing weights p: uniform (None), drawn from a flat Dirichlet ("random"), or
+        given (normalized to sum to one).
+    seed : int or None
+
+    Returns
+    -------
+    Mixture
+        ``W`` (k, d) float64, ``s`` (k,) float64, ``p`` (k,) float64.
+    """
+    k = check_k(k)
+    if isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1:
+        raise ValueError(f"d is {d!r}; expected a positive integer dimension")
+    d = int(d)
+    if kind not in KINDS:
+        raise ValueError(f"kind is {kind!r}; expected one of {', '.join(map(repr, KINDS))}")
+    rng = np.random.default_rng(_rng(seed))
+    if kind == "orthonormal":
+        if k > d:
+            raise ValueError(f"k is {k} but d is {d}; orthonormal components need k <= d")
+        Q, R = np.linalg.qr(rng.standard_normal((d, k)))
+        W = (Q * np.sign(np.diag(R))).T
+    else:
+        W = rng.standard_normal((k, d)) / np.sqrt(d)
+    s = np.broadcast_to(np.asarray(noise, dtype=np.float64), (k,)).copy()
+    if not np.all(np.isfinite(s)) or np.any(s < 0):
+        raise ValueError(f"noise must be finite and non-negative, got {noise!r}")
+    if weights is None:
+        p = np.full(k, 1.0 / k)
+    elif isinstance(weights, str):
+        if weights != "random":
+            raise ValueError(f"weights is {weights!r}; expected None, 'random' or an array of k weights")
+        p = rng.dirichlet(np.ones(k))
+    else:
+        p = np.asarray(weights, dtype=np.float64)
+        if p.shape != (k,) or not np.all(np.isfinite(p)) or np.any(p < 0) or p.sum() <= 0:
+            raise ValueError(f"weights must be {k} finite non-negative numbers with a positive sum")
+        p = p / p.sum()
+    return Mixture(np.ascontiguousarray(W), s, p)
+
+
+def _check_sizes(sizes, n_tasks):
+    if isinstance(sizes, numbers.Integral) and not isinstance(sizes, bool):
+        if n_tasks is None:
+            raise ValueError("sizes is one integer; pass n_tasks too, or one size per task")
+        if isinstance(n_tasks, bool) or not isinstance(n_tasks, numbers.Integral) or n_tasks < 1:
+            raise ValueError(f"n_tasks is {n_tasks!r}; expected a positive integer")
+        sizes = np.full(int(n_tasks), int(sizes), dtype=np.int64)
+    else:
+        sizes = np.asarray(sizes)
+        if sizes.ndim != 1 or sizes.size < 1 or sizes.dtype.kind not in "iu":
+            raise ValueError(f"sizes must be one integer or a non-empty 1-D integer array, got shape {sizes.shape}")
+        if n_tasks is not None and n_tasks != sizes.size:
+            raise ValueError(f"n_tasks is {n_tasks} but sizes has {sizes.size} entries")
+        sizes = sizes.astype(np.int64)
+    if np.any(sizes < 0):
+        raise ValueError("sizes must be non-negative")
+    return sizes
+
+
+def sample_tasks(W, s, p, sizes, *, n_tasks=None, seed=None, dtype="float64") -> Sample:
+    """Sample tasks from a mixture of linear regressions.
+
+    Parameters
+    ----------
+    W : (k, d) float array -- components (rows)
+    s : (k,) float array -- noise scales
+    p : (k,) float array -- mixing weights
+    sizes : int or (n,) int array
+        Rows per task: one size for all (then ``n_tasks`` is required) or one per task.
+    n_tasks : int, optional
+    seed : int or None
+        Same seed, same arrays, whatever the thread count.
+    dtype : "float64" or "float32"
+
+    Returns
+    -------
+    Sample
+        ``X`` (N, d), ``y`` (N,), ``offsets`` (n + 1,) int64, ``z`` (n,) int64.
+    """
+    from .classify import check_params
+
+    W = np.asarray(W)
+    if W.ndim != 2:
+        raise ValueError(f"W has shape {W.shape}; expected a (k, d) array")
+    s = np.asarray(s, dtype=np.float64)
+    if s.shape != (W.shape[0],) or not np.all(np.isfinite(s)) or np.any(s < 0):
+        raise ValueError(f"s must be {W.shape[0]} finite non-negative noise scales")
+    W, _, p = check_params(W, np.ones(W.shape[0]), p, W.shape[1])
+    dt = np.dtype(dtype)
+    if dt not in (np.dtype(np.float64), np.dtype(np.float32)):
+        raise ValueError(f"dtype is {dtype!r}; expected 'float64' or 'float32'")
+    sizes = _check_sizes(sizes, n_tasks)
+    n, (k, d) = sizes.size, W.shape
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    N = int(offsets[-1])
+
+    root = _rng(seed)
+    z_seq, *_ = root.spawn(1)
+    z = np.random.default_rng(z_seq).choice(k, size=n, p=p).astype(np.int64)
+    bounds = chunk_bounds(offsets, _SAMPLE_CHUNK_ROWS)
+    streams = root.spawn(bounds.size - 1)
+    X = np.empty((N, d), dtype=dt)
+    y = np.empty(N, dtype=dt)
+    row_z = np.repeat(z, sizes)
+
+    def fill(c):
+        a, b = int(offsets[bounds[c]]), int(offsets[bounds[c + 1]])
+        if a == b:
+            return
+        rng = np.random.default_rng(streams[c])
+        Xc = X[a:b]
+        rng.standard_normal(out=Xc, dtype=dt)
+        eps = rng.standard_normal(b - a)
+        zc = row_z[a:b]
+        mean = np.einsum("ij,ij->i", Xc, W[zc].astype(dt, copy=False), dtype=np.float64)
+        y[a:b] = mean + s[zc] * eps
+
+    workers = max(1, min(_threads.get(), bounds.size - 1))
+    if workers == 1:
+        for c in range(bounds.size - 1):
+            fill(c)
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(fill, range(bounds.size - 1)))
+    return Sample(X, y, offsets, z)

@@ -1,0 +1,270 @@
+"""The task-set layout: three plain arrays, their validation, and packing helpers.
+
+A *task set* is ``(X, y, offsets)``:
+
+* ``X`` : (N, d) float64 or float32, C-contiguous -- the rows of every task, stacked;
+* ``y`` : (N,) same dtype -- the responses;
+* ``offsets`` : (n + 1,) int64 with ``offsets[0] == 0``, non-decreasing and
+  ``offsets[-1] == N``; task ``i`` is rows ``offsets[i]:offsets[i + 1]``.
+
+Every public function validates its task set with :func:`check_tasks` before any
+compiled code runs, so a kernel only ever sees arrays it can read safely.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = ["TaskSet", "check_tasks", "pack_tasks", "group_tasks", "task_sizes"]
+
+
+class TaskSet(NamedTuple):
+    """A validated task set: ``X`` (N, d), ``y`` (N,), ``offsets`` (n + 1,) int64."""
+
+    X: np.ndarray
+    y: np.ndarray
+    offsets: np.ndarray
+
+
+def _float_dtype(arr: np.ndarray, name: str) -> np.dtype:
+    """The float dtype an array is computed in: float32 stays, other reals go to float64."""
+    kind = arr.dtype.kind
+    if kind == "f":
+        return np.dtype(np.float32) if arr.dtype.itemsize <= 4 else np.dtype(np.float64)
+    if kind in "biu":
+        return np.dtype(np.float64)
+    raise TypeError(
+        f"{name} has dtype {arr.dtype}; expected real numbers "
+        f"(float64 or float32; integers and booleans are converted to float64)"
+    )
+
+
+def _as_array(a, name: str) -> np.ndarray:
+    if isinstance(a, np.ndarray):
+        return a
+    try:
+        return np.asarray(a)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"{name} could not be read as an array: {exc}") from None
+
+
+def check_finite(arr: np.ndarray, name: str) -> None:
+    """Raise ``ValueError`` if ``arr`` holds NaN or inf.
+
+    A single pass: the sum of finite numbers is finite unless it overflows, and only
+    then is the exact (allocating) check needed.
+    """
+    if arr.size and not np.isfinite(np.sum(arr, dtype=np.float64)):
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            where = np.argwhere(bad)[0]
+            raise ValueError(
+                f"{name} contains NaN or inf (first at index {tuple(int(i) for i in where)}); "
+                f"remove or impute non-finite values first"
+            )
+
+
+def check_offsets(offsets, N: int, name: str = "offsets") -> np.ndarray:
+    """Validate ``offsets`` against ``N`` rows and return it as C-contiguous int64."""
+    off = _as_array(offsets, name)
+    if off.ndim != 1:
+        raise ValueError(f"{name} is {off.ndim}-dimensional; expected a 1-D array of n + 1 row offsets")
+    if off.dtype.kind not in "iu":
+        if off.dtype.kind == "f" and off.size and np.all(np.isfinite(off)) and np.all(off == np.round(off)):
+            off = off.astype(np.int64)
+        else:
+            raise TypeError(f"{name} has dtype {off.dtype}; expected integers (int64)")
+    if off.size < 2:
+        raise ValueError(f"{name} has length {off.size}; expected n + 1 >= 2 entries (at least one task)")
+    off = np.ascontiguousarray(off, dtype=np.int64)
+    if off[0] != 0:
+        raise ValueError(f"{name}[0] is {int(off[0])}; expected 0")
+    if off[-1] != N:
+        raise ValueError(f"{name}[-1] is {int(off[-1])}; expected the number of rows N = {N}")
+    steps = np.diff(off)
+    if (steps < 0).any():
+        i = int(np.argmax(steps < 0))
+        raise ValueError(
+            f"{name} decreases at position {i + 1} ({int(off[i])} -> {int(off[i + 1])}); "
+            f"expected non-decreasing offsets"
+        )
+    return off
+
+
+def check_tasks(X, y, offsets, *, min_size: int = 0, role: str = "tasks", finite: bool = True) -> TaskSet:
+    """Validate and coerce a task set once, before any kernel runs.
+
+    Parameters
+    ----------
+    X : array_like, shape (N, d)
+        Features; float32 is kept, every other real dtype becomes float64.
+    y : array_like, shape (N,)
+        Responses; converted to the dtype of ``X``.
+    offsets : array_like of int, shape (n + 1,)
+        Row offsets of the tasks.
+    min_size : int
+        Smallest number of rows every task must have for the calling stage.
+    role : str
+        How the calling stage names this task set in error messages.
+    finite : bool
+        Check ``X`` and ``y`` for NaN and inf.
+
+    Returns
+    -------
+    TaskSet
+        ``X`` C-contiguous (N, d), ``y`` C-contiguous (N,) of the same float dtype,
+        ``offsets`` C-contiguous int64 (n + 1,).
+
+    Raises
+    ------
+    TypeError
+        A non-real dtype (complex, object, strings).
+    ValueError
+        Wrong shapes, non-finite values, offsets that do not describe the rows, or a
+        task smaller than ``min_size``.
+    """
+    X = _as_array(X, "X")
+    y = _as_array(y, "y")
+    if X.ndim != 2:
+        raise ValueError(f"X is {X.ndim}-dimensional with shape {X.shape}; expected a 2-D (N, d) array")
+    if y.ndim != 1:
+        raise ValueError(f"y is {y.ndim}-dimensional with shape {y.shape}; expected a 1-D (N,) array")
+    if y.shape[0] != X.shape[0]:
+        raise ValueError(f"y has {y.shape[0]} rows but X has {X.shape[0]}; expected one response per row of X")
+    if X.shape[1] < 1:
+        raise ValueError(f"X has shape {X.shape}; expected at least one feature column")
+    dt = _float_dtype(X, "X")
+    ydt = _float_dtype(y, "y")
+    if dt != ydt:
+        dt = np.dtype(np.float64)  # mixed precision: compute in the wider one
+    X = np.ascontiguousarray(X, dtype=dt)
+    y = np.ascontiguousarray(y, dtype=dt)
+    off = check_offsets(offsets, X.shape[0])
+    if finite:
+        check_finite(X, "X")
+        check_finite(y, "y")
+    if min_size > 0:
+        sizes = np.diff(off)
+        small = sizes < min_size
+        if small.any():
+            i = int(np.argmax(small))
+            raise ValueError(
+                f"{role}: {int(small.sum())} of {sizes.size} tasks have fewer than {min_size} rows "
+                f"(task {i} has {int(sizes[i])}); this stage needs at least {min_size} rows per task"
+            )
+    return TaskSet(X, y, off)
+
+
+def check_k(k, *, upper: int | None = None, what: str = "") -> int:
+    """Validate a number of components: an integer with ``1 <= k <= upper``."""
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, numbers.Integral):
+        raise TypeError(f"k must be an integer, got {type(k).__name__} {k!r}")
+    k = int(k)
+    if k < 1:
+        raise ValueError(f"k is {k}; expected a number of components k >= 1")
+    if upper is not None and k > upper:
+        raise ValueError(f"k is {k}; expected k <= {upper}{' ' + what if what else ''}")
+    return k
+
+
+def task_sizes(offsets) -> np.ndarray:
+    """Number of rows of each task, shape (n,), from validated ``offsets``."""
+    return np.diff(np.asarray(offsets, dtype=np.int64))
+
+
+def pack_tasks(Xs, ys) -> TaskSet:
+    """Pack a list of per-task arrays into the ``(X, y, offsets)`` layout.
+
+    Parameters
+    ----------
+    Xs : sequence of array_like, each shape (t_i, d)
+    ys : sequence of array_like, each shape (t_i,)
+
+    Returns
+    -------
+    TaskSet
+        ``X`` (sum t_i, d), ``y`` (sum t_i,), ``offsets`` (n + 1,) int64.
+    """
+    Xs = list(Xs)
+    ys = list(ys)
+    if len(Xs) != len(ys):
+        raise ValueError(f"Xs has {len(Xs)} tasks but ys has {len(ys)}; expected one response vector per task")
+    if not Xs:
+        raise ValueError("Xs is empty; expected at least one task")
+    Xs = [_as_array(a, f"Xs[{i}]") for i, a in enumerate(Xs)]
+    ys = [_as_array(a, f"ys[{i}]") for i, a in enumerate(ys)]
+    d = None
+    for i, (a, b) in enumerate(zip(Xs, ys)):
+        if a.ndim != 2:
+            raise ValueError(f"Xs[{i}] has shape {a.shape}; expected a 2-D (t_i, d) array")
+        if b.ndim != 1 or b.shape[0] != a.shape[0]:
+            raise ValueError(f"ys[{i}] has shape {b.shape}; expected ({a.shape[0]},) to match Xs[{i}]")
+        if d is None:
+            d = a.shape[1]
+        elif a.shape[1] != d:
+            raise ValueError(f"Xs[{i}] has {a.shape[1]} columns but Xs[0] has {d}; expected the same d for every task")
+    sizes = np.array([a.shape[0] for a in Xs], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    X = np.concatenate(Xs, axis=0) if len(Xs) > 1 else Xs[0]
+    y = np.concatenate(ys) if len(ys) > 1 else ys[0]
+    return check_tasks(X, y, offsets)
+
+
+def group_tasks(X, y, task_ids) -> TaskSet:
+    """Gather rows tagged with a task id into the ``(X, y, offsets)`` layout.
+
+    Rows are grouped by ``task_ids`` (stable: rows keep their order within a task);
+    tasks are ordered by sorted id.  Like ``y ~ x | g`` in a mixture-of-regressions
+    formula.
+
+    Parameters
+    ----------
+    X : array_like, shape (N, d)
+    y : array_like, shape (N,)
+    task_ids : array_like, shape (N,)
+        Any sortable labels (integers, strings).
+
+    Returns
+    -------
+    TaskSet
+        The regrouped task set; task ``i`` holds the rows of the ``i``-th smallest id.
+    """
+    X = _as_array(X, "X")
+    y = _as_array(y, "y")
+    ids = _as_array(task_ids, "task_ids")
+    if ids.ndim != 1:
+        raise ValueError(f"task_ids has shape {ids.shape}; expected a 1-D array with one id per row")
+    if X.ndim != 2 or ids.shape[0] != X.shape[0]:
+        raise ValueError(f"task_ids has {ids.shape[0]} entries but X has shape {X.shape}; expected one id per row of X")
+    if ids.size == 0:
+        raise ValueError("task_ids is empty; expected at least one row")
+    uniq, inverse = np.unique(ids, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    counts = np.bincount(inverse, minlength=uniq.size)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    y = _as_array(y, "y")
+    if y.ndim != 1 or y.shape[0] != X.shape[0]:
+        raise ValueError(f"y has shape {y.shape}; expected ({X.shape[0]},) to match X")
+    return check_tasks(X[order], y[order], offsets)
+
+
+def chunk_bounds(offsets: np.ndarray, max_rows: int) -> np.ndarray:
+    """Task indices that cut a task set into consecutive chunks of about ``max_rows`` rows.
+
+    Returns ``b`` (m + 1,) with ``b[0] == 0`` and ``b[-1] == n``; chunk ``c`` is tasks
+    ``b[c]:b[c+1]``.  A chunk holds at least one task, so one task larger than
+    ``max_rows`` forms a chunk of its own.  The cut depends only on ``offsets``.
+    """
+    n = offsets.size - 1
+    marks = np.searchsorted(offsets, np.arange(max_rows, offsets[-1], max_rows), side="right") - 1
+    b = np.unique(np.concatenate([[0], marks, [n]]))
+    return b[(b >= 0) & (b <= n)]
+
+
+def slice_tasks(X, y, offsets, lo: int, hi: int) -> TaskSet:
+    """Tasks ``lo:hi`` as a task set of views (offsets rebased to 0)."""
+    a, b = int(offsets[lo]), int(offsets[hi])
+    return TaskSet(X[a:b], y[a:b], offsets[lo : hi + 1] - a)
