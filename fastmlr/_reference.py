@@ -13,7 +13,7 @@ import numpy as np
 from scipy.cluster.hierarchy import cut_tree, linkage
 from scipy.spatial.distance import squareform
 
-__all__ = ["group_means", "median_distances", "single_linkage", "task_sse", "class_normal_equations"]
+__all__ = ["group_means", "median_distances", "single_linkage", "task_sse", "gather_rows"]
 
 
 def _segment_sums(values: np.ndarray, bounds: np.ndarray) -> np.ndarray:
@@ -100,23 +100,11 @@ def task_sse(X, y, offsets, W):
     return _segment_sums(resid * resid, offsets)
 
 
-def class_normal_equations(X, y, offsets, R):
-    """Weighted per-class normal equations (see ``kernels.class_normal_equations``)."""
-    t = np.diff(offsets)
-    d = X.shape[1]
-    k = R.shape[1]
-    rows_w = np.repeat(R, t, axis=0)  # (N, k) row weights
-    XtX = np.zeros((k, d, d))
-    Xty = np.zeros((k, d))
-    yty = np.zeros(k)
-    for l in range(k):  # k is small: one BLAS product per class, over its rows only
-        w = rows_w[:, l]
-        keep = np.flatnonzero(w)
-        Xl = X[keep].astype(np.float64)
-        yl = y[keep].astype(np.float64)
-        wl = w[keep]
-        XtX[l] = (Xl * wl[:, None]).T @ Xl
-        Xty[l] = Xl.T @ (wl * yl)
-        yty[l] = wl @ (yl * yl)
-    counts = R.T @ t.astype(np.float64)
-    return XtX, Xty, yty, counts
+def gather_rows(X, y, offsets, tasks, weights):
+    """Rows of the listed tasks scaled by sqrt(weight) (see ``kernels.gather_rows``)."""
+    t = offsets[tasks + 1] - offsets[tasks]
+    rows = np.repeat(offsets[tasks] - np.cumsum(t) + t, t) + np.arange(int(t.sum()))
+    sw = np.repeat(np.sqrt(weights), t)
+    Xg = (X[rows] * sw[:, None]).astype(X.dtype, copy=False)
+    yg = (y[rows] * sw).astype(X.dtype, copy=False)
+    return Xg, yg

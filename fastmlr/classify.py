@@ -13,10 +13,11 @@ from typing import NamedTuple
 import numpy as np
 import scipy.linalg
 
+from . import _config
 from .backend import kernels
-from .tasks import check_finite, check_tasks
+from .tasks import check_finite, check_tasks, chunk_bounds, slice_tasks
 
-__all__ = ["ClassifyResult", "classify_tasks", "refit", "FallbackWarning", "check_params"]
+__all__ = ["ClassifyResult", "classify_tasks", "refit", "normal_equations", "FallbackWarning", "check_params"]
 
 
 class FallbackWarning(RuntimeWarning):
@@ -63,6 +64,48 @@ def check_params(W, s2, p, d: int, *, s2_name: str = "s2"):
     return W, s2, p
 
 
+def normal_equations(X, y, offsets, R):
+    """Weighted per-class normal equations, streamed over chunks of tasks.
+
+    Class l sums every task i with ``R[i, l] > 0``, each row weighted by ``R[i, l]``.
+    Per chunk and class the rows are gathered (scaled by the root of their weight) by
+    the ``gather_rows`` kernel and reduced by one BLAS product; only nonzero weights
+    are visited, so hard labels read every row once.
+
+    Parameters
+    ----------
+    X : (N, d), y : (N,), offsets : (n + 1,) -- a validated task set
+    R : (n, k) float64 >= 0 -- task-to-class weights (one-hot for hard labels)
+
+    Returns
+    -------
+    XtX : (k, d, d) float64 -- ``sum_i R[i,l] X_i^T X_i``
+    Xty : (k, d) float64 -- ``sum_i R[i,l] X_i^T y_i``
+    yty : (k,) float64 -- ``sum_i R[i,l] y_i^T y_i``
+    rows : (k,) float64 -- ``sum_i R[i,l] t_i``
+    """
+    n, k = R.shape
+    d = X.shape[1]
+    XtX = np.zeros((k, d, d))
+    Xty = np.zeros((k, d))
+    yty = np.zeros(k)
+    kern = kernels()
+    bounds = chunk_bounds(offsets, _config.CHUNK_ROWS)
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        part = slice_tasks(X, y, offsets, lo, hi)
+        Rc = R[lo:hi]
+        for l in range(k):
+            idx = np.flatnonzero(Rc[:, l])
+            if idx.size == 0:
+                continue
+            Xg, yg = kern.gather_rows(part.X, part.y, part.offsets, idx, np.ascontiguousarray(Rc[idx, l]))
+            XtX[l] += Xg.T @ Xg
+            Xty[l] += Xg.T @ yg
+            yty[l] += float(yg @ yg)
+    rows = R.T @ np.diff(offsets).astype(np.float64)
+    return XtX, Xty, yty, rows
+
+
 def refit(X, y, offsets, R, W_prev, s2_prev):
     """Weighted least squares per class from the class normal equations.
 
@@ -74,7 +117,7 @@ def refit(X, y, offsets, R, W_prev, s2_prev):
     -------
     W (k, d), s2 (k,), rows (k,) -- the weighted row count of each class
     """
-    XtX, Xty, yty, rows = kernels().class_normal_equations(X, y, offsets, R)
+    XtX, Xty, yty, rows = normal_equations(X, y, offsets, R)
     k, d = Xty.shape
     W = np.array(W_prev, dtype=np.float64, copy=True)
     s2 = np.array(s2_prev, dtype=np.float64, copy=True)

@@ -25,7 +25,6 @@ def _prediction_mse(new, tau, W, s2, p, method):
     X, y, offsets = new.X, new.y, new.offsets
     n = offsets.size - 1
     per = int(offsets[1] - offsets[0])
-    rows = np.arange(per)
     Xt = X.reshape(n, per, -1)
     yt = y.reshape(n, per)
     train_off = np.arange(n + 1, dtype=np.int64) * tau
@@ -34,7 +33,7 @@ def _prediction_mse(new, tau, W, s2, p, method):
         np.ascontiguousarray(yt[:, :tau].reshape(-1)),
         train_off, W, s2, p, method=method,
     )
-    test = rows[per - _TEST_ROWS :]
+    test = slice(per - _TEST_ROWS, per)
     resid = np.einsum("itd,id->it", Xt[:, test], B) - yt[:, test]
     return float(np.mean(resid**2))
 

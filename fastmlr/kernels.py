@@ -20,7 +20,7 @@ from numba import njit, prange
 
 from . import _threads
 
-__all__ = ["group_means", "median_distances", "single_linkage", "task_sse", "class_normal_equations"]
+__all__ = ["group_means", "median_distances", "single_linkage", "task_sse", "gather_rows"]
 
 _JIT = dict(cache=True, nogil=True)
 
@@ -258,59 +258,41 @@ def task_sse(X, y, offsets, W):
 
 
 @njit(parallel=True, **_JIT)
-def class_normal_equations(X, y, offsets, R):
-    """Weighted per-class normal equations.
+def gather_rows(X, y, offsets, tasks, weights):
+    """Rows of the listed tasks, stacked in list order, each scaled by sqrt(weight).
 
-    Class l accumulates every task i with ``R[i, l] != 0``, each of its rows weighted
-    by ``R[i, l]``.  Hard labels are a one-hot ``R``; EM passes responsibilities.
+    The weighted normal equations of a class are then one BLAS product of the result
+    with itself (``Xg^T Xg = sum_i w_i X_i^T X_i``), done by the caller.
 
     Parameters
     ----------
     X : (N, d) float32 or float64
     y : (N,) same dtype
     offsets : (n + 1,) int64
-    R : (n, k) float64
-        Task-to-class weights.
+    tasks : (m,) int64 -- indices into the tasks, each in [0, n)
+    weights : (m,) float64 >= 0
 
     Returns
     -------
-    XtX : (k, d, d) float64
-        ``sum_i R[i,l] X_i^T X_i`` (full symmetric matrix).
-    Xty : (k, d) float64
-        ``sum_i R[i,l] X_i^T y_i``.
-    yty : (k,) float64
-        ``sum_i R[i,l] y_i^T y_i``.
-    counts : (k,) float64
-        ``sum_i R[i,l] t_i``: weighted number of rows.
+    Xg : (sum of the tasks' sizes, d) X's dtype
+    yg : (sum of the tasks' sizes,) X's dtype
     """
-    n = offsets.shape[0] - 1
+    m = tasks.shape[0]
     d = X.shape[1]
-    k = R.shape[1]
-    XtX = np.zeros((k, d, d), dtype=np.float64)
-    Xty = np.zeros((k, d), dtype=np.float64)
-    yty = np.zeros(k, dtype=np.float64)
-    counts = np.zeros(k, dtype=np.float64)
-    # one class per parallel iteration: each output has a single writer, and each
-    # class sums its tasks in increasing order, whatever the thread count
-    for l in prange(k):
-        xr = np.empty(d, dtype=np.float64)
-        A = XtX[l]
-        for i in range(n):
-            w = R[i, l]
-            if w == 0.0:
-                continue
-            for r in range(offsets[i], offsets[i + 1]):
-                for j in range(d):
-                    xr[j] = np.float64(X[r, j])
-                yr = np.float64(y[r])
-                for a in range(d):
-                    wa = w * xr[a]
-                    for c in range(a, d):
-                        A[a, c] += wa * xr[c]
-                    Xty[l, a] += wa * yr
-                yty[l] += w * yr * yr
-            counts[l] += w * (offsets[i + 1] - offsets[i])
-        for a in range(d):
-            for c in range(a):
-                A[a, c] = A[c, a]
-    return XtX, Xty, yty, counts
+    starts = np.empty(m + 1, dtype=np.int64)
+    starts[0] = 0
+    for q in range(m):
+        i = tasks[q]
+        starts[q + 1] = starts[q] + offsets[i + 1] - offsets[i]
+    Xg = np.empty((starts[m], d), dtype=X.dtype)
+    yg = np.empty(starts[m], dtype=X.dtype)
+    for q in prange(m):
+        i = tasks[q]
+        sw = np.sqrt(weights[q])
+        o = starts[q]
+        for r in range(offsets[i], offsets[i + 1]):
+            for j in range(d):
+                Xg[o, j] = sw * X[r, j]
+            yg[o] = sw * y[r]
+            o += 1
+    return Xg, yg

@@ -1,0 +1,53 @@
+"""The command line: the demo's JSON, and one-line errors with exit status 2."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from fastmlr.cli import main
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "fastmlr", *args], capture_output=True, text=True)
+
+
+def test_demo_json_small(capsys):
+    assert main(["demo", "--k", "4", "--d", "16", "--scale", "0.05", "--json", "--seed", "3"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["setting"]["k"] == 4 and res["setting"]["light"]["tasks"] == 26214
+    assert res["stages"]["cluster"]["clustering_accuracy"] >= 0.95
+    assert [r["tau"] for r in res["prediction"]] == [2, 4, 8, 16, 32]
+    for r in res["prediction"][:2]:  # small tau: the posterior mean clearly wins
+        assert r["true_bayes"] < r["true_map"] and r["bayes"] < r["map"]
+    assert set(res["checks"]) >= {"clustering_accuracy>=0.99", "bayes<=map(all tau)"}
+
+
+def test_demo_table_is_deterministic(capsys):
+    args = ["demo", "--k", "3", "--d", "12", "--scale", "0.02", "--seed", "1", "--backend", "numpy"]
+    main(args)
+    first = capsys.readouterr().out
+    main(args)
+    second = capsys.readouterr().out
+    strip = lambda s: [line for line in s.splitlines() if "seconds" not in line and not line[:12].strip() in
+                       ("sampling", "subspace", "cluster", "classify", "prediction")]
+    assert strip(first) == strip(second)
+    assert "prediction MSE on 1000 new tasks" in first
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["demo", "--k", "0"], "k is 0"),
+        (["demo", "--k", "40", "--d", "8"], "orthonormal components need k <= d"),
+        (["demo", "--scale", "-1"], "expected a positive number"),
+        (["demo", "--backend", "fortran"], "invalid choice"),
+        (["nosuch"], "invalid choice"),
+    ],
+)
+def test_bad_arguments_one_line_status_2(args, words):
+    p = run(*args)
+    assert p.returncode == 2
+    assert words in p.stderr
+    assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
