@@ -20,51 +20,41 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _positive_float(text):
-    v = float(text)
+#: Modules that add sub-commands: each defines ``add_commands(subparsers, common)``,
+#: where ``common`` is a list of parent parsers holding the shared options, and sets
+#: ``func(args) -> int`` on every sub-parser it adds.
+COMMAND_MODULES = ("fastmlr.demo",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    parser = _Parser(prog="fastmlr", description="Meta-learning a mixture of linear regressions from many small tasks.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    common = _Parser(add_help=False)
+    common.add_argument("--backend", choices=("numba", "cython", "numpy"), help="kernel backend (default: the best available)")
+    common.add_argument("--threads", type=int, default=None, help="kernel threads (default: every core)")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_commands(sub, [common])
+    return parser
+
+
+def positive_float(text):
+    """argparse type: a float > 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
     if not v > 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
     return v
 
 
-def _add_backend(p):
-    p.add_argument("--backend", choices=("numba", "cython", "numpy"), help="kernel backend (default: the best available)")
-    p.add_argument("--threads", type=int, default=None, help="kernel threads (default: every core)")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="fastmlr", description="Meta-learning a mixture of linear regressions from many small tasks.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    demo = sub.add_parser("demo", help="the paper's Figure 2 setting end to end, with oracles")
-    demo.add_argument("--k", type=int, default=32, help="components (default 32)")
-    demo.add_argument("--d", type=int, default=256, help="dimension (default 256)")
-    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    demo.add_argument("--scale", type=_positive_float, default=1.0, help="multiply the number of tasks (default 1)")
-    demo.add_argument("--dtype", choices=("float64", "float32"), default="float64")
-    demo.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    _add_backend(demo)
-    return parser
-
-
-def _run_demo(args) -> int:
-    from .demo import format_demo, run_demo
-
-    progress = None
-    if sys.stderr.isatty() and not args.json:
-        progress = lambda msg: print(f"  {msg} ...", file=sys.stderr, flush=True)  # noqa: E731
-    res = run_demo(k=args.k, d=args.d, seed=args.seed, scale=args.scale, dtype=args.dtype, progress=progress)
-    res["setting"]["backend"] = _backend_name()
-    print(json.dumps(res, indent=2) if args.json else format_demo(res))
-    return 0
-
-
-def _backend_name():
-    from .backend import get_backend
-
-    return get_backend()
-
-
-COMMANDS = {"demo": _run_demo}
+def progress_printer(quiet: bool = False):
+    """A callable that prints progress lines on stderr when it is a terminal, else None."""
+    if quiet or not sys.stderr.isatty():
+        return None
+    return lambda msg: print(f"  {msg} ...", file=sys.stderr, flush=True)
 
 
 def main(argv=None) -> int:
@@ -76,7 +66,7 @@ def main(argv=None) -> int:
         if getattr(args, "backend", None):
             set_backend(args.backend)
         with n_threads(getattr(args, "threads", None)):
-            return COMMANDS[args.command](args)
+            return args.func(args)
     except USER_ERRORS as exc:
         print(f"fastmlr: error: {exc}", file=sys.stderr)
         return 2

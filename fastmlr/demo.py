@@ -13,7 +13,7 @@ from .predict import predict_params
 from .synthetic import make_mixture, sample_tasks
 from .tasks import slice_tasks
 
-__all__ = ["run_demo", "format_demo", "TAUS"]
+__all__ = ["run_demo", "format_demo", "add_commands", "TAUS"]
 
 TAUS = (2, 4, 8, 16, 32)
 _TEST_ROWS = 100
@@ -161,3 +161,31 @@ def format_demo(res: dict) -> str:
     out.append("")
     out.extend(f"  [{'ok' if v else 'FAIL'}] {name}" for name, v in res["checks"].items())
     return "\n".join(out)
+
+
+def add_commands(sub, parents):
+    """Register ``fastmlr demo`` (see :mod:`fastmlr.cli`)."""
+    from .cli import positive_float
+
+    p = sub.add_parser("demo", parents=parents, help="the paper's Figure 2 setting end to end, with oracles",
+                       description="Sample the paper's Figure 2 setting, run Algorithm 1, and compare with oracles.")
+    p.add_argument("--k", type=int, default=32, help="components (default 32)")
+    p.add_argument("--d", type=int, default=256, help="dimension (default 256)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--scale", type=positive_float, default=1.0, help="multiply the number of tasks (default 1)")
+    p.add_argument("--dtype", choices=("float64", "float32"), default="float64")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.set_defaults(func=_command)
+
+
+def _command(args) -> int:
+    import json
+
+    from .backend import get_backend
+    from .cli import progress_printer
+
+    res = run_demo(k=args.k, d=args.d, seed=args.seed, scale=args.scale, dtype=args.dtype,
+                   progress=progress_printer(args.json))
+    res["setting"]["backend"] = get_backend()
+    print(json.dumps(res, indent=2) if args.json else format_demo(res))
+    return 0
