@@ -1,0 +1,431 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False, nonecheck=False
+"""fastmlr's hot loops in Cython: a mirror of ``kernels.py``.
+
+Name for name, argument for argument and loop for loop the same kernels as
+``kernels.py`` (Numba), whose docstring names this module in turn; ``_reference.py``
+is the NumPy oracle of both.  The kernels see only validated, C-contiguous arrays and
+scalars, and return NumPy arrays.
+
+The summation order is the one of ``kernels.py``: every sum runs over rows in
+increasing order into a float64 accumulator, and the innermost loops run over
+independent accumulators.  The build turns off floating-point contraction
+(``-ffp-contract=off``) and never uses fast-math, so the two compiled backends give
+the same bits.  Parallel loops (OpenMP, ``prange``) split work only over independent
+outputs, each thread with its own scratch row, so results do not depend on the number
+of threads, which is read from ``fastmlr._threads.get()`` at every call.
+"""
+
+import numpy as np
+
+cimport cython
+from cython cimport floating
+from cython.parallel cimport parallel, prange, threadid
+from libc.math cimport INFINITY, sqrt
+from libc.stdint cimport int64_t
+
+from . import _threads
+
+__all__ = ["group_means", "median_distances", "single_linkage", "task_sse", "gather_rows"]
+
+# Tasks handed to one parallel iteration (as in kernels.py); fixed, so results never
+# depend on the thread count.
+cdef enum:
+    _TASK_BLOCK = 64
+    _MIRROR_BLOCK = 64
+
+
+cdef inline int _nthreads(Py_ssize_t work) except -1:
+    """Threads for a parallel region with ``work`` independent iterations (>= 1)."""
+    cdef Py_ssize_t t = _threads.get()
+    if t > work:
+        t = work
+    return <int>(t if t >= 1 else 1)
+
+
+def _parallel_threads():
+    """Number of threads an OpenMP region of these kernels runs with now (1 without OpenMP).
+
+    Lets the tests check that the thread setting reaches the Cython backend.
+    """
+    cdef int nt = _threads.get()
+    seen = np.zeros(max(nt, 1), dtype=np.int8)
+    cdef signed char[::1] s = seen
+    cdef Py_ssize_t i
+    with nogil, parallel(num_threads=nt):
+        for i in prange(nt, schedule="static", chunksize=1):
+            s[threadid()] = 1
+    return int(seen.sum())
+
+
+# ---------------------------------------------------------------- group_means
+
+cdef inline void _group_means_task(const floating[:, ::1] X, const floating[::1] y,
+                                   const int64_t[::1] offsets, Py_ssize_t G, Py_ssize_t i,
+                                   double* acc, floating[:, :, ::1] out) noexcept nogil:
+    cdef Py_ssize_t d = X.shape[1]
+    cdef int64_t start = offsets[i]
+    cdef int64_t t = offsets[i + 1] - start
+    cdef int64_t lo, hi, r
+    cdef Py_ssize_t g, j
+    cdef double yr, inv
+    for g in range(G):
+        lo = start + (g * t) // G
+        hi = start + ((g + 1) * t) // G
+        for j in range(d):
+            acc[j] = 0.0
+        for r in range(lo, hi):
+            yr = <double>y[r]
+            for j in range(d):
+                acc[j] += yr * <double>X[r, j]
+        inv = 1.0 / <double>(hi - lo) if hi > lo else 0.0
+        for j in range(d):
+            out[i, g, j] = <floating>(acc[j] * inv)
+
+
+def group_means(const floating[:, ::1] X, const floating[::1] y, const int64_t[::1] offsets,
+                Py_ssize_t G):
+    """Per-task means of y*x over G equal contiguous groups of rows.
+
+    Parameters
+    ----------
+    X : (N, d) float32 or float64
+    y : (N,) same dtype
+    offsets : (n + 1,) int64
+    G : int
+        Groups per task.  Group g of a task with t rows is rows
+        ``[g*t // G, (g+1)*t // G)``: sizes differ by at most one and every row is
+        used.  An empty group (t < G) has mean 0.
+
+    Returns
+    -------
+    (n, G, d) array of X's dtype
+    """
+    cdef Py_ssize_t n = offsets.shape[0] - 1
+    cdef Py_ssize_t d = X.shape[1]
+    result = np.empty((n, G, d), dtype=np.float32 if floating is float else np.float64)
+    cdef floating[:, :, ::1] out = result
+    cdef Py_ssize_t nblocks = (n + _TASK_BLOCK - 1) // _TASK_BLOCK
+    cdef int nt = _nthreads(nblocks)
+    scratch = np.empty((nt, d + 1), dtype=np.float64)
+    cdef double[:, ::1] buf = scratch
+    cdef Py_ssize_t b, i, hi_task
+    cdef double* acc = NULL
+    with nogil, parallel(num_threads=nt):
+        acc = &buf[threadid(), 0]
+        for b in prange(nblocks, schedule="static"):
+            hi_task = (b + 1) * _TASK_BLOCK
+            if hi_task > n:
+                hi_task = n
+            for i in range(b * _TASK_BLOCK, hi_task):
+                _group_means_task(X, y, offsets, G, i, acc, out)
+    return result
+
+
+# ----------------------------------------------------------- median_distances
+
+cdef inline double _median_inplace(double* v, Py_ssize_t m) noexcept nogil:
+    """Median of v[:m] (sorts v[:m] in place by insertion; m is small)."""
+    cdef Py_ssize_t a, b, h
+    cdef double x
+    for a in range(1, m):
+        x = v[a]
+        b = a - 1
+        while b >= 0 and v[b] > x:
+            v[b + 1] = v[b]
+            b -= 1
+        v[b + 1] = x
+    h = m // 2
+    if m % 2 == 1:
+        return v[h]
+    return (v[h - 1] + v[h]) * 0.5
+
+
+cdef inline void _median_row(const double[:, :, ::1] Pt, Py_ssize_t L, Py_ssize_t i,
+                             double[:, ::1] acc, double* vals,
+                             double[:, ::1] H) noexcept nogil:
+    """Row i of the upper triangle of H (entries j > i)."""
+    cdef Py_ssize_t n = Pt.shape[2]
+    cdef Py_ssize_t k = Pt.shape[1]
+    cdef Py_ssize_t l, c, j
+    cdef double a, b
+    for l in range(L):
+        for j in range(i + 1, n):
+            acc[l, j] = 0.0
+        for c in range(k):
+            a = Pt[l, c, i]
+            b = Pt[l + L, c, i]
+            for j in range(i + 1, n):
+                acc[l, j] += (a - Pt[l, c, j]) * (b - Pt[l + L, c, j])
+    for j in range(i + 1, n):
+        for l in range(L):
+            vals[l] = acc[l, j]
+        H[i, j] = _median_inplace(vals, L)
+
+
+def median_distances(P, Py_ssize_t L):
+    """Median-of-L distance matrix of the clustering stage.
+
+    Parameters
+    ----------
+    P : (n, 2L, k) float64
+        Projected group means: ``P[i, l]`` is ``U^T`` times the mean of y*x over group
+        l of task i.
+    L : int
+
+    Returns
+    -------
+    H : (n, n) float64, symmetric, zero diagonal
+        ``H[i, j] = median_l (P[i,l] - P[j,l]) . (P[i,l+L] - P[j,l+L])``.
+    """
+    # (2L, k, n): the loop over j becomes the innermost, contiguous and vectorizable.
+    Pt_arr = np.ascontiguousarray(np.transpose(np.asarray(P, dtype=np.float64), (1, 2, 0)))
+    cdef const double[:, :, ::1] Pt = Pt_arr
+    cdef Py_ssize_t n = Pt.shape[2]
+    result = np.zeros((n, n), dtype=np.float64)
+    cdef double[:, ::1] H = result
+    cdef Py_ssize_t half = (n + 1) // 2
+    cdef int nt = _nthreads(half)
+    acc_arr = np.empty((nt, L, n), dtype=np.float64)
+    vals_arr = np.empty((nt, L), dtype=np.float64)
+    cdef double[:, :, ::1] acc = acc_arr
+    cdef double[:, ::1] vals = vals_arr
+    cdef Py_ssize_t q, tid, bi, bj, i, j, i_end, j_end
+    cdef Py_ssize_t nb = (n + _MIRROR_BLOCK - 1) // _MIRROR_BLOCK
+    cdef int nt_mirror = _nthreads(nb)
+    if n < 2:
+        return result
+    tid = 0
+    with nogil, parallel(num_threads=nt):
+        tid = threadid()
+        # rows q and n-1-q together hold n-1 pairs: balanced work per iteration
+        for q in prange(half, schedule="static"):
+            _median_row(Pt, L, q, acc[tid], &vals[tid, 0], H)
+            if n - 1 - q != q:
+                _median_row(Pt, L, n - 1 - q, acc[tid], &vals[tid, 0], H)
+    # mirror the upper triangle in blocks (cache-friendly transpose)
+    with nogil:
+        for bi in prange(nb, schedule="static", num_threads=nt_mirror):
+            i_end = (bi + 1) * _MIRROR_BLOCK
+            if i_end > n:
+                i_end = n
+            for bj in range(bi + 1):
+                for i in range(bi * _MIRROR_BLOCK, i_end):
+                    j_end = (bj + 1) * _MIRROR_BLOCK
+                    if j_end > i:
+                        j_end = i
+                    for j in range(bj * _MIRROR_BLOCK, j_end):
+                        H[i, j] = H[j, i]
+    return result
+
+
+# ------------------------------------------------------------- single_linkage
+
+cdef inline int64_t _find(int64_t[::1] parent, int64_t a) noexcept nogil:
+    while parent[a] != a:
+        parent[a] = parent[parent[a]]
+        a = parent[a]
+    return a
+
+
+def single_linkage(const double[:, ::1] H, Py_ssize_t k):
+    """Single-linkage clustering of a dense dissimilarity matrix into k clusters.
+
+    Prim's minimum spanning tree in O(n^2) time and O(n) extra memory, then the
+    k - 1 heaviest tree edges are cut.  Ties: Prim takes the lowest index among equal
+    candidates; among equal edge weights the edge added to the tree later is cut
+    first (stable sort by weight).
+
+    Parameters
+    ----------
+    H : (n, n) float64, symmetric; any finite values (negative ones included)
+    k : int, 1 <= k <= n
+
+    Returns
+    -------
+    labels : (n,) int64 in [0, k), numbered by first appearance (task 0 has label 0)
+    """
+    cdef Py_ssize_t n = H.shape[0]
+    cdef Py_ssize_t m = n - 1 if n > 1 else 0
+    in_tree_arr = np.zeros(n, dtype=np.uint8)
+    best_arr = np.full(n, np.inf)
+    parent_arr = np.zeros(n, dtype=np.int64)
+    eu_arr = np.empty(m, dtype=np.int64)
+    ev_arr = np.empty(m, dtype=np.int64)
+    ew_arr = np.empty(m, dtype=np.float64)
+    cdef unsigned char[::1] in_tree = in_tree_arr
+    cdef double[::1] best = best_arr
+    cdef int64_t[::1] parent = parent_arr
+    cdef int64_t[::1] eu = eu_arr
+    cdef int64_t[::1] ev = ev_arr
+    cdef double[::1] ew = ew_arr
+    cdef Py_ssize_t step, j, cur = 0, nxt
+    cdef double h, nxt_w
+    if n == 0:
+        return np.empty(0, dtype=np.int64)
+    in_tree[0] = 1
+    with nogil:
+        for step in range(n - 1):
+            nxt = -1
+            nxt_w = INFINITY
+            for j in range(n):
+                if not in_tree[j]:
+                    h = H[cur, j]
+                    if h < best[j]:
+                        best[j] = h
+                        parent[j] = cur
+                    if nxt < 0 or best[j] < nxt_w:
+                        nxt_w = best[j]
+                        nxt = j
+            in_tree[nxt] = 1
+            eu[step] = parent[nxt]
+            ev[step] = nxt
+            ew[step] = nxt_w
+            cur = nxt
+    # any stable sort gives the same order; NumPy's mergesort is one
+    order_arr = np.argsort(ew_arr, kind="mergesort").astype(np.int64)
+    cdef int64_t[::1] order = order_arr
+    uf_arr = np.arange(n, dtype=np.int64)
+    cdef int64_t[::1] uf = uf_arr
+    labels_arr = np.empty(n, dtype=np.int64)
+    root_label_arr = np.full(n, -1, dtype=np.int64)
+    cdef int64_t[::1] labels = labels_arr
+    cdef int64_t[::1] root_label = root_label_arr
+    cdef int64_t a, b, r, nxt_label = 0
+    cdef Py_ssize_t e, i
+    with nogil:
+        for e in range(n - k):
+            a = _find(uf, eu[order[e]])
+            b = _find(uf, ev[order[e]])
+            if a != b:
+                if a < b:
+                    uf[b] = a
+                else:
+                    uf[a] = b
+        for i in range(n):
+            r = _find(uf, i)
+            if root_label[r] < 0:
+                root_label[r] = nxt_label
+                nxt_label += 1
+            labels[i] = root_label[r]
+    return labels_arr
+
+
+# -------------------------------------------------------------------- task_sse
+
+cdef inline void _task_sse_task(const floating[:, ::1] X, const floating[::1] y,
+                                const int64_t[::1] offsets, const double[:, ::1] Wt,
+                                Py_ssize_t i, double* pred, double[:, ::1] out) noexcept nogil:
+    cdef Py_ssize_t d = Wt.shape[0]
+    cdef Py_ssize_t k = Wt.shape[1]
+    cdef int64_t r
+    cdef Py_ssize_t j, l
+    cdef double xj, yr, e
+    for r in range(offsets[i], offsets[i + 1]):
+        for l in range(k):
+            pred[l] = 0.0
+        for j in range(d):
+            xj = <double>X[r, j]
+            for l in range(k):
+                pred[l] += xj * Wt[j, l]
+        yr = <double>y[r]
+        for l in range(k):
+            e = yr - pred[l]
+            out[i, l] += e * e
+
+
+def task_sse(const floating[:, ::1] X, const floating[::1] y, const int64_t[::1] offsets, W):
+    """Residual sums of squares of every task under every component.
+
+    Parameters
+    ----------
+    X : (N, d) float32 or float64
+    y : (N,) same dtype
+    offsets : (n + 1,) int64
+    W : (k, d) float64
+        Component regression vectors (rows).
+
+    Returns
+    -------
+    (n, k) float64
+        ``out[i, l] = sum over rows r of task i of (y_r - x_r . W[l])^2``.
+    """
+    # (d, k): the innermost loop runs over k
+    Wt_arr = np.ascontiguousarray(np.asarray(W, dtype=np.float64).T)
+    cdef const double[:, ::1] Wt = Wt_arr
+    cdef Py_ssize_t n = offsets.shape[0] - 1
+    cdef Py_ssize_t k = Wt.shape[1]
+    result = np.zeros((n, k), dtype=np.float64)
+    cdef double[:, ::1] out = result
+    cdef Py_ssize_t nblocks = (n + _TASK_BLOCK - 1) // _TASK_BLOCK
+    cdef int nt = _nthreads(nblocks)
+    scratch = np.empty((nt, k + 1), dtype=np.float64)
+    cdef double[:, ::1] buf = scratch
+    cdef Py_ssize_t b, i, hi_task
+    cdef double* pred = NULL
+    with nogil, parallel(num_threads=nt):
+        pred = &buf[threadid(), 0]
+        for b in prange(nblocks, schedule="static"):
+            hi_task = (b + 1) * _TASK_BLOCK
+            if hi_task > n:
+                hi_task = n
+            for i in range(b * _TASK_BLOCK, hi_task):
+                _task_sse_task(X, y, offsets, Wt, i, pred, out)
+    return result
+
+
+# ----------------------------------------------------------------- gather_rows
+
+cdef inline void _gather_task(const floating[:, ::1] X, const floating[::1] y,
+                              const int64_t[::1] offsets, int64_t i, double sw, int64_t o,
+                              floating[:, ::1] Xg, floating[::1] yg) noexcept nogil:
+    cdef Py_ssize_t d = X.shape[1]
+    cdef int64_t r
+    cdef Py_ssize_t j
+    for r in range(offsets[i], offsets[i + 1]):
+        for j in range(d):
+            Xg[o, j] = <floating>(sw * <double>X[r, j])
+        yg[o] = <floating>(sw * <double>y[r])
+        o += 1
+
+
+def gather_rows(const floating[:, ::1] X, const floating[::1] y, const int64_t[::1] offsets,
+                const int64_t[::1] tasks, const double[::1] weights):
+    """Rows of the listed tasks, stacked in list order, each scaled by sqrt(weight).
+
+    The weighted normal equations of a class are then one BLAS product of the result
+    with itself (``Xg^T Xg = sum_i w_i X_i^T X_i``), done by the caller.
+
+    Parameters
+    ----------
+    X : (N, d) float32 or float64
+    y : (N,) same dtype
+    offsets : (n + 1,) int64
+    tasks : (m,) int64 -- indices into the tasks, each in [0, n)
+    weights : (m,) float64 >= 0
+
+    Returns
+    -------
+    Xg : (sum of the tasks' sizes, d) X's dtype
+    yg : (sum of the tasks' sizes,) X's dtype
+    """
+    cdef Py_ssize_t m = tasks.shape[0]
+    cdef Py_ssize_t d = X.shape[1]
+    starts_arr = np.empty(m + 1, dtype=np.int64)
+    cdef int64_t[::1] starts = starts_arr
+    cdef Py_ssize_t q
+    cdef int64_t i
+    starts[0] = 0
+    for q in range(m):
+        i = tasks[q]
+        starts[q + 1] = starts[q] + offsets[i + 1] - offsets[i]
+    dtype = np.float32 if floating is float else np.float64
+    Xg_arr = np.empty((starts[m], d), dtype=dtype)
+    yg_arr = np.empty(starts[m], dtype=dtype)
+    cdef floating[:, ::1] Xg = Xg_arr
+    cdef floating[::1] yg = yg_arr
+    cdef int nt = _nthreads(m)
+    with nogil:
+        for q in prange(m, schedule="static", num_threads=nt):
+            _gather_task(X, y, offsets, tasks[q], sqrt(weights[q]), starts[q], Xg, yg)
+    return Xg_arr, yg_arr
