@@ -28,6 +28,19 @@ from . import _threads
 
 __all__ = ["group_means", "median_distances", "single_linkage", "task_sse", "gather_rows"]
 
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #define FASTMLR_HAVE_OPENMP 1
+    #else
+    #define FASTMLR_HAVE_OPENMP 0
+    #endif
+    """
+    const int FASTMLR_HAVE_OPENMP
+
+#: Whether the extension was compiled with OpenMP (without it, every kernel runs on one thread).
+OPENMP = bool(FASTMLR_HAVE_OPENMP)
+
 # Tasks handed to one parallel iteration (as in kernels.py); fixed, so results never
 # depend on the thread count.
 cdef enum:

@@ -6,7 +6,9 @@ same signatures.  Stage modules fetch them through :func:`kernels`, so the backe
 the only global state of the library.  Numba and the Cython extension are imported
 lazily: ``import fastmlr`` works without either.
 
-The initial choice is read from the environment variable ``FASTMLR_BACKEND``.
+The initial choice is read from the environment variable ``FASTMLR_BACKEND``; without
+it the default is the first of numba, cython, numpy that imports here.  The choice is
+made at the first kernel call, not at ``import fastmlr``.
 """
 
 from __future__ import annotations
@@ -39,7 +41,14 @@ def _load(name: str):
 
 
 def available_backends() -> list[str]:
-    """Names of the backends that import on this machine, in order of preference."""
+    """Names of the backends that import on this machine, in order of preference.
+
+    Returns
+    -------
+    list of str
+        A sub-list of ``["numba", "cython", "numpy"]``; ``"numpy"`` is always there.
+        Calling it imports the compiled backends (Numba's import takes a moment).
+    """
     return [name for name in _NAMES if _load(name) is not None]
 
 
@@ -75,7 +84,10 @@ def set_backend(name: str) -> None:
 def _default() -> None:
     env = os.environ.get("FASTMLR_BACKEND", "").strip()
     if env:
-        set_backend(env)
+        try:
+            set_backend(env)
+        except (ValueError, ImportError) as exc:
+            raise type(exc)(f"FASTMLR_BACKEND={env}: {exc}") from None
         return
     for name in _NAMES:
         module = _load(name)

@@ -1,45 +1,259 @@
-"""Every kernel of every compiled backend against the NumPy oracle on the same inputs.
+"""Every kernel of every compiled backend against the NumPy oracle, and against each other.
 
-Tolerances: the compiled kernels accumulate in float64 in a different order from the
-oracle's BLAS/reduceat, so values agree to ~1e-12 relative in float64; float32 outputs
-(group means, gathered rows) to float32 rounding.  Labels must be equal.
+Each kernel runs on seeded cases (ragged task sizes, size-1 and empty groups and
+tasks, ties, the smallest legal inputs) under every compiled backend, in float64 and
+float32 where the kernel takes task data, with 1 and 2 threads.
+
+Tolerances against the oracle: the compiled kernels accumulate in float64 in a
+different order from the oracle's BLAS/reduceat, so group means and distances agree
+to 1e-12 relative in float64 and to float32 rounding (2e-6) when the output is
+float32; residual sums to 1e-10 relative (atol 1e-9); gathered rows are one
+correctly rounded product each, so they are equal.  Labels must be equal (or, where
+the case has tied distances, a valid single-linkage cut).
+
+Between the Numba and the Cython backend the summation order is the same everywhere,
+so every output must be equal to the last bit, and so must the outputs of one
+backend at 1 and 2 threads.
 """
 
 import numpy as np
 import pytest
 
+import fastmlr
 from fastmlr import _reference as ref
 from fastmlr.backend import _load
 
-from helpers import COMPILED, ragged_tasks
+from helpers import COMPILED, THREADS, is_single_linkage_partition, ragged_tasks, tasks_of_sizes
 
 pytestmark = pytest.mark.skipif(not COMPILED, reason="no compiled backend importable here")
 
 DTYPES = [np.float64, np.float32]
 RTOL = {np.float64: 1e-12, np.float32: 2e-6}
+BOTH = "numba" in COMPILED and "cython" in COMPILED
 
 
 def K(name):
     return _load(name)
 
 
-@pytest.mark.parametrize("name", COMPILED)
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("G", [1, 2, 3, 8])
-def test_group_means(name, dtype, G):
-    rng = np.random.default_rng(G)
-    X, y, off = ragged_tasks(rng, 57, 7, 0, 20, dtype)  # sizes 0..20: empty and size-1 groups
-    got = K(name).group_means(X, y, off, G)
-    want = ref.group_means(X, y, off, G)
-    assert got.shape == want.shape == (56 + 1, G, 7)
-    assert got.dtype == X.dtype
-    np.testing.assert_allclose(got, want, rtol=RTOL[dtype], atol=RTOL[dtype])
-    # tasks shorter than G have empty groups, whose mean is defined as 0
-    t = np.diff(off)
-    g = np.arange(G)
-    empty = ((g[None, :] + 1) * t[:, None]) // G == (g[None, :] * t[:, None]) // G
-    assert np.all(got[empty] == 0)
+@pytest.fixture(params=THREADS, ids=lambda t: f"threads{t}")
+def threads(request):
+    """Run the test body with the kernel thread count set, restored afterwards."""
+    with fastmlr.n_threads(request.param):
+        yield request.param
 
+
+# ------------------------------------------------------------------ the cases
+# Each builder takes (rng, dtype) and returns the kernel's positional arguments.
+
+def _gm_ragged(G):
+    return lambda rng, dt: (*ragged_tasks(rng, 150, 7, 0, 20, dt), G)  # 3 task blocks
+
+
+def _gm_short(rng, dt):  # tasks of 0..3 rows, 4 groups: empty and size-1 groups
+    return (*tasks_of_sizes(rng, rng.integers(0, 4, size=90), 3, dt), 4)
+
+
+def _gm_smallest(rng, dt):
+    return (*tasks_of_sizes(rng, [1], 1, dt), 1)
+
+
+def _gm_empty_task(rng, dt):
+    return (*tasks_of_sizes(rng, [0], 3, dt), 2)
+
+
+def _md_random(n, L):
+    return lambda rng, dt: (rng.standard_normal((n, 2 * L, 5)), L)
+
+
+def _md_ties(rng, dt):  # small integers: tied products, tied medians, tied entries of H
+    return (rng.integers(-1, 2, size=(70, 6, 2)).astype(np.float64), 3)
+
+
+def _sl_random(n, k):
+    def build(rng, dt):
+        pts = rng.standard_normal((n, 3))
+        H = ((pts[:, None] - pts[None]) ** 2).sum(-1) - 0.5  # negative entries on purpose
+        np.fill_diagonal(H, 0.0)
+        return H, k
+    return build
+
+
+def _sl_ties(k):
+    def build(rng, dt):  # points on a small grid: many equal distances
+        pts = rng.integers(0, 4, size=(40, 2)).astype(np.float64)
+        pts[:, 0] += 5.0 * (np.arange(40) % 3)
+        H = np.abs(pts[:, None] - pts[None]).sum(-1)
+        np.fill_diagonal(H, 0.0)
+        return H, k
+    return build
+
+
+def _sl_smallest(rng, dt):
+    return np.zeros((1, 1)), 1
+
+
+def _sse_ragged(k):
+    def build(rng, dt):
+        X, y, off = ragged_tasks(rng, 300, 9, 0, 12, dt)
+        return X, y, off, rng.standard_normal((k, 9))
+    return build
+
+
+def _sse_smallest(rng, dt):
+    X, y, off = tasks_of_sizes(rng, [1], 1, dt)
+    return X, y, off, rng.standard_normal((1, 1))
+
+
+def _gr_ragged(rng, dt):
+    X, y, off = ragged_tasks(rng, 80, 6, 0, 9, dt)
+    tasks = rng.choice(80, size=30, replace=False).astype(np.int64)
+    weights = rng.random(30)
+    weights[:3] = 0.0
+    return X, y, off, tasks, weights
+
+
+def _gr_repeats(rng, dt):  # a task listed twice, empty tasks listed too
+    X, y, off = tasks_of_sizes(rng, [3, 0, 1, 5, 0, 2], 4, dt)
+    return X, y, off, np.array([3, 1, 3, 0, 4, 5], dtype=np.int64), rng.random(6) * 3
+
+
+def _gr_none(rng, dt):
+    X, y, off = ragged_tasks(rng, 5, 6, 0, 4, dt)
+    return X, y, off, np.zeros(0, np.int64), np.zeros(0)
+
+
+def _gr_smallest(rng, dt):
+    X, y, off = tasks_of_sizes(rng, [1], 1, dt)
+    return X, y, off, np.zeros(1, np.int64), np.ones(1)
+
+
+# kernel -> case id -> (builder, takes task data of either dtype, tied distances)
+CASES = {
+    "group_means": {
+        **{f"ragged-G{G}": (_gm_ragged(G), True, False) for G in (1, 2, 3, 8)},
+        "short-tasks-G4": (_gm_short, True, False),
+        "smallest": (_gm_smallest, True, False),
+        "one-empty-task": (_gm_empty_task, True, False),
+    },
+    "median_distances": {
+        **{f"n{n}-L{L}": (_md_random(n, L), False, False)
+           for n, L in [(1, 1), (2, 2), (5, 3), (64, 1), (129, 4), (200, 2)]},
+        "ties": (_md_ties, False, True),
+    },
+    "single_linkage": {
+        **{f"n{n}-k{k}": (_sl_random(n, k), False, False)
+           for n, k in [(2, 1), (2, 2), (10, 3), (60, 5), (200, 12), (50, 50)]},
+        **{f"ties-k{k}": (_sl_ties(k), False, True) for k in (1, 3, 7)},
+        "smallest": (_sl_smallest, False, False),
+    },
+    "task_sse": {
+        **{f"ragged-k{k}": (_sse_ragged(k), True, False) for k in (1, 3, 17)},
+        "smallest": (_sse_smallest, True, False),
+    },
+    "gather_rows": {
+        "ragged-zero-weights": (_gr_ragged, True, False),
+        "repeats-and-empty": (_gr_repeats, True, False),
+        "no-tasks": (_gr_none, True, False),
+        "smallest": (_gr_smallest, True, False),
+    },
+}
+
+
+def _params():
+    out = []
+    for seed, (kernel, cases) in enumerate(CASES.items()):
+        for case, (build, typed, ties) in cases.items():
+            for dtype in DTYPES if typed else [np.float64]:
+                dname = np.dtype(dtype).name
+                out.append(pytest.param(kernel, build, dtype, ties, 1000 * seed + len(out),
+                                        id=f"{kernel}-{case}-{dname}"))
+    return out
+
+
+PARAMS = _params()
+ARGNAMES = "kernel,build,dtype,ties,seed"
+
+
+def _outputs(result):
+    return result if isinstance(result, tuple) else (result,)
+
+
+def _inputs(build, dtype, seed):
+    return build(np.random.default_rng(seed), dtype)
+
+
+def _check_against_oracle(kernel, args, got, want, dtype, ties):
+    for g, w in zip(_outputs(got), _outputs(want)):
+        assert g.shape == w.shape
+    if kernel == "group_means":
+        assert got.dtype == args[0].dtype
+        np.testing.assert_allclose(got, want, rtol=RTOL[dtype], atol=RTOL[dtype])
+    elif kernel == "median_distances":
+        assert got.dtype == np.float64
+        np.testing.assert_array_equal(got, got.T)
+        np.testing.assert_array_equal(np.diag(got), 0.0)
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * np.abs(want).max(initial=1.0))
+    elif kernel == "single_linkage":
+        assert got.dtype == np.int64
+        assert got[0] == 0 and np.all(np.diff(np.maximum.accumulate(got)) <= 1)  # first appearance
+        if ties:
+            assert is_single_linkage_partition(args[0], got, args[1])
+        else:
+            np.testing.assert_array_equal(got, want)
+    elif kernel == "task_sse":
+        assert got.dtype == np.float64
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-9)
+        assert np.all(got[np.diff(args[2]) == 0] == 0)
+    elif kernel == "gather_rows":
+        for g, w in zip(got, want):
+            assert g.dtype == args[0].dtype
+            np.testing.assert_array_equal(g, w)
+    else:  # pragma: no cover - a kernel added without a check
+        raise AssertionError(f"no oracle check for {kernel}")
+
+
+def test_every_kernel_has_cases():
+    assert set(CASES) == set(ref.__all__)
+    for name in COMPILED:
+        assert set(K(name).__all__) == set(ref.__all__)
+
+
+@pytest.mark.parametrize("name", COMPILED)
+@pytest.mark.parametrize(ARGNAMES, PARAMS)
+def test_kernel_against_oracle(name, kernel, build, dtype, ties, seed, threads):
+    args = _inputs(build, dtype, seed)
+    got = getattr(K(name), kernel)(*args)
+    want = getattr(ref, kernel)(*args)
+    assert type(got) is type(want)
+    _check_against_oracle(kernel, args, got, want, dtype, ties)
+
+
+@pytest.mark.skipif(not BOTH, reason="needs both the numba and the cython backend")
+@pytest.mark.parametrize(ARGNAMES, PARAMS)
+def test_numba_and_cython_bitwise_equal(kernel, build, dtype, ties, seed, threads):
+    args = _inputs(build, dtype, seed)
+    a = getattr(K("numba"), kernel)(*args)
+    b = getattr(K("cython"), kernel)(*args)
+    assert type(a) is type(b)
+    for x, z in zip(_outputs(a), _outputs(b)):
+        assert isinstance(z, np.ndarray) and x.dtype == z.dtype and x.shape == z.shape
+        np.testing.assert_array_equal(x, z, strict=True)
+
+
+@pytest.mark.parametrize("name", COMPILED)
+@pytest.mark.parametrize(ARGNAMES, PARAMS)
+def test_result_independent_of_threads(name, kernel, build, dtype, ties, seed):
+    args = _inputs(build, dtype, seed)
+    runs = []
+    for t in THREADS:
+        with fastmlr.n_threads(t):
+            runs.append(_outputs(getattr(K(name), kernel)(*args)))
+    for x, z in zip(*runs):
+        np.testing.assert_array_equal(x, z, strict=True)
+
+
+# --------------------------------------------------- hand-computed expectations
 
 @pytest.mark.parametrize("name", COMPILED)
 def test_group_means_single_task_single_row(name):
@@ -51,17 +265,14 @@ def test_group_means_single_task_single_row(name):
 
 
 @pytest.mark.parametrize("name", COMPILED)
-@pytest.mark.parametrize("L", [1, 2, 3, 4])
-@pytest.mark.parametrize("n", [1, 2, 5, 64, 129])
-def test_median_distances(name, L, n):
-    rng = np.random.default_rng(100 * L + n)
-    P = rng.standard_normal((n, 2 * L, 5))
-    got = K(name).median_distances(P, L)
-    want = ref.median_distances(P, L)
-    assert got.shape == (n, n)
-    np.testing.assert_array_equal(got, got.T)
-    np.testing.assert_array_equal(np.diag(got), 0.0)
-    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * np.abs(want).max(initial=1.0))
+@pytest.mark.parametrize("G", [1, 2, 3, 8])
+def test_group_means_empty_groups_are_zero(name, G):
+    X, y, off = ragged_tasks(np.random.default_rng(G), 57, 7, 0, 20)
+    got = K(name).group_means(X, y, off, G)
+    t = np.diff(off)
+    g = np.arange(G)
+    empty = ((g[None, :] + 1) * t[:, None]) // G == (g[None, :] * t[:, None]) // G
+    assert empty.any() and np.all(got[empty] == 0)
 
 
 @pytest.mark.parametrize("name", COMPILED)
@@ -74,24 +285,18 @@ def test_median_distances_by_hand(name):
     assert H[0, 1] == H[1, 0] == 6.5
 
 
+@pytest.mark.parametrize("name", COMPILED)
+def test_median_distances_tied_values(name):
+    # L = 3 with values (4, 4, -1) for the pair: the median of a tie is the tied value
+    P = np.zeros((2, 6, 1))
+    P[0, :, 0] = [2.0, 1.0, 1.0, 2.0, 4.0, -1.0]
+    assert K(name).median_distances(P, 3)[0, 1] == 4.0
+
+
 def _same_partition(a, b):
     a, b = np.asarray(a), np.asarray(b)
     pairs = {(x, y) for x, y in zip(a, b)}
     return len(pairs) == len(set(a)) == len(set(b))
-
-
-@pytest.mark.parametrize("name", COMPILED)
-@pytest.mark.parametrize("n,k", [(1, 1), (2, 1), (2, 2), (10, 3), (60, 5), (200, 12), (50, 50)])
-def test_single_linkage(name, n, k):
-    rng = np.random.default_rng(n + k)
-    pts = rng.standard_normal((n, 3))
-    H = ((pts[:, None] - pts[None]) ** 2).sum(-1) - 0.5  # negative entries on purpose
-    np.fill_diagonal(H, 0.0)
-    got = K(name).single_linkage(H, k)
-    want = ref.single_linkage(H, k)
-    assert got.dtype == np.int64 and got.shape == (n,)
-    np.testing.assert_array_equal(got, want)  # both numbered by first appearance
-    assert len(np.unique(got)) == k
 
 
 def _brute_single_linkage(H, k):
@@ -137,32 +342,9 @@ def test_single_linkage_ties(name):
     np.testing.assert_array_equal(K(name).single_linkage(E, 2), [0, 0, 0, 1])
 
 
-@pytest.mark.parametrize("name", COMPILED)
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("k", [1, 3, 17])
-def test_task_sse(name, dtype, k):
-    rng = np.random.default_rng(k)
-    X, y, off = ragged_tasks(rng, 300, 9, 0, 12, dtype)
-    W = rng.standard_normal((k, 9))
-    got = K(name).task_sse(X, y, off, W)
-    want = ref.task_sse(X, y, off, W)
-    assert got.shape == (300, k) and got.dtype == np.float64
-    np.testing.assert_allclose(got, want, rtol=1e-10 if dtype == np.float64 else 1e-5, atol=1e-9)
-    assert np.all(got[np.diff(off) == 0] == 0)
-
-
-@pytest.mark.parametrize("name", COMPILED)
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_gather_rows(name, dtype):
-    rng = np.random.default_rng(3)
-    X, y, off = ragged_tasks(rng, 80, 6, 0, 9, dtype)
-    tasks = rng.choice(80, size=30, replace=False).astype(np.int64)
-    weights = rng.random(30)
-    weights[:3] = 0.0
-    Xg, yg = K(name).gather_rows(X, y, off, tasks, weights)
-    Xr, yr = ref.gather_rows(X, y, off, tasks, weights)
-    assert Xg.dtype == X.dtype and Xg.shape == Xr.shape
-    np.testing.assert_allclose(Xg, Xr, rtol=RTOL[dtype])
-    np.testing.assert_allclose(yg, yr, rtol=RTOL[dtype])
-    empty = K(name).gather_rows(X, y, off, np.zeros(0, np.int64), np.zeros(0))
-    assert empty[0].shape == (0, 6) and empty[1].shape == (0,)
+def test_tie_checker_rejects_a_wrong_cut():
+    # guards the partition check used for the tied cases: a cut through a tight pair fails
+    H = np.array([[0.0, 1.0, 5.0], [1.0, 0.0, 5.0], [5.0, 5.0, 0.0]])
+    assert is_single_linkage_partition(H, np.array([0, 0, 1]), 2)
+    assert not is_single_linkage_partition(H, np.array([0, 1, 1]), 2)
+    assert not is_single_linkage_partition(H, np.array([0, 0, 0]), 2)
