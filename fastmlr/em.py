@@ -1,0 +1,215 @@
+"""Task-level EM for a mixture of linear regressions.
+
+All rows of a task share one hidden component, so the E-step computes one
+responsibility per task and component, from the task's log-likelihood
+
+    log p_l - SSE_il / (2 s2_l) - (t_i / 2) log(2 pi s2_l),
+
+and the M-step solves one weighted least-squares problem per component, every row
+of task i weighted by its responsibility R_il; then ``s2_l = RSS_l / rows_l`` (the
+maximum-likelihood variance) and ``p_l = mean_i R_il``.  Each iteration cannot lower
+the log-likelihood.
+
+Two equivalent ways to build the M-step's normal equations:
+
+* ``"stats"``: per-task statistics X_i^T X_i (d, d), X_i^T y_i, y_i^T y_i are computed
+  once, and each M-step is one (k, n) x (n, d^2) product -- cheap when n d^2 fits in
+  memory (the usual case for d <= 64 and up to a few hundred thousand tasks);
+* ``"rows"``: :func:`fastmlr.classify.normal_equations` over the rows at every
+  iteration (memory O(k d^2), for pools whose per-task statistics would not fit).
+
+The E-step always uses the ``task_sse`` kernel over the rows.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import scipy.linalg
+
+from .backend import kernels
+from .classify import normal_equations
+
+__all__ = ["TaskStats", "task_stats", "EMResult", "run_em", "log_joint", "STATS_MAX_BYTES"]
+
+#: Largest per-task statistics array (n d^2 float64) the "auto" path will build.
+STATS_MAX_BYTES = 512 << 20
+
+_LOG_2PI = float(np.log(2.0 * np.pi))
+
+
+class TaskStats(NamedTuple):
+    """Per-task sufficient statistics: ``A`` (n, d, d) = X_i^T X_i, ``b`` (n, d) = X_i^T y_i,
+    ``c`` (n,) = y_i^T y_i, all float64.  Statistics of disjoint task sets concatenate."""
+
+    A: np.ndarray
+    b: np.ndarray
+    c: np.ndarray
+
+
+def task_stats(X, y, offsets) -> TaskStats:
+    """Per-task X^T X, X^T y and y^T y of a validated task set.
+
+    Tasks are grouped by size, and each group is one batched matrix product, so there is
+    no Python loop over tasks (only over the distinct sizes).
+
+    Returns
+    -------
+    TaskStats -- ``A`` (n, d, d), ``b`` (n, d), ``c`` (n,)
+    """
+    n = offsets.size - 1
+    d = X.shape[1]
+    sizes = np.diff(offsets)
+    A = np.zeros((n, d, d))
+    b = np.zeros((n, d))
+    c = np.zeros(n)
+    for t in np.unique(sizes):
+        if t == 0:
+            continue
+        idx = np.flatnonzero(sizes == t)
+        rows = offsets[idx][:, None] + np.arange(t)
+        Xg = X[rows].astype(np.float64, copy=False)  # (m, t, d)
+        yg = y[rows].astype(np.float64, copy=False)  # (m, t)
+        A[idx] = np.matmul(Xg.transpose(0, 2, 1), Xg)
+        b[idx] = np.matmul(Xg.transpose(0, 2, 1), yg[:, :, None])[:, :, 0]
+        c[idx] = np.einsum("it,it->i", yg, yg)
+    return TaskStats(A, b, c)
+
+
+class EMResult(NamedTuple):
+    """Output of :func:`run_em`.
+
+    Attributes
+    ----------
+    W : (k, d), s2 : (k,), p : (k,) -- the estimate
+    loglik : (m,) -- log-likelihood of the pool at every iterate, the last one at (W, s2, p)
+    resp : (n, k) -- responsibilities of the tasks under (W, s2, p)
+    converged : bool -- the relative gain fell below the tolerance before the cap
+    kept : list of int -- components that once had too few weighted rows and kept their W
+    """
+
+    W: np.ndarray
+    s2: np.ndarray
+    p: np.ndarray
+    loglik: np.ndarray
+    resp: np.ndarray
+    converged: bool
+    kept: list
+
+
+def log_joint(ts, W, s2, p):
+    """(n, k) log p_l + log N(y_i | X_i w_l, s2_l I), including the 2 pi constant."""
+    sse = kernels().task_sse(ts.X, ts.y, ts.offsets, np.ascontiguousarray(W))
+    t = np.diff(ts.offsets).astype(np.float64)
+    with np.errstate(divide="ignore"):
+        logp = np.log(p)
+    return logp - sse / (2.0 * s2) - 0.5 * t[:, None] * (np.log(s2) + _LOG_2PI)
+
+
+def _log_joint_stats(ts, stats, W, s2, p):
+    """As :func:`log_joint`, with SSE_il = c_i - 2 b_i.w_l + w_l^T A_i w_l from the statistics."""
+    n, d = stats.b.shape
+    k = W.shape[0]
+    AW = (stats.A.reshape(n * d, d) @ W.T).reshape(n, d, k)
+    sse = stats.c[:, None] - 2.0 * stats.b @ W.T + np.einsum("idl,ld->il", AW, W)
+    sse = np.maximum(sse, 0.0)
+    t = np.diff(ts.offsets).astype(np.float64)
+    with np.errstate(divide="ignore"):
+        logp = np.log(p)
+    return logp - sse / (2.0 * s2) - 0.5 * t[:, None] * (np.log(s2) + _LOG_2PI)
+
+
+def _e_step(ts, W, s2, p, stats=None):
+    if stats is not None:
+        lj = _log_joint_stats(ts, stats, W, s2, p)
+    else:
+        lj = log_joint(ts, W, s2, p)
+    m = lj.max(axis=1, keepdims=True)
+    m[~np.isfinite(m)] = 0.0
+    R = np.exp(lj - m)
+    tot = R.sum(axis=1, keepdims=True)
+    R /= tot
+    return float((np.log(tot) + m).sum()), R
+
+
+def _normal_equations(ts, stats, R):
+    if stats is None:
+        return normal_equations(ts.X, ts.y, ts.offsets, R)
+    n, k = R.shape
+    d = stats.b.shape[1]
+    XtX = (R.T @ stats.A.reshape(n, d * d)).reshape(k, d, d)
+    Xty = R.T @ stats.b
+    yty = R.T @ stats.c
+    rows = R.T @ np.diff(ts.offsets).astype(np.float64)
+    return XtX, Xty, yty, rows
+
+
+def _m_step(ts, stats, R, W, s2_floor):
+    XtX, Xty, yty, rows = _normal_equations(ts, stats, R)
+    k, d = Xty.shape
+    W = W.copy()
+    ok = rows > d
+    try:  # one batched Cholesky solve for all components
+        np.linalg.cholesky(XtX[ok])  # raises unless every system is positive definite
+        W[ok] = np.linalg.solve(XtX[ok], Xty[ok][:, :, None])[:, :, 0]
+    except np.linalg.LinAlgError:  # some system is singular: solve one by one
+        for l in np.flatnonzero(ok):
+            try:
+                c = scipy.linalg.cho_factor(XtX[l], check_finite=False)
+                W[l] = scipy.linalg.cho_solve(c, Xty[l], check_finite=False)
+            except np.linalg.LinAlgError:
+                ok[l] = False
+    kept = [int(l) for l in np.flatnonzero(~ok)]
+    # with w fixed (new or kept), this s2 maximizes the expected log-likelihood
+    rss = yty - 2.0 * np.einsum("ld,ld->l", W, Xty) + np.einsum("ld,lde,le->l", W, XtX, W)
+    s2 = np.where(rows > 0, rss / np.maximum(rows, 1e-300), s2_floor)
+    s2 = np.maximum(s2, s2_floor)
+    p = R.mean(axis=0)
+    return W, s2, p, kept
+
+
+def run_em(ts, W, s2, p, *, tol=1e-7, max_iter=200, stats=None, progress=None) -> EMResult:
+    """Task-level EM from an initial mixture until the log-likelihood stops rising.
+
+    Parameters
+    ----------
+    ts : TaskSet -- validated, every task with at least one row
+    W : (k, d), s2 : (k,) > 0, p : (k,) > 0 -- the starting point
+    tol : float -- stop when an iteration raises the log-likelihood by less than
+        ``tol * |loglik|``
+    max_iter : int -- most M-steps
+    stats : TaskStats or None -- per-task statistics for the M-step; None uses the rows
+    progress : callable(str) or None
+
+    Returns
+    -------
+    EMResult
+    """
+    W = np.array(W, dtype=np.float64)
+    s2 = np.array(s2, dtype=np.float64)
+    p = np.array(p, dtype=np.float64)
+    n, d = ts.offsets.size - 1, W.shape[1]
+    # a variance floor keeps a component that fits a few tasks exactly from diverging
+    t_all = float(ts.offsets[-1])
+    s2_floor = 1e-10 * max(float(np.dot(ts.y, ts.y)) / max(t_all, 1.0), np.finfo(np.float64).tiny)
+    s2 = np.maximum(s2, s2_floor)
+    # the statistics give SSE in O(d^2) per task and component, the rows in O(t_i d)
+    sse_stats = stats if stats is not None and d * (n + 1) <= 2 * t_all else None
+    ll, R = _e_step(ts, W, s2, p, sse_stats)
+    history = [ll]
+    converged = False
+    kept_all: set = set()
+    for it in range(max_iter):
+        W_new, s2_new, p_new, kept = _m_step(ts, stats, R, W, s2_floor)
+        ll_new, R_new = _e_step(ts, W_new, s2_new, p_new, sse_stats)
+        kept_all.update(kept)
+        W, s2, p, R = W_new, s2_new, p_new, R_new
+        history.append(ll_new)
+        if progress is not None and it % 10 == 0:
+            progress(f"EM iteration {it + 1}: log-likelihood {ll_new:.6g}")
+        if ll_new - ll <= tol * abs(ll_new):
+            converged = True
+            break
+        ll = ll_new
+    return EMResult(W, s2, p, np.asarray(history), R, converged, sorted(kept_all))

@@ -1,0 +1,308 @@
+"""Fit one pool of tasks of any sizes: roles by size, spectral start, then EM on all tasks.
+
+The paper's Algorithm 1 takes three separate batches.  :func:`fit` takes one pool and
+gives each task its roles by its size:
+
+1. **Subspace** -- every task with ``t >= 2`` feeds the moment matrix M (Algorithm 2).
+2. **Heavy set** -- the largest tasks are clustered in the estimated subspace
+   (Algorithm 3).  By default these are the tasks with at least
+   ``max(2, ceil(sqrt(k) * log2(k + 1)))`` rows (the paper asks ``t_H`` of order
+   ``sqrt(k)`` up to logarithms), the largest first, at most ``max_heavy`` of them (the
+   clustering is O(n_H^2)); if fewer than ``8 k`` tasks are that large, the ``8 k``
+   largest tasks with ``t >= 2`` are used.  ``n_heavy`` overrides the count.
+3. **Classification** -- every task is classified under the cluster estimates and
+   each class refit by least squares (Algorithm 4).
+4. **EM** on every task (:mod:`fastmlr.em`), from the classification's estimate, until
+   the log-likelihood stops rising.
+
+Steps 2-4 run once per starting point (by default average and single linkage); the
+result with the highest log-likelihood is kept.  The spectral steps are what put EM
+near the global optimum; EM is what makes the estimate use every example.
+
+If the pooled second moment of x is far from the identity, steps 1-2 run on whitened
+features ``x T`` with ``T = S^{-1/2}``, ``S = X^T X / N`` (no centring: the model has no
+intercept), and their estimates are mapped back (``W = W' T``).  EM is equivariant
+under linear maps of x, so it runs on the original features.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import NamedTuple
+
+import numpy as np
+import scipy.linalg
+
+from . import em as _em
+from .starts import kmeans_pp, projected_em
+from .cluster import LINKAGES, cluster_tasks
+from .subspace import _moment_stats, top_eigenvectors
+from .tasks import TaskSet, check_k, check_tasks
+
+__all__ = ["Model", "fit", "choose_heavy", "whitening_transform", "select_tasks"]
+
+#: Whitening is switched on when an eigenvalue of the pooled second moment of x is
+#: further than this from 1 (and further than 6 standard errors of its estimate).
+WHITEN_TOL = 0.25
+
+
+class Model(NamedTuple):
+    """A fitted mixture of linear regressions.
+
+    Attributes
+    ----------
+    W : (k, d) float64 -- regression vectors (rows), in the original coordinates of x
+    s2 : (k,) float64 -- noise variances
+    p : (k,) float64 -- mixing weights
+    transform : (d, d) float64 -- the whitening T used for the spectral start (identity
+        if none)
+    diagnostics : dict -- roles, starts, EM history, choice of k, times (JSON-friendly)
+    """
+
+    W: np.ndarray
+    s2: np.ndarray
+    p: np.ndarray
+    transform: np.ndarray
+    diagnostics: dict
+
+
+def select_tasks(ts: TaskSet, idx: np.ndarray) -> TaskSet:
+    """The tasks ``idx`` (in that order) as a new, contiguous task set."""
+    sizes = np.diff(ts.offsets)[idx]
+    starts = ts.offsets[idx]
+    off = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    rows = np.repeat(starts - off[:-1], sizes) + np.arange(off[-1])
+    return TaskSet(np.ascontiguousarray(ts.X[rows]), np.ascontiguousarray(ts.y[rows]), off)
+
+
+def whitening_transform(X, *, tol=WHITEN_TOL):
+    """Pooled second moment S = X^T X / N and whether x needs whitening.
+
+    Returns
+    -------
+    T : (d, d) float64 -- ``S^{-1/2}`` (symmetric)
+    needed : bool -- an eigenvalue of S is further than ``tol`` (and than 6 standard
+        errors) from 1
+    eigenvalues : (d,) float64 -- of S, decreasing
+    """
+    N, d = X.shape
+    S = (X.T @ X).astype(np.float64) / N
+    vals, vecs = scipy.linalg.eigh(S)
+    if vals[0] <= 1e-12 * max(vals[-1], 1e-300):
+        raise ValueError(
+            f"X has (nearly) linearly dependent columns (smallest eigenvalue of X^T X / N is {vals[0]:.3g}); "
+            f"remove constant or duplicated features"
+        )
+    dev = np.abs(vals - 1.0).max()
+    needed = bool(dev > max(tol, 6.0 * math.sqrt(2.0 / N) * max(1.0, vals[-1])))
+    T = (vecs / np.sqrt(vals)) @ vecs.T
+    return T, needed, vals[::-1].copy()
+
+
+def choose_heavy(sizes: np.ndarray, k: int, *, n_heavy=None, max_heavy=2000) -> np.ndarray:
+    """Indices of the heavy tasks: the largest tasks (ties by position), see the module doc.
+
+    Parameters
+    ----------
+    sizes : (n,) int -- rows per task
+    k : int
+    n_heavy : int, optional -- take exactly this many of the largest tasks
+    max_heavy : int -- cap on the default count
+
+    Returns
+    -------
+    (n_H,) int64 indices into the pool, largest tasks first
+    """
+    order = np.argsort(-sizes, kind="stable")
+    eligible = int((sizes >= 2).sum())
+    if n_heavy is not None:
+        if isinstance(n_heavy, bool) or not isinstance(n_heavy, (int, np.integer)) or n_heavy < k:
+            raise ValueError(f"n_heavy is {n_heavy!r}; expected an integer >= k = {k}")
+        if n_heavy > eligible:
+            raise ValueError(f"n_heavy is {n_heavy} but only {eligible} tasks have at least 2 rows")
+        return order[: int(n_heavy)]
+    t_min = max(2, math.ceil(math.sqrt(k) * math.log2(k + 1)))
+    count = int((sizes >= t_min).sum())
+    count = max(count, 8 * k)
+    count = min(count, max_heavy, eligible)
+    if count < k:
+        raise ValueError(
+            f"k is {k} but the pool has only {eligible} tasks with at least 2 rows; "
+            f"the clustering step needs at least k of them"
+        )
+    return order[:count]
+
+
+def _projected_starts(ts_w, U, sizes, kk, heavy_idx, linkages, n_seeds, seed, diag_starts):
+    """Run EM in the subspace from every start; return the best :class:`ProjectedStart`."""
+    heavy = select_tasks(ts_w, heavy_idx)
+    Z = np.ascontiguousarray(heavy.X.astype(np.float64, copy=False) @ U)
+    zts = TaskSet(Z, np.ascontiguousarray(heavy.y, dtype=np.float64), heavy.offsets)
+    zstats = _em.task_stats(*zts)
+    th = sizes[heavy_idx].astype(np.float64)
+    G = zstats.b / th[:, None]  # projected per-task estimates U^T X_i^T y_i / t_i
+    ybar2 = float(zstats.c.sum() / zts.offsets[-1])
+    found = []
+    for linkage in linkages:
+        t1 = time.perf_counter()
+        c = cluster_tasks(heavy.X, heavy.y, heavy.offsets, U, kk, linkage=linkage)
+        V0 = c.W @ U
+        p0 = np.maximum(c.p, 1.0 / (10.0 * kk))
+        found.append(projected_em(zts, zstats, V0, np.maximum(c.r2, 1e-6 * ybar2), p0 / p0.sum(), linkage))
+        diag_starts.append({"start": linkage, "seconds": time.perf_counter() - t1})
+    rng = np.random.default_rng(seed)
+    for j in range(n_seeds):
+        t1 = time.perf_counter()
+        V0 = kmeans_pp(G, th, kk, rng)
+        # variances and weights from the heavy tasks' nearest centres
+        sse = (zstats.c[:, None] - 2.0 * zstats.b @ V0.T
+               + np.einsum("lr,irs,ls->il", V0, zstats.A, V0, optimize=True))
+        lab = np.argmin(sse / th[:, None], axis=1)
+        rows = np.bincount(lab, weights=th, minlength=kk)
+        s2 = np.bincount(lab, weights=sse[np.arange(lab.size), lab], minlength=kk)
+        s2 = np.where(rows > 0, s2 / np.maximum(rows, 1.0), ybar2)
+        p0 = np.bincount(lab, minlength=kk) + 1.0
+        found.append(projected_em(zts, zstats, V0, np.maximum(s2, 1e-6 * ybar2), p0 / p0.sum(), f"kmeans++ seed {j}"))
+        diag_starts.append({"start": f"kmeans++ seed {j}", "seconds": time.perf_counter() - t1})
+    for f, dg in zip(found, diag_starts):
+        dg.update(projected_loglik=f.loglik, projected_iterations=f.iterations)
+    return max(found, key=lambda f: f.loglik)
+
+
+def _check_positive_int(v, name):
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise ValueError(f"{name} is {v!r}; expected a positive integer")
+    return int(v)
+
+
+def fit(X, y, offsets, k, *, whiten="auto", linkages=(), n_seeds=4, seed=0, n_heavy=None,
+        max_heavy=1000, tol=1e-6, max_iter=300, k_max=None, em_path="auto", progress=None) -> Model:
+    """Fit a mixture of k linear regressions to one pool of tasks of any sizes.
+
+    Parameters
+    ----------
+    X : (N, d) float array
+    y : (N,) float array
+    offsets : (n + 1,) int array -- tasks of any sizes; empty tasks are ignored
+    k : int or None
+        Number of components; None chooses it (see :func:`fastmlr.select_k.choose_k`).
+    whiten : "auto", True or False
+        Whiten x for the spectral start; "auto" does when the pooled second moment is far
+        from the identity.
+    linkages : sequence of {"average", "single"}
+        One spectral start per linkage; the EM result of highest log-likelihood is kept.
+    n_heavy : int, optional -- number of heavy tasks (the largest); default from the sizes
+    max_heavy : int -- cap on the default number of heavy tasks (the clustering is O(n_H^2))
+    tol : float -- EM stops when an iteration gains less than ``tol * |loglik|``
+    max_iter : int -- EM iteration cap
+    k_max : int, optional -- largest k tried when k is None
+    em_path : {"auto", "stats", "rows"} -- how EM builds its normal equations
+        (:mod:`fastmlr.em`); "auto" uses per-task statistics when they fit in memory
+    progress : callable(str) or None -- told what runs
+
+    Returns
+    -------
+    Model
+        ``W`` (k, d), ``s2`` (k,), ``p`` (k,), ``transform`` (d, d), ``diagnostics``.
+
+    Raises
+    ------
+    ValueError
+        Bad arrays, no task with two rows, k larger than the pool supports.
+    """
+    say = progress or (lambda msg: None)
+    t_start = time.perf_counter()
+    ts0 = check_tasks(X, y, offsets, role="pool")
+    sizes0 = np.diff(ts0.offsets)
+    nonempty = np.flatnonzero(sizes0 > 0)
+    ts = ts0 if nonempty.size == sizes0.size else select_tasks(ts0, nonempty)
+    n, d = ts.offsets.size - 1, ts.X.shape[1]
+    sizes = np.diff(ts.offsets)
+    if whiten not in ("auto", True, False):
+        raise ValueError(f"whiten is {whiten!r}; expected 'auto', True or False")
+    if em_path not in ("auto", "stats", "rows"):
+        raise ValueError(f"em_path is {em_path!r}; expected 'auto', 'stats' or 'rows'")
+    linkages = tuple(linkages) if not isinstance(linkages, str) else (linkages,)
+    if any(l not in LINKAGES for l in linkages):
+        raise ValueError(f"linkages is {linkages!r}; expected a sequence of names from {LINKAGES}")
+    if isinstance(n_seeds, bool) or not isinstance(n_seeds, (int, np.integer)) or n_seeds < 0:
+        raise ValueError(f"n_seeds is {n_seeds!r}; expected a non-negative integer")
+    if not linkages and n_seeds == 0:
+        raise ValueError("linkages is empty and n_seeds is 0; expected at least one start")
+    max_heavy = _check_positive_int(max_heavy, "max_heavy")
+    max_iter = _check_positive_int(max_iter, "max_iter")
+    if not (isinstance(tol, (int, float)) and tol >= 0):
+        raise ValueError(f"tol is {tol!r}; expected a non-negative number")
+    sub_idx = np.flatnonzero(sizes >= 2)
+    if sub_idx.size == 0:
+        raise ValueError("the pool has no task with at least 2 rows; the subspace step needs some")
+    diag: dict = {"n_tasks": int(n), "n_rows": int(ts.offsets[-1]), "d": int(d),
+                  "empty_tasks_ignored": int(sizes0.size - n)}
+    seconds: dict = {}
+
+    say("whitening check")
+    t0 = time.perf_counter()
+    T, needed, s_eig = whitening_transform(ts.X)
+    whitened = needed if whiten == "auto" else bool(whiten)
+    if not whitened:
+        T = np.eye(d)
+    ts_w = TaskSet(np.ascontiguousarray(ts.X @ T.astype(ts.X.dtype)), ts.y, ts.offsets) if whitened else ts
+    diag["whitening"] = {"applied": whitened, "second_moment_eigenvalues": [float(v) for v in s_eig[[0, -1]]]}
+
+    say("moment matrix")
+    sub = ts_w if sub_idx.size == n else select_tasks(ts_w, sub_idx)
+    M = _moment_stats(*sub).moment()
+    eig = scipy.linalg.eigh(M, eigvals_only=True)[::-1]
+    seconds["subspace"] = time.perf_counter() - t0
+    diag["roles"] = {"subspace_tasks": int(sub_idx.size)}
+
+    stats = None
+    use_stats = em_path == "stats" or (em_path == "auto" and 8 * n * d * d <= _em.STATS_MAX_BYTES)
+    if use_stats:
+        t0 = time.perf_counter()
+        stats = _em.task_stats(*ts)
+        seconds["task_stats"] = time.perf_counter() - t0
+    diag["em_path"] = "stats" if use_stats else "rows"
+
+    def fit_k(kk):
+        kk = check_k(kk, upper=n, what="(the number of non-empty tasks in the pool)")
+        heavy_idx = choose_heavy(sizes, kk, n_heavy=n_heavy, max_heavy=max_heavy)
+        r = min(kk, d)
+        U = top_eigenvectors(M, r)[1]
+        t1 = time.perf_counter()
+        say(f"k={kk}: starts in the subspace")
+        starts: list = []
+        best = _projected_starts(ts_w, U, sizes, kk, heavy_idx, linkages, n_seeds, seed, starts)
+        W0 = best.V @ U.T
+        if whitened:
+            W0 = W0 @ T
+        t3 = time.perf_counter()
+        say(f"k={kk}: EM on all tasks")
+        res = _em.run_em(ts, W0, best.s2, best.p, tol=tol, max_iter=max_iter, stats=stats, progress=progress)
+        t4 = time.perf_counter()
+        info = {"heavy_tasks": int(heavy_idx.size), "heavy_min_rows": int(sizes[heavy_idx].min()),
+                "subspace_rank": r, "starts": starts, "chosen_start": best.label,
+                "em_iterations": int(res.loglik.size - 1),
+                "em_converged": bool(res.converged), "kept_components": res.kept,
+                "seconds": {"starts": t3 - t1, "em": t4 - t3}}
+        return res, info
+
+    if k is None:
+        from .select_k import choose_k
+
+        k, (res, info), diag["k_selection"] = choose_k(fit_k, eig, n=n, d=d, k_max=k_max, progress=say)
+    else:
+        res, info = fit_k(k)
+    diag["k"] = int(k)
+    diag["roles"].update({key: info.pop(key) for key in ("heavy_tasks", "heavy_min_rows", "subspace_rank")})
+    seconds.update(info.pop("seconds"))
+    diag.update(info)
+    diag["loglik"] = float(res.loglik[-1])
+    diag["loglik_history"] = [float(v) for v in res.loglik]
+    diag["converged"] = bool(res.converged)
+    diag["moment_eigenvalues"] = [float(v) for v in eig[: min(d, 2 * k + 4)]]
+    seconds["total"] = time.perf_counter() - t_start
+    diag["seconds"] = seconds
+    order = np.argsort(-res.p, kind="stable")  # components by decreasing weight
+    return Model(np.ascontiguousarray(res.W[order]), res.s2[order].copy(), res.p[order].copy(), T, diag)
