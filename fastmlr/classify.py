@@ -14,6 +14,7 @@ import numpy as np
 import scipy.linalg
 
 from . import _config
+from ._guards import check_sums, check_work
 from .backend import kernels
 from .tasks import check_finite, check_tasks, chunk_bounds, slice_tasks
 
@@ -86,6 +87,8 @@ def normal_equations(X, y, offsets, R):
     """
     n, k = R.shape
     d = X.shape[1]
+    check_work(8.0 * k * d * (d + 1), f"the normal equations of k = {k} classes in d = {d} dimensions",
+               "use fewer components or fewer features (e.g. project X onto a subspace first)")
     XtX = np.zeros((k, d, d))
     Xty = np.zeros((k, d))
     yty = np.zeros(k)
@@ -103,6 +106,7 @@ def normal_equations(X, y, offsets, R):
             Xty[l] += Xg.T @ yg
             yty[l] += float(yg @ yg)
     rows = R.T @ np.diff(offsets).astype(np.float64)
+    check_sums(XtX, "the normal equations X^T X")
     return XtX, Xty, yty, rows
 
 
@@ -174,12 +178,25 @@ def classify_tasks(X, y, offsets, W, r2, p=None) -> ClassifyResult:
     W, r2, p = check_params(W, r2, p, ts.X.shape[1], s2_name="r2")
     n = ts.offsets.size - 1
     k = W.shape[0]
+    d = ts.X.shape[1]
+    check_work(8.0 * n * k * 3, f"the (n, k) = ({n}, {k}) scores of the classification",
+               "classify the tasks in batches")
+    check_work(8.0 * k * d * (d + 1), f"the normal equations of k = {k} classes in d = {d} dimensions",
+               "use fewer components or fewer features (e.g. project X onto a subspace first)")
     sse = kernels().task_sse(ts.X, ts.y, ts.offsets, W)
+    check_sums(sse, "the residual sums of squares")
     t = np.diff(ts.offsets).astype(np.float64)
-    score = sse / (2.0 * r2) + 0.5 * t[:, None] * np.log(r2)
-    if p is not None:
-        with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", over="ignore"):
+        score = sse / (2.0 * r2) + 0.5 * t[:, None] * np.log(r2)
+        if p is not None:
             score -= np.log(p)
+    dead = ~np.isfinite(score.min(axis=1))
+    if dead.any():  # every component infinitely unlikely: no class to choose
+        i = int(np.argmax(dead))
+        raise ValueError(
+            f"task {i} has zero likelihood under every component (SSE / (2 r2) overflows); "
+            f"r2 = {r2.min():.3g} is too small for the residuals: expected larger variances"
+        )
     labels = np.argmin(score, axis=1).astype(np.int64)
     R = np.zeros((n, k))
     R[np.arange(n), labels] = 1.0

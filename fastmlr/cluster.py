@@ -20,6 +20,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _config
+from ._guards import check_sums
 from ._reference import cut_linkage
 from .backend import kernels
 from .tasks import check_finite, check_k, check_tasks
@@ -106,7 +107,9 @@ def _distances(ts, U, L):
     kern = kernels()
     G = kern.group_means(ts.X, ts.y, ts.offsets, 2 * L)  # (n, 2L, d)
     P = np.ascontiguousarray(G.astype(np.float64, copy=False) @ U)  # (n, 2L, r)
-    return kern.median_distances(P, L), P
+    H = kern.median_distances(P, L)
+    check_sums(H, "the distance matrix H")
+    return H, P
 
 
 def cluster_tasks(X, y, offsets, U, k, *, L=None, linkage=None) -> ClusterResult:
@@ -142,7 +145,7 @@ def cluster_tasks(X, y, offsets, U, k, *, L=None, linkage=None) -> ClusterResult
     L = _check_L(L, sizes)
     if linkage is None:
         linkage = _config.DEFAULT_LINKAGE
-    if linkage not in LINKAGES:
+    if not isinstance(linkage, str) or linkage not in LINKAGES:
         raise ValueError(f"linkage is {linkage!r}; expected one of {', '.join(map(repr, LINKAGES))}")
     _check_memory(n)
 
@@ -164,6 +167,7 @@ def cluster_tasks(X, y, offsets, U, k, *, L=None, linkage=None) -> ClusterResult
     rows = onehot.T @ sizes.astype(np.float64)  # (k,)
     W = ((onehot.T @ proj_sums) / rows[:, None]) @ U.T  # (k, d)
     sse = kernels().task_sse(ts.X, ts.y, ts.offsets, np.ascontiguousarray(W))
+    check_sums(sse, "the residual sums of squares")
     r2 = np.einsum("il,il->l", onehot, sse) / rows
     r2 = np.maximum(r2, np.finfo(np.float64).tiny)
     p = onehot.sum(axis=0) / n

@@ -6,6 +6,9 @@ from typing import NamedTuple
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
+from scipy.spatial.distance import cdist
+
+from ._guards import check_work
 
 __all__ = ["ParameterError", "parameter_error", "subspace_error", "clustering_accuracy", "match_components"]
 
@@ -18,18 +21,30 @@ class ParameterError(NamedTuple):
     perm: np.ndarray
 
 
+def _real_matrix(A, name: str) -> np.ndarray:
+    A = np.asarray(A)
+    if A.dtype.kind not in "fiub":
+        raise TypeError(f"{name} has dtype {A.dtype}; expected a real array")
+    if A.ndim != 2 or A.shape[1] < 1:
+        raise ValueError(f"{name} has shape {A.shape}; expected a 2-D array with at least one column")
+    A = A.astype(np.float64)
+    if not np.all(np.isfinite(A)):
+        raise ValueError(f"{name} contains NaN or inf; expected finite values")
+    return A
+
+
 def match_components(W_hat, W) -> np.ndarray:
     """Hungarian matching of estimated to true components on Euclidean distance.
 
     Returns ``perm`` (k,) with ``W_hat[perm[l]]`` matched to ``W[l]``.
     """
-    W_hat = np.asarray(W_hat, dtype=np.float64)
-    W = np.asarray(W, dtype=np.float64)
-    if W_hat.ndim != 2 or W.ndim != 2 or W_hat.shape[1] != W.shape[1]:
+    W_hat = _real_matrix(W_hat, "W_hat")
+    W = _real_matrix(W, "W")
+    if W_hat.shape[1] != W.shape[1]:
         raise ValueError(f"W_hat {W_hat.shape} and W {W.shape} must be (k', d) and (k, d) with the same d")
-    if W_hat.shape[0] < W.shape[0]:
-        raise ValueError(f"W_hat has {W_hat.shape[0]} rows, fewer than W's {W.shape[0]}")
-    cost = np.linalg.norm(W_hat[:, None, :] - W[None, :, :], axis=2)  # (k', k)
+    if W_hat.shape[0] < W.shape[0] or W.shape[0] < 1:
+        raise ValueError(f"W_hat has {W_hat.shape[0]} rows and W {W.shape[0]}; expected 1 <= rows of W <= rows of W_hat")
+    cost = cdist(W_hat, W)  # (k', k), without a (k', k, d) temporary
     rows, cols = linear_sum_assignment(cost)
     perm = np.empty(W.shape[0], dtype=np.int64)
     perm[cols] = rows
@@ -45,7 +60,7 @@ def parameter_error(W_hat, W) -> ParameterError:
     W : (k, d) truth
     """
     perm = match_components(W_hat, W)
-    err = np.linalg.norm(np.asarray(W_hat, dtype=np.float64)[perm] - W, axis=1)
+    err = np.linalg.norm(np.asarray(W_hat, dtype=np.float64)[perm] - np.asarray(W, dtype=np.float64), axis=1)
     return ParameterError(float(err.max()), float(err.mean()), perm)
 
 
@@ -57,8 +72,10 @@ def subspace_error(U, W) -> float:
     U : (d, r) orthonormal columns
     W : (k, d) truth
     """
-    U = np.asarray(U, dtype=np.float64)
-    W = np.asarray(W, dtype=np.float64)
+    U = _real_matrix(U, "U")
+    W = _real_matrix(W, "W")
+    if U.shape[0] != W.shape[1]:
+        raise ValueError(f"U has shape {U.shape} and W {W.shape}; expected U (d, r) and W (k, d) with the same d")
     resid = W - (W @ U) @ U.T
     return float(np.linalg.norm(resid, axis=1).max())
 
@@ -71,13 +88,20 @@ def clustering_accuracy(labels, z) -> float:
     labels : (n,) int -- estimated cluster of each task
     z : (n,) int -- true component of each task
     """
-    labels = np.asarray(labels, dtype=np.int64)
-    z = np.asarray(z, dtype=np.int64)
+    labels, z = np.asarray(labels), np.asarray(z)
+    for name, v in (("labels", labels), ("z", z)):
+        if v.dtype.kind not in "iub":
+            raise TypeError(f"{name} has dtype {v.dtype}; expected integer labels")
     if labels.shape != z.shape or labels.ndim != 1:
         raise ValueError(f"labels {labels.shape} and z {z.shape} must be 1-D of the same length")
     if labels.size == 0:
-        raise ValueError("labels is empty")
-    conf = np.zeros((labels.max() + 1, z.max() + 1))
+        raise ValueError("labels is empty; expected at least one task")
+    # any integer values (negative, huge): compacted, so the table is (#labels, #z)
+    labels = np.unique(labels, return_inverse=True)[1].ravel()
+    z = np.unique(z, return_inverse=True)[1].ravel()
+    a, b = int(labels.max()) + 1, int(z.max()) + 1
+    check_work(8.0 * a * b, f"a ({a}, {b}) confusion table of labels against z", "compare fewer distinct labels")
+    conf = np.zeros((a, b))
     np.add.at(conf, (labels, z), 1.0)
     r, c = linear_sum_assignment(-conf)
     return float(conf[r, c].sum() / labels.size)

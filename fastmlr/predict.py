@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._guards import check_sums, check_work
 from .backend import kernels
 from .classify import check_params
 from .tasks import check_tasks
@@ -37,11 +38,22 @@ def log_likelihoods(X, y, offsets, W, s2, p):
 
 
 def _log_joint(ts, W, s2, p):
+    n, k = ts.offsets.size - 1, W.shape[0]
+    check_work(32.0 * n * k, f"the (n, k) = ({n}, {k}) log-likelihoods", "pass the tasks in batches")
     sse = kernels().task_sse(ts.X, ts.y, ts.offsets, W)
+    check_sums(sse, "the residual sums of squares")
     t = np.diff(ts.offsets).astype(np.float64)
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", over="ignore"):
         logp = np.log(p)
-    return -sse / (2.0 * s2) - 0.5 * t[:, None] * np.log(s2) + logp
+        out = -sse / (2.0 * s2) - 0.5 * t[:, None] * np.log(s2) + logp
+    dead = ~np.isfinite(out.max(axis=1))
+    if dead.any():  # every component infinitely unlikely: the posterior is undefined
+        i = int(np.argmax(dead))
+        raise ValueError(
+            f"task {i} has zero likelihood under every component (SSE / (2 s2) overflows); "
+            f"s2 = {s2.min():.3g} is too small for the residuals: expected larger variances"
+        )
+    return out
 
 
 def _softmax(logits):
@@ -80,7 +92,7 @@ def predict_params(X, y, offsets, W, s2, p, *, method="bayes"):
     -------
     (n, d) float64
     """
-    if method not in METHODS:
+    if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"method is {method!r}; expected one of {', '.join(map(repr, METHODS))}")
     post = posterior(X, y, offsets, W, s2, p)
     W = np.asarray(W, dtype=np.float64)

@@ -13,6 +13,7 @@ import numpy as np
 import scipy.linalg
 
 from . import _config
+from ._guards import check_sums, check_work
 from .backend import kernels
 from .tasks import check_k, check_tasks, chunk_bounds, slice_tasks
 
@@ -40,6 +41,8 @@ class MomentStats(NamedTuple):
 def _moment_stats(X, y, offsets) -> MomentStats:
     """MomentStats of a validated task set, streamed through the kernel in chunks."""
     d = X.shape[1]
+    check_work(32.0 * d * d, f"the (d, d) = ({d}, {d}) moment matrix and its eigendecomposition",
+               "use fewer features (e.g. project X onto a subspace first)")
     cross = np.zeros((d, d))
     bounds = chunk_bounds(offsets, _config.CHUNK_ROWS)
     k = kernels()
@@ -47,6 +50,7 @@ def _moment_stats(X, y, offsets) -> MomentStats:
         part = slice_tasks(X, y, offsets, lo, hi)
         B = k.group_means(part.X, part.y, part.offsets, 2)
         cross += B[:, 0, :].T @ B[:, 1, :]  # BLAS, in the data's precision
+    check_sums(cross, "the moment matrix M")
     return MomentStats(cross, offsets.size - 1)
 
 

@@ -17,6 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _threads
+from ._guards import check_work
 from .tasks import check_k, chunk_bounds
 
 __all__ = ["Mixture", "Sample", "make_mixture", "sample_tasks", "KINDS"]
@@ -50,6 +51,16 @@ def _rng(seed):
     return np.random.SeedSequence(seed)
 
 
+def _real_vector(v, k: int, name: str) -> np.ndarray:
+    """``v`` (a number or k numbers) as a (k,) float64 array, or a clear error."""
+    a = np.asarray(v) if not isinstance(v, str) else np.asarray(v, dtype=object)
+    if a.dtype.kind not in "fiub":
+        raise TypeError(f"{name} has dtype {a.dtype}; expected real numbers")
+    if a.ndim > 1 or (a.ndim == 1 and a.shape != (k,)):
+        raise ValueError(f"{name} has shape {a.shape}; expected one number or {k} of them")
+    return np.broadcast_to(a.astype(np.float64), (k,)).copy()
+
+
 def make_mixture(k, d, *, kind="orthonormal", noise=1.0, weights=None, seed=None) -> Mixture:
     """Meta-parameters of a mixture of k linear regressions in d dimensions.
 
@@ -78,6 +89,7 @@ def make_mixture(k, d, *, kind="orthonormal", noise=1.0, weights=None, seed=None
     if kind not in KINDS:
         raise ValueError(f"kind is {kind!r}; expected one of {', '.join(map(repr, KINDS))}")
     rng = np.random.default_rng(_rng(seed))
+    check_work(16.0 * k * d, f"a mixture of (k, d) = ({k}, {d})", "use a smaller k or d")
     if kind == "orthonormal":
         if k > d:
             raise ValueError(f"k is {k} but d is {d}; orthonormal components need k <= d")
@@ -85,7 +97,7 @@ def make_mixture(k, d, *, kind="orthonormal", noise=1.0, weights=None, seed=None
         W = (Q * np.sign(np.diag(R))).T
     else:
         W = rng.standard_normal((k, d)) / np.sqrt(d)
-    s = np.broadcast_to(np.asarray(noise, dtype=np.float64), (k,)).copy()
+    s = _real_vector(noise, k, "noise")
     if not np.all(np.isfinite(s)) or np.any(s < 0):
         raise ValueError(f"noise must be finite and non-negative, got {noise!r}")
     if weights is None:
@@ -95,8 +107,8 @@ def make_mixture(k, d, *, kind="orthonormal", noise=1.0, weights=None, seed=None
             raise ValueError(f"weights is {weights!r}; expected None, 'random' or an array of k weights")
         p = rng.dirichlet(np.ones(k))
     else:
-        p = np.asarray(weights, dtype=np.float64)
-        if p.shape != (k,) or not np.all(np.isfinite(p)) or np.any(p < 0) or p.sum() <= 0:
+        p = _real_vector(weights, k, "weights")
+        if np.ndim(weights) != 1 or not np.all(np.isfinite(p)) or np.any(p < 0) or p.sum() <= 0:
             raise ValueError(f"weights must be {k} finite non-negative numbers with a positive sum")
         p = p / p.sum()
     return Mixture(np.ascontiguousarray(W), s, p)
@@ -108,13 +120,14 @@ def _check_sizes(sizes, n_tasks):
             raise ValueError("sizes is one integer; pass n_tasks too, or one size per task")
         if isinstance(n_tasks, bool) or not isinstance(n_tasks, numbers.Integral) or n_tasks < 1:
             raise ValueError(f"n_tasks is {n_tasks!r}; expected a positive integer")
+        check_work(32.0 * int(n_tasks), f"n_tasks = {n_tasks} tasks", "sample fewer tasks (or in several calls)")
         sizes = np.full(int(n_tasks), int(sizes), dtype=np.int64)
     else:
         sizes = np.asarray(sizes)
         if sizes.ndim != 1 or sizes.size < 1 or sizes.dtype.kind not in "iu":
             raise ValueError(f"sizes must be one integer or a non-empty 1-D integer array, got shape {sizes.shape}")
         if n_tasks is not None and n_tasks != sizes.size:
-            raise ValueError(f"n_tasks is {n_tasks} but sizes has {sizes.size} entries")
+            raise ValueError(f"n_tasks is {n_tasks} but sizes has {sizes.size} entries; expected n_tasks=None or len(sizes)")
         sizes = sizes.astype(np.int64)
     if np.any(sizes < 0):
         raise ValueError("sizes must be non-negative")
@@ -146,15 +159,21 @@ def sample_tasks(W, s, p, sizes, *, n_tasks=None, seed=None, dtype="float64") ->
     W = np.asarray(W)
     if W.ndim != 2:
         raise ValueError(f"W has shape {W.shape}; expected a (k, d) array")
-    s = np.asarray(s, dtype=np.float64)
-    if s.shape != (W.shape[0],) or not np.all(np.isfinite(s)) or np.any(s < 0):
+    s = _real_vector(s, W.shape[0], "s") if np.ndim(s) == 1 else np.asarray(s)
+    if s.shape != (W.shape[0],) or s.dtype.kind != "f" or not np.all(np.isfinite(s)) or np.any(s < 0):
         raise ValueError(f"s must be {W.shape[0]} finite non-negative noise scales")
     W, _, p = check_params(W, np.ones(W.shape[0]), p, W.shape[1])
-    dt = np.dtype(dtype)
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
     if dt not in (np.dtype(np.float64), np.dtype(np.float32)):
         raise ValueError(f"dtype is {dtype!r}; expected 'float64' or 'float32'")
     sizes = _check_sizes(sizes, n_tasks)
     n, (k, d) = sizes.size, W.shape
+    total = float(sizes.sum(dtype=np.float64))  # float: an int64 sum could wrap
+    check_work(total * ((d + 1) * dt.itemsize + 16) + 24.0 * n, f"sampling {total:.0f} rows of d = {d} in {n} tasks",
+               "sample fewer or smaller tasks (or in several calls), or use dtype='float32'")
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     N = int(offsets[-1])
 

@@ -79,6 +79,10 @@ def check_offsets(offsets, N: int, name: str = "offsets") -> np.ndarray:
             raise TypeError(f"{name} has dtype {off.dtype}; expected integers (int64)")
     if off.size < 2:
         raise ValueError(f"{name} has length {off.size}; expected n + 1 >= 2 entries (at least one task)")
+    outside = (off < 0) | (off > N)
+    if outside.any():  # before the cast to int64, which would wrap huge values
+        i = int(np.argmax(outside))
+        raise ValueError(f"{name}[{i}] is {off[i]}; expected row offsets between 0 and the number of rows N = {N}")
     off = np.ascontiguousarray(off, dtype=np.int64)
     if off[0] != 0:
         raise ValueError(f"{name}[0] is {int(off[0])}; expected 0")
@@ -146,6 +150,8 @@ def check_tasks(X, y, offsets, *, min_size: int = 0, role: str = "tasks", finite
     if finite:
         check_finite(X, "X")
         check_finite(y, "y")
+    if isinstance(min_size, (bool, np.bool_)) or not isinstance(min_size, numbers.Integral):
+        raise TypeError(f"min_size must be an integer number of rows, got {type(min_size).__name__} {min_size!r}")
     if min_size > 0:
         sizes = np.diff(off)
         small = sizes < min_size
@@ -188,8 +194,12 @@ def pack_tasks(Xs, ys) -> TaskSet:
     TaskSet
         ``X`` (sum t_i, d), ``y`` (sum t_i,), ``offsets`` (n + 1,) int64.
     """
-    Xs = list(Xs)
-    ys = list(ys)
+    try:
+        Xs, ys = list(Xs), list(ys)
+    except TypeError:
+        raise TypeError(
+            f"Xs and ys must be sequences of per-task arrays, got {type(Xs).__name__} and {type(ys).__name__}"
+        ) from None
     if len(Xs) != len(ys):
         raise ValueError(f"Xs has {len(Xs)} tasks but ys has {len(ys)}; expected one response vector per task")
     if not Xs:
@@ -241,7 +251,10 @@ def group_tasks(X, y, task_ids) -> TaskSet:
         raise ValueError(f"task_ids has {ids.shape[0]} entries but X has shape {X.shape}; expected one id per row of X")
     if ids.size == 0:
         raise ValueError("task_ids is empty; expected at least one row")
-    uniq, inverse = np.unique(ids, return_inverse=True)
+    try:
+        uniq, inverse = np.unique(ids, return_inverse=True)
+    except TypeError as exc:  # ids of mixed types that do not sort together
+        raise TypeError(f"task_ids must be mutually sortable labels (all numbers or all strings): {exc}") from None
     order = np.argsort(inverse, kind="stable")
     counts = np.bincount(inverse, minlength=uniq.size)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)

@@ -1,0 +1,928 @@
+"""Property-based fuzzing of every public function and every CLI command.
+
+Each case either returns a valid result or raises ``ValueError``/``TypeError`` (and
+``MemoryError`` for a memory guard) whose message names the argument and says what was
+expected -- never another exception, a crash, a hang or a silent wrong answer.
+Inputs that are *valid but unusual* (int, bool, float16 or mixed-precision data,
+Fortran-ordered, strided, read-only or memory-mapped arrays, offsets as lists or
+floats) must give bit for bit the result of the same call on the coerced C-contiguous
+arrays.  Inputs that are *invalid* (complex, object, NaN/inf, misshapen arrays, offsets
+that do not describe the rows, an empty pool) must be refused.
+
+Two hypothesis profiles: ``fastmlr-ci`` (default, few derandomized cases per test) and
+``fastmlr-slow`` (the ``*_slow`` twin of every test, marked slow, >= 10,000 cases in
+all; run ``pytest -m slow tests/test_fuzz.py --hypothesis-show-statistics``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import faulthandler
+import io
+import json
+import re
+import shutil
+import sys
+import tempfile
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+import fastmlr
+from fastmlr import _config, cli
+
+from helpers import BACKENDS
+
+_HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
+settings.register_profile("fastmlr-ci", max_examples=12, deadline=None, derandomize=True,
+                          database=None, suppress_health_check=_HEALTH, print_blob=True)
+settings.register_profile("fastmlr-slow", max_examples=300, deadline=None, database=None,
+                          suppress_health_check=_HEALTH, print_blob=True)
+CI = settings.get_profile("fastmlr-ci")
+SLOW = settings.get_profile("fastmlr-slow")
+
+#: A kernel that never returns is a hang: dump every thread's stack and exit.
+HANG_SECONDS = 900
+
+_TMP = tempfile.mkdtemp(prefix="fastmlr-fuzz-")
+atexit.register(shutil.rmtree, _TMP, True)
+
+
+@pytest.fixture(autouse=True)
+def _hang_guard():
+    faulthandler.dump_traceback_later(HANG_SECONDS, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
+
+
+def fuzz(**strategies):
+    """``@given(**strategies)`` under the CI profile, plus a ``<name>_slow`` twin.
+
+    The twin runs the same property under the slow profile and carries
+    ``pytest.mark.slow``; pytest marks applied below this decorator apply to both.
+    """
+
+    def deco(fn):
+        module = sys.modules[fn.__module__].__dict__
+        slow = settings(SLOW)(given(**strategies)(fn))
+        slow.__name__ = fn.__name__ + "_slow"
+        module[slow.__name__] = pytest.mark.slow(slow)
+        return settings(CI)(given(**strategies)(fn))
+
+    return deco
+
+
+def mostly(good, bad):
+    """``good`` three times in four, else ``bad``: most cases should get through."""
+    return st.sampled_from([True, True, True, False]).flatmap(lambda g: good if g else bad)
+
+
+# ---------------------------------------------------------------------------------
+# outcomes
+
+
+_EXPECTS = re.compile(r"expected|must|need|use |pass |limit|rescale|remove", re.I)
+
+
+def names_argument(msg: str, names) -> bool:
+    return any(re.search(rf"(?<![\w.]){re.escape(n)}(?![\w])", msg) for n in names)
+
+
+def attempt(fn, *args, names, must_fail=False, memory=False, **kwargs):
+    """Call ``fn``; a refusal must name one of ``names`` and say what was expected.
+
+    Returns ``(True, result)`` or ``(False, None)`` after an acceptable refusal.  Any
+    other exception propagates and fails the test.
+    """
+    allowed = (ValueError, TypeError, MemoryError) if memory else (ValueError, TypeError)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", fastmlr.FallbackWarning)
+            warnings.simplefilter("ignore", RuntimeWarning)
+            res = fn(*args, **kwargs)
+    except allowed as exc:
+        msg = str(exc)
+        assert names_argument(msg, names), f"{type(exc).__name__} does not name any of {names}: {msg}"
+        assert _EXPECTS.search(msg), f"{type(exc).__name__} does not say what was expected: {msg}"
+        assert "\n" not in msg.strip(), f"message is not one line: {msg!r}"
+        event(f"refused: {type(exc).__name__}: {re.sub(r'[-+.0-9e]{2,}|[0-9]', '#', msg)[:48]}")
+        return False, None
+    assert not must_fail, f"{fn.__name__} accepted an invalid input"
+    event("returned")
+    return True, res
+
+
+def same(a, b, path="result"):
+    """Bitwise equality of nested results (NamedTuples, tuples, arrays, scalars)."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for key in a:
+            if key != "seconds":
+                same(a[key], b[key], f"{path}[{key!r}]")
+    elif isinstance(a, tuple):
+        assert len(a) == len(b), path
+        fields = getattr(a, "_fields", range(len(a)))
+        for f, x, y in zip(fields, a, b):
+            if f != "seconds":
+                same(x, y, f"{path}.{f}")
+    elif isinstance(a, np.ndarray):
+        assert isinstance(b, np.ndarray) and a.dtype == b.dtype and a.shape == b.shape, path
+        assert np.array_equal(a, b, equal_nan=True), f"{path} differs"
+    else:
+        assert a == b or (a != a and b != b), path
+
+
+def finite(*arrays):
+    for a in arrays:
+        assert np.all(np.isfinite(a)), "result holds NaN or inf"
+
+
+def check_mixture_result(W, s2, p, k, d):
+    assert W.shape == (k, d) and s2.shape == (k,) and p.shape == (k,)
+    finite(W, s2, p)
+    assert np.all(s2 > 0)
+    assert np.all(p >= 0) and abs(p.sum() - 1.0) < 1e-9
+
+
+# ---------------------------------------------------------------------------------
+# task sets: contents, valid layouts and corruptions
+
+CONTENTS = ("normal", "mixture", "noise_free", "zeros", "constant", "integers", "tiny", "large", "huge")
+
+
+def _content(rng, kind, N, d):
+    X = rng.standard_normal((N, d))
+    if kind == "zeros":
+        return np.zeros((N, d)), np.zeros(N)
+    if kind == "constant":
+        X[:, 0] = 1.0
+        if d > 1:
+            X[:, -1] = 3.0
+    if kind == "integers":
+        X = np.round(3 * X)
+    if kind in ("mixture", "noise_free", "constant", "integers"):
+        w = rng.standard_normal((2, d))
+        z = rng.integers(0, 2, size=N)
+        y = np.einsum("ij,ij->i", X, w[z])
+        if kind != "noise_free":
+            y += 0.1 * rng.standard_normal(N)
+        return X, y
+    y = rng.standard_normal(N)
+    scale = {"tiny": 1e-8, "large": 1e8, "huge": 1e200}.get(kind, 1.0)
+    return X * scale, y * scale
+
+
+@st.composite
+def raw_tasks(draw, min_t=None, max_t=9, max_n=7, max_d=5):
+    """A well-formed task set (X, y, offsets) of float64 and its content kind."""
+    if min_t is None:
+        min_t = draw(st.sampled_from([2, 2, 2, 1, 0]))
+    n = draw(st.integers(1, max_n))
+    sizes = draw(st.lists(st.integers(min_t, max_t), min_size=n, max_size=n))
+    d = draw(st.integers(1, max_d))
+    kind = draw(st.sampled_from(CONTENTS))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    off = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    X, y = _content(rng, kind, int(off[-1]), d)
+    return X, y, off, kind
+
+
+VALID_LAYOUTS = ("plain", "float32", "x32_y64", "x64_y32", "int", "bool", "float16", "fortran",
+                 "strided", "readonly", "memmap", "lists", "offsets_int32", "offsets_float",
+                 "offsets_uint64")
+CORRUPTIONS = {
+    "X_complex": "X", "X_object": "X", "X_strings": "X", "X_nan": "X", "X_inf": "X",
+    "y_nan": "y", "y_inf": "y", "y_short": "y", "y_long": "y", "X_1d": "X", "X_3d": "X",
+    "y_2d": "y", "X_no_columns": "X", "y_complex": "y",
+    "offsets_decrease": "offsets", "offsets_start": "offsets", "offsets_end_short": "offsets",
+    "offsets_end_past": "offsets", "offsets_len0": "offsets", "offsets_len1": "offsets",
+    "offsets_2d": "offsets", "offsets_fraction": "offsets", "offsets_complex": "offsets",
+    "offsets_huge": "offsets", "offsets_nan": "offsets", "empty_pool": "offsets",
+}
+
+
+def _memmap(a):
+    path = tempfile.mktemp(dir=_TMP, suffix=".dat")
+    m = np.memmap(path, dtype=a.dtype, mode="w+", shape=a.shape)
+    m[...] = a
+    m.flush()
+    return np.memmap(path, dtype=a.dtype, mode="r", shape=a.shape)
+
+
+def make_layout(X, y, off, layout):
+    """Rewrite a valid task set in another valid form; return it and its coerced twin."""
+    if layout == "float32":
+        X, y = X.astype(np.float32), y.astype(np.float32)
+    elif layout == "x32_y64":
+        X = X.astype(np.float32)
+    elif layout == "x64_y32":
+        y = y.astype(np.float32)
+    elif layout == "int":
+        X, y = np.clip(np.round(X), -1e15, 1e15).astype(np.int64), np.clip(np.round(y), -1e15, 1e15).astype(np.int64)
+    elif layout == "bool":
+        X = X > 0
+    elif layout == "float16":
+        with np.errstate(over="ignore"):
+            X, y = X.astype(np.float16), y.astype(np.float16)
+    elif layout == "fortran":
+        X = np.asfortranarray(X)
+    elif layout == "strided":
+        wide = np.zeros((X.shape[0], 2 * X.shape[1]))
+        wide[:, ::2] = X
+        X = wide[:, ::2]
+        long = np.zeros(2 * y.shape[0])
+        long[1::2] = y
+        y = long[1::2]
+    elif layout == "readonly":
+        X, y, off = X.copy(), y.copy(), off.copy()
+        for a in (X, y, off):
+            a.setflags(write=False)
+    elif layout == "memmap":
+        if X.size:
+            X = _memmap(X)
+        if y.size:
+            y = _memmap(y)
+    elif layout == "offsets_int32":
+        off = off.astype(np.int32)
+    elif layout == "offsets_float":
+        off = off.astype(np.float64)
+    elif layout == "offsets_uint64":
+        off = off.astype(np.uint64)
+    elif layout == "lists":
+        X, y, off = X.tolist(), y.tolist(), off.tolist()
+        if not X:
+            X = np.zeros((0, np.shape(X)[1] if np.ndim(X) == 2 else 1))
+    Xa, ya = np.asarray(X), np.asarray(y)
+    real = lambda a: np.float32 if a.dtype.kind == "f" and a.dtype.itemsize <= 4 else np.float64
+    dt = real(Xa) if real(Xa) == real(ya) else np.float64
+    twin = (np.ascontiguousarray(Xa, dtype=dt), np.ascontiguousarray(ya, dtype=dt),
+            np.asarray(off).astype(np.int64))
+    return (X, y, off), twin
+
+
+def corrupt(X, y, off, how, rng):
+    """An invalid form of a task set: the name of the argument at fault comes with it."""
+    X, y, off = X.copy(), y.copy(), off.copy()
+    N = X.shape[0]
+    if how == "X_complex":
+        X = X + 1j
+    elif how == "X_object":
+        X = X.astype(object)
+    elif how == "X_strings":
+        X = X.astype(str)
+    elif how in ("X_nan", "X_inf"):
+        if N == 0:
+            X, y, off = np.zeros((1, X.shape[1])), np.zeros(1), np.array([0, 1])
+        X[rng.integers(X.shape[0]), rng.integers(X.shape[1])] = np.nan if how == "X_nan" else -np.inf
+    elif how in ("y_nan", "y_inf"):
+        if N == 0:
+            X, y, off = np.zeros((1, X.shape[1])), np.zeros(1), np.array([0, 1])
+        y[rng.integers(y.shape[0])] = np.nan if how == "y_nan" else np.inf
+    elif how == "y_short":
+        y = y[:-1] if N else np.zeros(1)
+    elif how == "y_long":
+        y = np.append(y, 0.0)
+    elif how == "X_1d":
+        X = X[:, 0]
+    elif how == "X_3d":
+        X = X[:, :, None]
+    elif how == "y_2d":
+        y = y[:, None]
+    elif how == "X_no_columns":
+        X = X[:, :0]
+    elif how == "y_complex":
+        y = y.astype(complex)
+    elif how == "offsets_decrease":
+        off = np.concatenate([off[:1], [off[-1] + 1], off[1:]])
+    elif how == "offsets_start":
+        off[0] = 1
+    elif how == "offsets_end_short":
+        off[-1] = off[-1] - 1 if N else -1
+    elif how == "offsets_end_past":
+        off[-1] += 1 + int(rng.integers(0, 1000))
+    elif how == "offsets_len0":
+        off = off[:0]
+    elif how == "offsets_len1":
+        off = off[:1]
+    elif how == "offsets_2d":
+        off = off[None, :]
+    elif how == "offsets_fraction":
+        off = off.astype(np.float64)
+        off[-1] += 0.5
+    elif how == "offsets_complex":
+        off = off.astype(complex)
+    elif how == "offsets_huge":
+        off = off.astype(np.uint64)
+        off[1:] = np.uint64(2**64 - 1)
+    elif how == "offsets_nan":
+        off = off.astype(np.float64)
+        off[-1] = np.nan
+    elif how == "empty_pool":
+        X, y, off = X[:0], y[:0], off[:1]
+    return X, y, off
+
+
+@st.composite
+def task_input(draw, **kw):
+    """A task set in a valid layout, or corrupted.
+
+    Returns ``(args, twin, fault)``: ``twin`` is the coerced form a valid input must match
+    bit for bit (None if corrupted); ``fault`` the argument at fault (None if valid).
+    """
+    X, y, off, kind = draw(raw_tasks(**kw))
+    event(f"content: {kind}")
+    if draw(st.sampled_from([False, False, False, True])):
+        how = draw(st.sampled_from(sorted(CORRUPTIONS)))
+        event(f"corrupted: {how}")
+        rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+        return corrupt(X, y, off, how, rng), None, CORRUPTIONS[how], kind
+    layout = draw(st.sampled_from(VALID_LAYOUTS))
+    args, twin = make_layout(X, y, off, layout)
+    return args, twin, None, kind
+
+
+DATA_NAMES = ("X", "y", "offsets", "tasks")
+BAD_INTS = st.sampled_from([2.0, True, "2", None, 1.5, np.float64(2.0), [2]])
+
+
+def ints_or_junk(lo, hi, good=None):
+    """Integers in [lo, hi] (numpy ones too); with ``good``, mostly in that range."""
+    ints = st.one_of(st.integers(lo, hi), st.integers(lo, hi).map(np.int64))
+    if good is None:
+        return st.one_of(ints, BAD_INTS)
+    return mostly(st.integers(*good), st.one_of(ints, BAD_INTS))
+
+
+def run_on(fn, inp, extra_names, *args, memory=False, **kwargs):
+    """Run ``fn(X, y, offsets, *args)`` on a fuzzed task input with the outcome rules.
+
+    A corrupted task set must be refused naming the argument at fault (or another
+    argument that may also be bad); a valid layout must give bitwise the result of its
+    coerced twin.  Returns the result or None.
+    """
+    (X, y, off), twin, fault, kind = inp
+    names = tuple(extra_names) + (DATA_NAMES if fault is None else (fault,) + tuple(extra_names))
+    if kind == "huge":
+        names = names + ("X", "y")
+    ok, res = attempt(fn, X, y, off, *args, names=names, must_fail=fault is not None, memory=memory, **kwargs)
+    if ok and twin is not None:
+        ok2, res2 = attempt(fn, *twin, *args, names=names, memory=memory, **kwargs)
+        assert ok2, "the coerced twin of a valid input was refused"
+        same(res, res2)
+    return res
+
+
+def backend_params():
+    return pytest.mark.parametrize("backend", BACKENDS)
+
+
+# ---------------------------------------------------------------------------------
+# the task-set layout
+
+
+@backend_params()
+@fuzz(inp=task_input(), min_size=st.one_of(st.integers(-1, 4), st.sampled_from(["2", 2.0, None])))
+def test_check_tasks(backend, inp, min_size):
+    res = run_on(fastmlr.check_tasks, inp, ("min_size",), min_size=min_size)
+    if res is not None:
+        X, y, off = res
+        assert X.flags.c_contiguous and y.flags.c_contiguous and off.dtype == np.int64
+        assert X.dtype == y.dtype and X.dtype in (np.float32, np.float64)
+        assert off[0] == 0 and off[-1] == X.shape[0] == y.shape[0] and np.all(np.diff(off) >= 0)
+
+
+@st.composite
+def per_task_lists(draw):
+    (X, y, off), twin, fault, kind = draw(task_input())
+    if fault is not None and fault != "y" and draw(st.booleans()):
+        return ([X], [y]), ("Xs", "ys", "X", "y")
+    X, y, off = twin if twin is not None else (np.asarray(X), np.asarray(y), np.asarray(off))
+    n = off.size - 1 if off.ndim == 1 and off.size else 0
+    Xs = [X[off[i]:off[i + 1]] for i in range(n)] if fault is None else [X]
+    ys = [y[off[i]:off[i + 1]] for i in range(n)] if fault is None else [y]
+    choice = draw(st.integers(0, 6))
+    if choice == 0 and Xs:
+        ys = ys[:-1]
+    elif choice == 1 and Xs and Xs[0].ndim == 2:
+        Xs[0] = Xs[0][:, :0] if Xs[0].shape[1] > 1 else np.zeros((Xs[0].shape[0], 2))
+    elif choice == 2:
+        return (3, 4), ("Xs", "ys")
+    elif choice == 3:
+        return ([None], [None]), ("Xs", "ys")
+    elif choice == 4:
+        return ([], []), ("Xs", "ys")
+    return (Xs, ys), ("Xs", "ys", "X", "y")
+
+
+@backend_params()
+@fuzz(case=per_task_lists())
+def test_pack_tasks(backend, case):
+    (Xs, ys), names = case
+    ok, res = attempt(fastmlr.pack_tasks, Xs, ys, names=names)
+    if ok:
+        assert res.offsets.size == len(Xs) + 1
+        np.testing.assert_array_equal(np.diff(res.offsets), [np.shape(a)[0] for a in Xs])
+
+
+IDS = st.sampled_from(["int", "str", "float", "mixed", "nan", "2d", "short", "object"])
+
+
+@backend_params()
+@fuzz(inp=task_input(), ids=IDS, seed=st.integers(0, 99))
+def test_group_tasks(backend, inp, ids, seed):
+    (X, y, off), twin, fault, kind = inp
+    rng = np.random.default_rng(seed)
+    N = np.shape(X)[0] if np.ndim(X) else 0
+    tid = rng.integers(0, 4, size=N)
+    tid = {"int": tid, "str": tid.astype(str), "float": tid * 0.5, "nan": np.where(tid == 0, np.nan, tid),
+           "mixed": np.array([1, "a"] * N, dtype=object)[:N], "2d": tid[:, None], "short": tid[:-1],
+           "object": tid.astype(object)}[ids]
+    names = ("task_ids", "X", "y") if fault is None else ("task_ids", fault, "X", "y")
+    ok, res = attempt(fastmlr.group_tasks, X, y, tid, names=names, must_fail=fault in ("X", "y"))
+    if ok:
+        assert res.offsets[-1] == res.X.shape[0] and np.all(np.diff(res.offsets) > 0)
+
+
+# ---------------------------------------------------------------------------------
+# the stages
+
+
+@backend_params()
+@fuzz(inp=task_input(), k=ints_or_junk(-2, 7, good=(1, 3)), eig=st.booleans())
+def test_estimate_subspace(backend, inp, k, eig):
+    with fastmlr.use_backend(backend):
+        res = run_on(fastmlr.estimate_subspace, inp, ("k",), k, return_eigenvalues=eig)
+    if res is not None:
+        U = res[0] if eig else res
+        d = U.shape[0]
+        assert U.shape == (d, int(k))
+        finite(U)
+        np.testing.assert_allclose(U.T @ U, np.eye(int(k)), atol=1e-8)
+        if eig:
+            assert res[1].shape == (d,) and np.all(np.diff(res[1]) <= 0)
+
+
+@backend_params()
+@fuzz(inp=task_input())
+def test_second_moment(backend, inp):
+    with fastmlr.use_backend(backend):
+        M = run_on(fastmlr.second_moment, inp, ())
+    if M is not None:
+        finite(M)
+        np.testing.assert_array_equal(M, M.T)
+
+
+def _U(d, r, seed, how):
+    rng = np.random.default_rng(seed)
+    U = np.linalg.qr(rng.standard_normal((d, max(1, min(r, d)))))[0]
+    return {"ok": U, "nan": np.full_like(U, np.nan), "complex": U + 0j, "wrong_d": np.ones((d + 1, 1)),
+            "1d": U[:, 0], "empty": U[:, :0], "int": np.round(U).astype(int), "fortran": np.asfortranarray(U),
+            "list": U.tolist()}[how]
+
+
+U_KINDS = mostly(st.sampled_from(["ok", "int", "fortran", "list"]),
+                 st.sampled_from(["nan", "complex", "wrong_d", "1d", "empty"]))
+L_VALUES = mostly(st.one_of(st.none(), st.integers(1, 2)),
+                  st.one_of(st.integers(-1, 6), st.sampled_from([1.5, "1", True, 10**30])))
+LINKAGES = mostly(st.sampled_from([None, "average", "single"]), st.sampled_from(["ward", 3, ["single"], b"single"]))
+
+
+def _d_of(inp):
+    X = inp[1][0] if inp[1] is not None else np.asarray(inp[0][0], dtype=object)
+    return X.shape[1] if X.ndim == 2 and X.shape[1] else 1
+
+
+@backend_params()
+@fuzz(inp=task_input(max_t=12), r=st.integers(1, 4), seed=st.integers(0, 99), how=U_KINDS, L=L_VALUES)
+def test_distance_matrix(backend, inp, r, seed, how, L):
+    U = _U(_d_of(inp), r, seed, how)
+    with fastmlr.use_backend(backend):
+        res = run_on(fastmlr.distance_matrix, inp, ("U", "L"), U, L=L)
+    if res is not None:
+        H, P = res
+        n = H.shape[0]
+        finite(H, P)
+        assert H.shape == (n, n) and P.shape[0] == n
+        np.testing.assert_array_equal(H, H.T)
+        assert np.all(np.diag(H) == 0)
+
+
+@backend_params()
+@fuzz(inp=task_input(max_t=12), k=ints_or_junk(-1, 8, good=(1, 3)), r=st.integers(1, 4), seed=st.integers(0, 99),
+      how=U_KINDS, L=L_VALUES, linkage=LINKAGES)
+def test_cluster_tasks(backend, inp, k, r, seed, how, L, linkage):
+    U = _U(_d_of(inp), r, seed, how)
+    with fastmlr.use_backend(backend):
+        res = run_on(fastmlr.cluster_tasks, inp, ("U", "L", "k", "linkage"), U, k, L=L, linkage=linkage)
+    if res is not None:
+        k = int(k)
+        n = res.labels.size
+        assert res.labels.min() >= 0 and res.labels.max() < k and res.labels.dtype == np.int64
+        assert np.unique(res.labels).size == k <= n  # no cluster left empty
+        check_mixture_result(res.W, res.r2, res.p, k, res.W.shape[1])
+
+
+PARAM_FAULTS = ("ok",) * 16 + ("p_none", "p_one_zero", "W_nan", "W_wrong_d", "W_1d", "W_complex", "W_empty", "s2_zero",
+                "s2_negative", "s2_nan", "s2_shape", "s2_strings", "p_negative", "p_zero_sum", "p_shape",
+                "p_nan", "s2_tiny", "W_huge")
+FAULT_NAMES = {"W": "W", "s2": "s2", "p": "p"}
+
+
+def _params(d, k, seed, fault):
+    """Mixture parameters (W, s2, p), one of them possibly faulty, and the names to expect."""
+    rng = np.random.default_rng(seed)
+    W = rng.standard_normal((k, d))
+    s2 = rng.uniform(0.1, 2.0, size=k)
+    p = rng.dirichlet(np.ones(k))
+    if fault == "W_nan":
+        W[0, 0] = np.nan
+    elif fault == "W_wrong_d":
+        W = np.ones((k, d + 1))
+    elif fault == "W_1d":
+        W = W[0]
+    elif fault == "W_complex":
+        W = W + 1j
+    elif fault == "W_empty":
+        W, s2, p = W[:0], s2[:0], p[:0]
+    elif fault == "W_huge":
+        W = W * 1e200
+    elif fault == "s2_zero":
+        s2[0] = 0.0
+    elif fault == "s2_negative":
+        s2[-1] = -1.0
+    elif fault == "s2_nan":
+        s2[0] = np.nan
+    elif fault == "s2_shape":
+        s2 = s2[:-1] if k > 1 else np.ones(2)
+    elif fault == "s2_strings":
+        s2 = s2.astype(str)
+    elif fault == "s2_tiny":
+        s2[:] = 5e-324
+    elif fault == "p_negative":
+        p[0] = -0.5
+    elif fault == "p_zero_sum":
+        p[:] = 0.0
+    elif fault == "p_shape":
+        p = np.append(p, 0.1)
+    elif fault == "p_nan":
+        p[0] = np.nan
+    elif fault == "p_none":
+        p = None
+    elif fault == "p_one_zero" and k > 1:
+        p[0] = 0.0
+    return W, s2, p
+
+
+def _param_names(fault, s2_name="s2"):
+    """Names a refusal may cite: the faulty parameter (and what its fault touches)."""
+    base = fault.split("_")[0]
+    if fault in ("ok", "p_none", "p_one_zero"):
+        return ()
+    if fault in ("s2_tiny", "W_huge"):
+        return ("W", s2_name, "X", "y")
+    return ({"W": "W", "s2": s2_name, "p": "p"}[base],) + (("W",) if base == "W" else ())
+
+
+@backend_params()
+@fuzz(inp=task_input(max_t=10), k=st.integers(1, 4), seed=st.integers(0, 99),
+      fault=st.sampled_from(PARAM_FAULTS))
+def test_classify_tasks(backend, inp, k, seed, fault):
+    W, r2, p = _params(_d_of(inp), k, seed, fault)
+    names = _param_names(fault, "r2")
+    with fastmlr.use_backend(backend):
+        res = run_on(fastmlr.classify_tasks, inp, names, W, r2, p)
+    if fault not in ("ok", "p_none", "p_one_zero", "s2_tiny", "W_huge"):
+        assert res is None
+    if res is not None:
+        n = res.labels.size
+        assert res.labels.min() >= 0 and res.labels.max() < k
+        check_mixture_result(res.W, res.s2, res.p, k, W.shape[1])
+        np.testing.assert_array_equal(res.p, np.bincount(res.labels, minlength=k) / n)
+
+
+@backend_params()
+@fuzz(inp=task_input(max_t=10), k=st.integers(1, 4), seed=st.integers(0, 99),
+      fault=st.sampled_from([f for f in PARAM_FAULTS if f != "p_none"]),
+      method=mostly(st.sampled_from(["bayes", "map"]), st.sampled_from(["mean", None, 3, np.array(["map", "bayes"])])),
+      which=st.sampled_from(["log_likelihoods", "posterior", "predict_params"]))
+def test_predict(backend, inp, k, seed, fault, method, which):
+    W, s2, p = _params(_d_of(inp), k, seed, fault)
+    names = _param_names(fault)
+    fn = getattr(fastmlr, which)
+    kw = {"method": method} if which == "predict_params" else {}
+    if kw:
+        names = names + ("method",)
+    with fastmlr.use_backend(backend):
+        res = run_on(fn, inp, names, W, s2, p, **kw)
+    if fault not in ("ok", "p_one_zero", "s2_tiny", "W_huge"):
+        assert res is None
+    if res is not None:
+        n = res.shape[0]
+        if which == "log_likelihoods":
+            assert res.shape == (n, k) and not np.any(np.isnan(res)) and np.all(res < np.inf)
+            assert np.all(np.isfinite(res.max(axis=1)))
+        elif which == "posterior":
+            finite(res)
+            assert res.shape == (n, k) and np.all(res >= 0)
+            np.testing.assert_allclose(res.sum(axis=1), 1.0, rtol=1e-12)
+        else:
+            finite(res)
+            assert res.shape == (n, W.shape[1])
+
+
+@st.composite
+def pipeline_input(draw):
+    """Three task sets of one mixture, one of them possibly in another layout or corrupted."""
+    k = draw(st.integers(1, 3))
+    d = draw(st.integers(k, 5))
+    seed = draw(st.integers(0, 2**16))
+    W, s, p = fastmlr.make_mixture(k, d, noise=draw(st.sampled_from([0.0, 0.1, 1.0])), seed=seed)
+    light = fastmlr.sample_tasks(W, s, p, draw(st.integers(2, 4)), n_tasks=draw(st.integers(20, 200)), seed=seed + 1)
+    heavy = fastmlr.sample_tasks(W, s, p, draw(st.integers(2, 40)), n_tasks=draw(st.integers(k, 30)), seed=seed + 2)
+    light2 = fastmlr.sample_tasks(W, s, p, draw(st.integers(1, 10)), n_tasks=draw(st.integers(k, 60)), seed=seed + 3)
+    sets = [light[:3], heavy[:3], light2[:3]]
+    which = draw(st.integers(0, 2))
+    fault, twin = None, None
+    if draw(st.sampled_from([False, False, False, True])):
+        how = draw(st.sampled_from(sorted(CORRUPTIONS)))
+        event(f"corrupted: {how}")
+        sets[which] = corrupt(*sets[which], how, np.random.default_rng(seed))
+        fault = CORRUPTIONS[how]
+    else:
+        layout = draw(st.sampled_from(VALID_LAYOUTS))
+        twin = list(sets)
+        sets[which], twin[which] = make_layout(*sets[which], layout)
+    shape = draw(mostly(st.just("ok"), st.sampled_from(["not_tuple", "short", "none"])))
+    if shape == "not_tuple":
+        sets[which] = np.zeros(3)
+    elif shape == "short":
+        sets[which] = sets[which][:2]
+    elif shape == "none":
+        sets[which] = None
+    if shape != "ok":
+        fault, twin = ("light", "heavy", "light2")[which], None
+    return sets, twin, fault, k
+
+
+@backend_params()
+@fuzz(inp=pipeline_input(), k=st.one_of(st.none(), ints_or_junk(-1, 6)), L=L_VALUES, linkage=LINKAGES)
+def test_meta_learn(backend, inp, k, L, linkage):
+    sets, twin, fault, k_true = inp
+    k = k_true if k is None else k  # usually the true k
+    names = ("k", "L", "linkage") + (DATA_NAMES + ("W", "r2") if fault is None else (fault,))
+    with fastmlr.use_backend(backend):
+        ok, res = attempt(fastmlr.meta_learn, *sets, k, L=L, linkage=linkage, names=names,
+                          must_fail=fault is not None)
+        if ok and twin is not None:
+            same(res, fastmlr.meta_learn(*twin, k, L=L, linkage=linkage))
+    if ok:
+        check_mixture_result(res.W, res.s2, res.p, int(k), res.W.shape[1])
+        assert set(res.seconds) == {"subspace", "cluster", "classify"}
+
+
+# ---------------------------------------------------------------------------------
+# synthetic data, metrics, backends
+
+
+NUMBERS = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from(["x", 1j, None, [1.0, 2.0]]))
+
+
+@fuzz(k=ints_or_junk(-1, 6, good=(1, 4)), d=ints_or_junk(-1, 8, good=(4, 8)),
+      kind=mostly(st.sampled_from(["orthonormal", "gaussian"]), st.sampled_from(["x", None])),
+      noise=mostly(st.one_of(st.floats(0, 3), st.lists(st.floats(0, 3), min_size=1, max_size=4)),
+                   st.one_of(st.floats(-1, 0, exclude_max=True), NUMBERS, st.just(np.ones((2, 2))))),
+      weights=mostly(st.one_of(st.none(), st.just("random"), st.lists(st.floats(0, 2), min_size=1, max_size=4)),
+                     st.one_of(st.just("x"), st.lists(st.floats(-1, 2), max_size=6), NUMBERS)),
+      seed=mostly(st.one_of(st.none(), st.integers(0, 10**6)), st.sampled_from([-1, 1.5, "x"])),
+      big=st.sampled_from([False] * 9 + [True]))
+def test_make_mixture(k, d, kind, noise, weights, seed, big):
+    if big:
+        d = 10**12  # refused by the memory guard, never allocated
+    ok, res = attempt(fastmlr.make_mixture, k, d, kind=kind, noise=noise, weights=weights, seed=seed,
+                      names=("k", "d", "kind", "noise", "weights", "seed", "mixture"), memory=big)
+    assert not (ok and big)
+    if ok:
+        W, s, p = res
+        assert W.shape == (int(k), int(d))
+        finite(W, s, p)
+        assert np.all(s >= 0) and abs(p.sum() - 1) < 1e-12
+
+
+@fuzz(k=st.integers(1, 4), d=st.integers(1, 6), seed=st.integers(0, 99),
+      s_fault=mostly(st.just("ok"), st.sampled_from(["negative", "nan", "shape", "strings", "complex"])),
+      p_fault=mostly(st.just("ok"), st.sampled_from(["negative", "zero_sum", "shape", "nan", "strings"])),
+      sizes=mostly(st.one_of(st.integers(0, 6), st.lists(st.integers(0, 6), min_size=1, max_size=8).map(np.array)),
+                   st.one_of(st.integers(-1, 6), st.lists(st.integers(-1, 6), max_size=8), st.just(10**13),
+                             st.sampled_from([2.5, "3", [1.5, 2.0], np.zeros((2, 2), int)]))),
+      n_tasks=mostly(st.integers(1, 6), st.one_of(st.none(), st.integers(-1, 6), st.just(2.0), st.just(10**13))),
+      dtype=mostly(st.sampled_from(["float64", "float32", np.float32]),
+                   st.sampled_from(["float16", "garbage", int, np.complex128])),
+      sample_seed=mostly(st.one_of(st.none(), st.integers(0, 10**6)), st.sampled_from([-1, "x", 2.5])))
+def test_sample_tasks(k, d, seed, s_fault, p_fault, sizes, n_tasks, dtype, sample_seed):
+    W, s, p = fastmlr.make_mixture(k, d, kind="gaussian", seed=seed)
+    s = {"ok": s, "negative": -s, "nan": s * np.nan, "shape": np.ones(k + 1), "strings": s.astype(str),
+         "complex": s + 1j}[s_fault]
+    p = {"ok": p, "negative": p - 1, "zero_sum": p * 0, "shape": np.ones(k + 1), "nan": p * np.nan,
+         "strings": p.astype(str)}[p_fault]
+    names = ("s", "p", "sizes", "n_tasks", "dtype", "seed")
+    ok, res = attempt(fastmlr.sample_tasks, W, s, p, sizes, n_tasks=n_tasks, seed=sample_seed, dtype=dtype,
+                      names=names, memory=True, must_fail=s_fault != "ok" or p_fault != "ok")
+    if ok:
+        X, y, off, z = res
+        assert X.dtype == y.dtype == np.dtype(dtype)
+        assert X.shape == (off[-1], d) and off[0] == 0 and np.all(np.diff(off) >= 0)
+        assert z.shape == (off.size - 1,) and np.all((z >= 0) & (z < k))
+        finite(X, y)
+
+
+MATRICES = st.sampled_from(["ok", "nan", "1d", "wrong_d", "fewer_rows", "complex", "strings", "empty", "list"])
+
+
+def _matrix(rng, k, d, how):
+    A = rng.standard_normal((k, d))
+    return {"ok": A, "nan": A * np.nan, "1d": A[0], "wrong_d": np.ones((k, d + 1)), "fewer_rows": A[:0],
+            "complex": A + 1j, "strings": A.astype(str), "empty": np.zeros((0, 0)), "list": A.tolist()}[how]
+
+
+@fuzz(k=st.integers(1, 5), d=st.integers(1, 6), seed=st.integers(0, 99), a=MATRICES, b=MATRICES,
+      which=st.sampled_from(["parameter_error", "match_components", "subspace_error"]))
+def test_matching_metrics(k, d, seed, a, b, which):
+    rng = np.random.default_rng(seed)
+    A = _matrix(rng, k + (which != "subspace_error"), d, a)
+    B = _matrix(rng, k, d, b)
+    if which == "subspace_error":
+        A = np.asarray(np.linalg.qr(rng.standard_normal((d, min(k, d))))[0]) if a == "ok" else A
+        names = ("U", "W")
+    else:
+        names = ("W_hat", "W")
+    ok, res = attempt(getattr(fastmlr, which), A, B, names=names,
+                      must_fail=a not in ("ok", "list") or b not in ("ok", "list"))
+    if ok:
+        if which == "match_components":
+            assert sorted(set(res.tolist())) == sorted(res.tolist()) and res.shape == (k,)
+        elif which == "parameter_error":
+            assert np.isfinite(res.max) and 0 <= res.mean <= res.max
+        else:
+            assert np.isfinite(res) and res >= 0
+
+
+LABELS = st.sampled_from(["ok", "negative", "float", "fraction", "huge", "strings", "2d", "short", "empty", "bool"])
+
+
+@fuzz(n=st.integers(1, 30), seed=st.integers(0, 99), a=LABELS, b=LABELS)
+def test_clustering_accuracy(n, seed, a, b):
+    rng = np.random.default_rng(seed)
+
+    def labels(how):
+        v = rng.integers(0, 4, size=n)
+        return {"ok": v, "negative": v - 2, "float": v.astype(float), "fraction": v + 0.5, "huge": v + 10**12,
+                "strings": v.astype(str), "2d": v[:, None], "short": v[:-1], "empty": v[:0],
+                "bool": v > 1}[how]
+
+    la, lb = labels(a), labels(b)
+    bad = {"fraction", "strings", "2d", "short", "empty", "float"}
+    ok, res = attempt(fastmlr.clustering_accuracy, la, lb, names=("labels", "z"),
+                      must_fail=bool({a, b} & bad) and not (a == b == "short"))
+    if ok:
+        assert 0 < res <= 1
+        # invariant under relabelling: the accuracy of labels against themselves is 1
+        assert fastmlr.clustering_accuracy(la, la) == 1.0
+
+
+@fuzz(name=st.one_of(st.sampled_from(["numba", "cython", "numpy", "NumPy", "fortran", "", None, 3, ["numba"]])),
+      count=st.one_of(st.none(), st.integers(-1, 4), st.integers(1, 4).map(np.int64), st.sampled_from([1.5, "2", True])))
+def test_backend_functions(name, count):
+    before = fastmlr.get_backend()
+    assert before in fastmlr.available_backends()
+    try:
+        ok, _ = attempt(fastmlr.set_backend, name, names=("backend",))
+        available = isinstance(name, str) and name.lower() in fastmlr.available_backends()
+        if isinstance(name, str) and name.lower() in ("numba", "cython", "numpy") and not available:
+            pass  # an unavailable backend raises ImportError: not reached (attempt would fail)
+        assert ok == available
+        if ok:
+            assert fastmlr.get_backend() == name.lower()
+    finally:
+        fastmlr.set_backend(before)
+
+    def enter():
+        with fastmlr.n_threads(count):
+            return fastmlr.get_backend()
+
+    attempt(enter, names=("n_threads",))
+
+
+# ---------------------------------------------------------------------------------
+# the command line
+
+
+@contextlib.contextmanager
+def small_memory_limit(limit=1 << 28):
+    """Lower the work-memory limit so that an oversized CLI call is refused, not run."""
+    old = _config.MAX_WORK_BYTES
+    _config.MAX_WORK_BYTES = limit
+    try:
+        yield
+    finally:
+        _config.MAX_WORK_BYTES = old
+
+
+def run_cli(argv):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), small_memory_limit():
+        try:
+            code = cli.main(argv)
+        except SystemExit as exc:
+            code = exc.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def check_cli_outcome(argv, code, out, err):
+    assert code in (0, 2), f"{argv}: exit status {code}\n{err}"
+    assert "Traceback" not in err
+    if code == 2:
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert lines and lines[-1].startswith("fastmlr") and "error" in lines[-1], err
+        assert len([line for line in lines if "error" in line]) == 1, err
+        event(f"cli: exit 2: {re.sub(r'[-+.0-9e]{2,}|[0-9]', '#', lines[-1])[:60]}")
+    else:
+        assert out.strip()
+        event("cli: exit 0")
+
+
+JUNK = st.sampled_from(["", "x", "-1", "0", "1e3", "2.5", "nan", "inf", "-inf", "1e400", "9" * 30, "--json"])
+
+
+def opt(flag, good):
+    """An option absent, with a good value, or (one time in eight) with junk."""
+    pair = lambda values: st.tuples(st.just(flag), values).map(list)
+    return st.sampled_from([1] * 6 + [0, 2]).flatmap(lambda c: (st.just([]), pair(good), pair(JUNK))[c])
+
+
+DEMO_ARGS = st.tuples(
+    opt("--k", st.integers(1, 4).map(str)),
+    opt("--d", st.integers(1, 10).map(str)),
+    opt("--seed", st.integers(0, 5).map(str)),
+    st.tuples(st.just("--scale"), mostly(st.sampled_from(["0.0005", "0.001", "1e-9"]),
+                                         st.sampled_from(["0", "-1", "nan", "inf", "1e300", "x", ""]))).map(list),
+    opt("--dtype", st.sampled_from(["float64", "float32", "float16"])),
+    opt("--backend", st.sampled_from(BACKENDS + ["fortran"])),
+    opt("--threads", st.sampled_from(["1", "2", "0", "-3", "64"])),
+    st.sampled_from([[], ["--json"]] * 4 + [["--nope"]]),
+)
+
+
+@fuzz(parts=DEMO_ARGS, order=st.randoms(use_true_random=False))
+def test_cli_demo(parts, order):
+    parts = list(parts)
+    order.shuffle(parts)
+    argv = ["demo"] + [tok for part in parts for tok in part]
+    before = fastmlr.get_backend()
+    try:
+        code, out, err = run_cli(argv)
+    finally:
+        fastmlr.set_backend(before)
+    check_cli_outcome(argv, code, out, err)
+    if code == 0 and "--json" in argv:
+        res = json.loads(out)
+        assert set(res) >= {"setting", "seconds", "prediction", "checks"}
+
+
+@fuzz(argv=st.lists(st.sampled_from(["demo", "nosuch", "--help", "-h", "--k", "2", "--backend", "numpy", "--json",
+                                     "--threads", "1", "x", "--scale"]), max_size=4))
+def test_cli_any_tokens(argv):
+    if "demo" in argv and not any(t in ("--help", "-h") for t in argv):
+        argv = argv + ["--scale", "0.0005", "--d", "6"]  # keep a valid demo small
+    code, out, err = run_cli(argv)
+    if code == 0 and not out.strip():
+        out = "help"  # argparse --help prints through its own stream
+    check_cli_outcome(argv, code, out, err)
+
+
+# ---------------------------------------------------------------------------------
+# every public function is fuzzed
+
+FUZZED = {
+    "available_backends", "get_backend", "n_threads", "set_backend", "use_backend",
+    "classify_tasks", "cluster_tasks", "distance_matrix", "clustering_accuracy", "match_components",
+    "parameter_error", "subspace_error", "meta_learn", "log_likelihoods", "posterior", "predict_params",
+    "estimate_subspace", "second_moment", "make_mixture", "sample_tasks", "check_tasks", "group_tasks",
+    "pack_tasks",
+}
+
+
+def test_every_public_function_is_fuzzed():
+    functions = {name for name in fastmlr.__all__ if not isinstance(getattr(fastmlr, name), type)}
+    assert functions - FUZZED == set()
+
+
+def test_use_backend_restores_after_a_refusal():
+    before = fastmlr.get_backend()
+    with pytest.raises(ValueError, match="backend"):
+        with fastmlr.use_backend("fortran"):
+            pass
+    assert fastmlr.get_backend() == before
