@@ -267,6 +267,10 @@ def fit(X, y, offsets, k, *, whiten="auto", linkages=(), n_seeds=4, seed=0, n_he
 
     def fit_k(kk):
         kk = check_k(kk, upper=n, what="(the number of non-empty tasks in the pool)")
+        if ts.offsets[-1] <= kk * d:
+            raise ValueError(
+                f"k is {kk} but the pool has {int(ts.offsets[-1])} rows; every component needs more than "
+                f"d = {d} rows, so use k <= {max(1, (int(ts.offsets[-1]) - 1) // d)}")
         heavy_idx = choose_heavy(sizes, kk, n_heavy=n_heavy, max_heavy=max_heavy)
         r = min(kk, d)
         U = top_eigenvectors(M, r)[1]
@@ -291,7 +295,8 @@ def fit(X, y, offsets, k, *, whiten="auto", linkages=(), n_seeds=4, seed=0, n_he
     if k is None:
         from .select_k import choose_k
 
-        k, (res, info), diag["k_selection"] = choose_k(fit_k, eig, n=n, d=d, k_max=k_max, progress=say)
+        k, (res, info), diag["k_selection"] = choose_k(fit_k, eig, n=n, d=d, rows=int(ts.offsets[-1]),
+                                                       k_max=k_max, progress=say)
     else:
         res, info = fit_k(k)
     diag["k"] = int(k)

@@ -1,0 +1,308 @@
+"""``fastmlr simulate | fit | predict | check``: one pool of tasks from files to a model.
+
+* ``fastmlr simulate --k 8 --d 32 --tasks 3000 -o pool.npz`` writes a seeded pool
+  (``.npz`` or ``.csv``; see :mod:`fastmlr.pool_io`), with ``--queries Q`` extra rows
+  per task whose target is left missing.
+* ``fastmlr fit pool.csv --k 8 -o model.npz`` fits (``--k auto`` chooses k;
+  ``--skip-query-rows`` skips rows whose target is missing, otherwise an error).
+* ``fastmlr predict model.npz pool.csv -o out.npz`` -- for every task: the posterior
+  over components given its rows with a target, the MAP and Bayes regression vectors,
+  and the predictions for its **query rows** (rows whose target is missing).  ``.npz``
+  output holds every array; ``.csv`` output is one line per task, and the query
+  predictions go to a second file (``--queries-out``, default ``OUT`` with
+  ``.queries.csv``).
+* ``fastmlr check pool.npz --k 8`` -- which roles the pool can fill and the paper's
+  sufficient conditions (:func:`fastmlr.feasibility`).
+
+Every bad input is one line on stderr and exit status 2; outputs are written to a
+temporary file and renamed, so nothing is half-written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+
+import numpy as np
+
+__all__ = ["simulate_pool", "pool_sizes", "add_commands", "SIZE_DISTRIBUTIONS"]
+
+SIZE_DISTRIBUTIONS = ("loguniform", "uniform")
+
+
+def pool_sizes(n, low, high, *, distribution="loguniform", seed=None) -> np.ndarray:
+    """Task sizes of a pool: ``n`` integers in [low, high].
+
+    "loguniform" (default) makes most tasks tiny, like the paper's Figure 1: the
+    density of a size falls as 1/size.  "uniform" draws every size equally often.
+
+    Returns
+    -------
+    (n,) int64
+    """
+    for name, v in (("n", n), ("low", low), ("high", high)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} is {v!r}; expected a positive integer")
+    if high < low:
+        raise ValueError(f"high is {high} but low is {low}; expected low <= high")
+    if distribution not in SIZE_DISTRIBUTIONS:
+        raise ValueError(f"distribution is {distribution!r}; expected one of {', '.join(SIZE_DISTRIBUTIONS)}")
+    rng = np.random.default_rng(seed)
+    if distribution == "uniform":
+        return rng.integers(low, high + 1, size=n).astype(np.int64)
+    u = rng.uniform(math.log(low), math.log(high + 1), size=n)
+    return np.minimum(np.floor(np.exp(u)), high).astype(np.int64)
+
+
+def simulate_pool(k, d, n_tasks, *, low=4, high=32, distribution="loguniform", noise=1.0,
+                  kind="orthonormal", queries=0, seed=0):
+    """A seeded pool from the paper's model, with task sizes from :func:`pool_sizes`.
+
+    Returns
+    -------
+    dict with ``X`` (N, d), ``y`` (N,) (NaN on query rows), ``task`` (N,), ``W``, ``s``,
+    ``p``, ``z`` (n,) and ``sizes`` (n,) -- the training rows of each task.
+    """
+    from .synthetic import make_mixture, sample_tasks
+
+    if isinstance(queries, bool) or not isinstance(queries, (int, np.integer)) or queries < 0:
+        raise ValueError(f"queries is {queries!r}; expected a non-negative integer")
+    ss = np.random.SeedSequence(seed)
+    s_mix, s_sizes, s_rows = ss.spawn(3)
+    W, s, p = make_mixture(k, d, kind=kind, noise=noise, seed=s_mix)
+    sizes = pool_sizes(n_tasks, low, high, distribution=distribution, seed=s_sizes)
+    S = sample_tasks(W, s, p, sizes + queries, seed=s_rows)
+    task = np.repeat(np.arange(n_tasks), sizes + queries)
+    y = S.y.astype(np.float64)
+    if queries:
+        pos = np.arange(y.size) - np.repeat(S.offsets[:-1], sizes + queries)
+        y[pos >= np.repeat(sizes, sizes + queries)] = np.nan
+    return {"X": S.X, "y": y, "task": task, "W": W, "s": s, "p": p, "z": S.z, "sizes": sizes}
+
+
+def _k_arg(text):
+    if text.lower() in ("auto", "none"):
+        return None
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text}")
+    return v
+
+
+def _pos_int(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return v
+
+
+def _nonneg_int(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text}")
+    return v
+
+
+def _io_options(p):
+    p.add_argument("--task-col", default="task", help="CSV task-id column (default 'task')")
+    p.add_argument("--target-col", default="y", help="CSV target column (default 'y')")
+    p.add_argument("--features", default=None,
+                   help="CSV feature columns, comma-separated (default: every other column)")
+
+
+def _read(args, allow_query=False):
+    from .pool_io import read_pool
+
+    feats = None
+    if args.features is not None:
+        feats = [f.strip() for f in args.features.split(",") if f.strip()]
+        if not feats:
+            raise ValueError("--features is empty; expected comma-separated column names")
+    return read_pool(args.file, task_col=args.task_col, target_col=args.target_col, features=feats,
+                     allow_query=allow_query)
+
+
+def _check_out(path, exts, what="-o"):
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in exts:
+        raise ValueError(f"{what} {path}: expected a file ending in {' or '.join(exts)}")
+
+
+def add_commands(sub, parents):
+    """Register ``simulate``, ``fit``, ``predict`` and ``check`` (see :mod:`fastmlr.cli`)."""
+    from .cli import positive_float
+
+    p = sub.add_parser("simulate", parents=parents, help="write a seeded pool of tasks (.npz or .csv)",
+                       description="Sample a pool from the paper's model: most tasks tiny, sizes in [--min-size, --max-size].")
+    p.add_argument("--k", type=_pos_int, default=8, help="components (default 8)")
+    p.add_argument("--d", type=_pos_int, default=32, help="dimension (default 32)")
+    p.add_argument("--tasks", type=_pos_int, default=3000, help="number of tasks (default 3000)")
+    p.add_argument("--min-size", type=_pos_int, default=4, help="smallest task (default 4)")
+    p.add_argument("--max-size", type=_pos_int, default=32, help="largest task (default 32)")
+    p.add_argument("--sizes", choices=SIZE_DISTRIBUTIONS, default="loguniform", help="size distribution (default loguniform)")
+    p.add_argument("--noise", type=positive_float, default=1.0, help="noise scale s (default 1)")
+    p.add_argument("--kind", choices=("orthonormal", "gaussian"), default="orthonormal")
+    p.add_argument("--queries", type=_nonneg_int, default=0, help="extra rows per task with the target missing (default 0)")
+    p.add_argument("--seed", type=_nonneg_int, default=0)
+    p.add_argument("-o", "--output", required=True, help="output .npz or .csv")
+    p.set_defaults(func=_simulate)
+
+    p = sub.add_parser("fit", parents=parents, help="fit a mixture to a pool of tasks",
+                       description="Fit a mixture of k linear regressions to one pool (fastmlr.fit) and save the model.")
+    p.add_argument("file", help="pool: .npz (X, y, task) or .csv")
+    p.add_argument("--k", type=_k_arg, required=True, help="components, or 'auto' to choose k")
+    p.add_argument("-o", "--output", required=True, help="model file (.npz)")
+    p.add_argument("--whiten", choices=("auto", "yes", "no"), default="auto", help="whiten x for the start (default auto)")
+    p.add_argument("--seed", type=_nonneg_int, default=0, help="seed of the k-means++ starts (default 0)")
+    p.add_argument("--skip-query-rows", action="store_true",
+                   help="skip rows whose target is missing (default: they are an error)")
+    p.add_argument("--json", action="store_true", help="print the diagnostics as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    _io_options(p)
+    p.set_defaults(func=_fit)
+
+    p = sub.add_parser("predict", parents=parents, help="posterior, regression vectors and predictions per task",
+                       description="For every task of FILE: the posterior over components given its rows with a "
+                                   "target, MAP and Bayes regression vectors, and predictions for its query rows "
+                                   "(rows whose target is missing).")
+    p.add_argument("model", help="model file from `fastmlr fit`")
+    p.add_argument("file", help="tasks: .npz (X, y, task; NaN y marks a query row) or .csv (empty y marks one)")
+    p.add_argument("-o", "--output", required=True, help="output .npz (every array) or .csv (one line per task)")
+    p.add_argument("--queries-out", default=None, help="with a .csv output: file for the query predictions "
+                                                       "(default OUTPUT with .queries.csv)")
+    _io_options(p)
+    p.set_defaults(func=_predict)
+
+    p = sub.add_parser("check", parents=parents, help="which roles a pool can fill; the paper's conditions",
+                       description="From the task sizes of FILE: which roles the pool can fill and whether it meets "
+                                   "the paper's sufficient conditions up to constants.")
+    p.add_argument("file", help="pool: .npz or .csv")
+    p.add_argument("--k", type=_pos_int, default=None, help="components (default: the largest k the pool supports)")
+    p.add_argument("--json", action="store_true")
+    _io_options(p)
+    p.set_defaults(func=_check)
+
+
+def _simulate(args) -> int:
+    from .pool_io import write_pool
+
+    _check_out(args.output, (".npz", ".csv"))
+    if args.max_size < args.min_size:
+        raise ValueError(f"--max-size {args.max_size} is below --min-size {args.min_size}")
+    sim = simulate_pool(args.k, args.d, args.tasks, low=args.min_size, high=args.max_size,
+                        distribution=args.sizes, noise=args.noise, kind=args.kind, queries=args.queries,
+                        seed=args.seed)
+    if args.output.lower().endswith(".npz"):
+        from ._atomic import atomic_open
+
+        with atomic_open(args.output, "wb") as fh:
+            np.savez(fh, X=sim["X"], y=sim["y"], task=sim["task"], true_W=sim["W"], true_s=sim["s"],
+                     true_p=sim["p"], true_z=sim["z"])
+    else:
+        write_pool(args.output, sim["X"], sim["y"], sim["task"])
+    print(f"wrote {args.output}: {args.tasks} tasks, {int(sim['sizes'].sum())} rows with a target"
+          f"{f', {args.queries * args.tasks} query rows' if args.queries else ''}, k={args.k}, d={args.d}")
+    return 0
+
+
+def _fit(args) -> int:
+    from .cli import progress_printer
+    from .fit import fit
+    from .model import save_model
+
+    _check_out(args.output, (".npz",))
+    pool = _read(args, allow_query=args.skip_query_rows)
+    whiten = {"auto": "auto", "yes": True, "no": False}[args.whiten]
+    t0 = time.perf_counter()
+    model = fit(pool.X, pool.y, pool.offsets, args.k, whiten=whiten, seed=args.seed,
+                progress=progress_printer(args.quiet or args.json))
+    elapsed = time.perf_counter() - t0
+    dg = model.diagnostics
+    dg["features"] = pool.features
+    save_model(args.output, model)
+    if args.json:
+        print(json.dumps(dg, indent=2))
+    else:
+        print(f"fit {args.file}: {dg['n_tasks']} tasks, {dg['n_rows']} rows, d={dg['d']}, k={dg['k']}"
+              f"{' (chosen)' if args.k is None else ''}; whitened: {'yes' if dg['whitening']['applied'] else 'no'}")
+        print(f"  log-likelihood {dg['loglik']:.6g} after {dg['em_iterations']} EM iterations"
+              f" ({'converged' if dg['em_converged'] else 'iteration cap reached'}); {elapsed:.3f} s")
+        print(f"  weights p: {np.array2string(model.p, precision=3)}")
+        print(f"  noise s2:  {np.array2string(model.s2, precision=3)}")
+        print(f"wrote {args.output}")
+    return 0
+
+
+def _predict(args) -> int:
+    from ._atomic import atomic_open
+    from .model import load_model
+    from .predict import posterior
+
+    ext = os.path.splitext(args.output)[1].lower()
+    _check_out(args.output, (".npz", ".csv"))
+    model = load_model(args.model)
+    pool = _read(args, allow_query=True)
+    d = model.W.shape[1]
+    if pool.X.shape[1] != d and pool.query_X.shape[1] != d:
+        raise ValueError(f"{args.file} has {pool.X.shape[1]} features but the model has d = {d}")
+    post = posterior(pool.X, pool.y, pool.offsets, model.W, model.s2, model.p)  # (n, k)
+    comp = np.argmax(post, axis=1)
+    beta_bayes = post @ model.W
+    beta_map = model.W[comp]
+    qX, qt = pool.query_X, pool.query_task
+    yhat_bayes = np.einsum("qd,qd->q", qX, beta_bayes[qt]) if qt.size else np.zeros(0)
+    yhat_map = np.einsum("qd,qd->q", qX, beta_map[qt]) if qt.size else np.zeros(0)
+    if ext == ".npz":
+        with atomic_open(args.output, "wb") as fh:
+            np.savez(fh, tasks=pool.tasks, posterior=post, map_component=comp, beta_bayes=beta_bayes,
+                     beta_map=beta_map, query_rows=pool.query_rows, query_tasks=pool.tasks[qt],
+                     yhat_bayes=yhat_bayes, yhat_map=yhat_map)
+        print(f"wrote {args.output}: {pool.tasks.size} tasks, {qt.size} query predictions")
+        return 0
+    qpath = args.queries_out or os.path.splitext(args.output)[0] + ".queries.csv"
+    k = model.W.shape[0]
+    head = ["task", "map_component"] + [f"post{l}" for l in range(k)] + [f"bayes_{f}" for f in pool.features]
+    body = np.column_stack([pool.tasks.astype(str), comp.astype(str), np.char.mod("%.10g", post),
+                            np.char.mod("%.10g", beta_bayes)])
+    qbody = np.column_stack([pool.query_rows.astype(str), pool.tasks[qt].astype(str),
+                             np.char.mod("%.10g", yhat_bayes), np.char.mod("%.10g", yhat_map)])
+    # both files complete before either is renamed into place
+    with atomic_open(args.output, "w") as fh:
+        fh.write(",".join(head) + "\n")
+        fh.writelines(",".join(r) + "\n" for r in body)
+        if qt.size:
+            with atomic_open(qpath, "w") as qh:
+                qh.write("row,task,yhat_bayes,yhat_map\n")
+                qh.writelines(",".join(r) + "\n" for r in qbody)
+    print(f"wrote {args.output}: {pool.tasks.size} tasks"
+          + (f"; {qpath}: {qt.size} query predictions" if qt.size else "; no query rows (empty target)"))
+    return 0
+
+
+def _check(args) -> int:
+    from .feasibility import feasibility, format_feasibility
+
+    pool = _read(args, allow_query=True)
+    sizes = np.diff(pool.offsets)
+    d = pool.X.shape[1] if pool.X.size else pool.query_X.shape[1]
+    k = args.k
+    if k is None:
+        k = max(1, feasibility(sizes, 1, d).largest_k)
+    f = feasibility(sizes, k, d)
+    if args.json:
+        print(json.dumps(f._asdict(), indent=2))
+    else:
+        print(format_feasibility(f))
+    return 0

@@ -1,0 +1,241 @@
+"""Reading and writing a pool of tasks: ``.npz`` (X, y, task) or ``.csv``.
+
+* ``.npz``: arrays ``X`` (N, d), ``y`` (N,) and ``task`` (N,) -- one task id per row
+  (integers or strings).  Other arrays in the file are ignored.
+* ``.csv``: a header line, then one row per example: a task-id column (default
+  ``task``), a target column (default ``y``) and feature columns (default: every other
+  column, in file order).  Empty cells and ``NA``/``NaN`` are missing values.
+
+Missing targets are **query rows**: :func:`read_pool` refuses them unless
+``allow_query=True`` (as ``fastmlr predict`` passes), and then returns them separately
+so that the task's other rows are its training examples.  Missing features or task
+ids are always an error.  Every error is one line that names the file and what is
+wrong.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import zipfile
+from typing import NamedTuple
+
+import numpy as np
+
+from ._atomic import atomic_open
+
+__all__ = ["Pool", "read_pool", "write_pool", "MISSING"]
+
+#: Cell texts read as a missing value in a ``.csv`` file.
+MISSING = frozenset({"", "na", "nan", "null", "none"})
+
+
+class Pool(NamedTuple):
+    """A pool read from a file, grouped by task.
+
+    Attributes
+    ----------
+    X : (N, d) float64 -- training rows, grouped by task (tasks in sorted-id order)
+    y : (N,) float64
+    offsets : (n + 1,) int64 -- task i is rows offsets[i]:offsets[i+1]
+    tasks : (n,) -- the task ids, sorted
+    rows : (N,) int64 -- line of each training row in the file (0 = first data row)
+    query_X : (q, d) float64 -- rows whose target is missing
+    query_task : (q,) int64 -- index into ``tasks`` of each query row
+    query_rows : (q,) int64 -- line of each query row in the file
+    features : list of str -- feature names
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+    offsets: np.ndarray
+    tasks: np.ndarray
+    rows: np.ndarray
+    query_X: np.ndarray
+    query_task: np.ndarray
+    query_rows: np.ndarray
+    features: list
+
+
+def _fmt(path, msg):
+    return f"{path}: {msg}"
+
+
+def _read_npz(path):
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            files = set(z.files)
+            missing = [key for key in ("X", "y", "task") if key not in files]
+            if missing:
+                raise ValueError(_fmt(path, f"missing array(s) {', '.join(missing)}; a pool .npz needs X (N, d), y (N,) and task (N,)"))
+            X, y, task = z["X"], z["y"], z["task"]
+    except (zipfile.BadZipFile, EOFError, OSError) as exc:
+        raise ValueError(_fmt(path, f"not a readable .npz file ({exc})")) from None
+    except ValueError as exc:
+        if str(exc).startswith(str(path)):
+            raise
+        raise ValueError(_fmt(path, f"not a readable .npz file ({exc})")) from None
+    if X.ndim != 2 or X.shape[1] < 1:
+        raise ValueError(_fmt(path, f"X has shape {X.shape}; expected (N, d) with d >= 1"))
+    if y.ndim != 1 or y.shape[0] != X.shape[0]:
+        raise ValueError(_fmt(path, f"y has shape {y.shape}; expected ({X.shape[0]},), one target per row of X"))
+    if task.ndim != 1 or task.shape[0] != X.shape[0]:
+        raise ValueError(_fmt(path, f"task has shape {task.shape}; expected ({X.shape[0]},), one task id per row of X"))
+    for name, arr in (("X", X), ("y", y)):
+        if arr.dtype.kind not in "fiub":
+            raise ValueError(_fmt(path, f"{name} has dtype {arr.dtype}; expected numbers"))
+    if task.dtype.kind == "f":
+        if not np.all(np.isfinite(task)) or np.any(task != np.round(task)):
+            raise ValueError(_fmt(path, "task holds non-integer or missing ids; expected integer or string ids"))
+        task = task.astype(np.int64)
+    elif task.dtype.kind not in "iuUS":
+        raise ValueError(_fmt(path, f"task has dtype {task.dtype}; expected integer or string ids"))
+    X = X.astype(np.float64)
+    y = y.astype(np.float64)
+    if not np.all(np.isfinite(X)):
+        r, c = np.argwhere(~np.isfinite(X))[0]
+        raise ValueError(_fmt(path, f"X has a missing or non-finite value at row {r}, column {c}"))
+    return X, y, task, [f"x{j}" for j in range(X.shape[1])]
+
+
+def _parse_column(cells, name, path, allow_missing):
+    """Column of cell strings -> float64 array (NaN for missing cells if allowed)."""
+    low = np.char.lower(np.char.strip(np.asarray(cells, dtype=str)))
+    miss = np.isin(low, list(MISSING))
+    if miss.any() and not allow_missing:
+        i = int(np.argmax(miss))
+        raise ValueError(_fmt(path, f"column '{name}' has a missing value on data line {i + 1}"))
+    vals = np.full(low.size, np.nan)
+    ok = ~miss
+    try:
+        vals[ok] = low[ok].astype(np.float64)
+    except ValueError:
+        for i in np.flatnonzero(ok):
+            try:
+                float(low[i])
+            except ValueError:
+                raise ValueError(_fmt(path, f"column '{name}' has a non-numeric value {cells[i]!r} on data line {i + 1}")) from None
+    if not np.all(np.isfinite(vals[ok])):
+        i = int(np.flatnonzero(ok)[np.argmax(~np.isfinite(vals[ok]))])
+        raise ValueError(_fmt(path, f"column '{name}' has a non-finite value {cells[i]!r} on data line {i + 1}"))
+    return vals
+
+
+def _read_csv(path, task_col, target_col, features):
+    try:
+        with open(path, newline="") as fh:
+            reader = csv.reader(fh)
+            try:
+                header = [h.strip() for h in next(reader)]
+            except StopIteration:
+                raise ValueError(_fmt(path, "the file is empty; expected a header line")) from None
+            body = list(reader)
+    except UnicodeDecodeError:
+        raise ValueError(_fmt(path, "not a text .csv file")) from None
+    except csv.Error as exc:
+        raise ValueError(_fmt(path, f"not a readable .csv file ({exc})")) from None
+    body = [row for row in body if any(cell.strip() for cell in row)]
+    if len(set(header)) != len(header):
+        raise ValueError(_fmt(path, "the header names a column twice"))
+    for col, what in ((task_col, "task-id"), (target_col, "target")):
+        if col not in header:
+            raise ValueError(_fmt(path, f"no {what} column '{col}' (columns: {', '.join(header)})"))
+    if features is None:
+        features = [h for h in header if h not in (task_col, target_col)]
+    else:
+        absent = [f for f in features if f not in header]
+        if absent:
+            raise ValueError(_fmt(path, f"no feature column(s) {', '.join(absent)} (columns: {', '.join(header)})"))
+    if not features:
+        raise ValueError(_fmt(path, "no feature columns; expected at least one besides the task and target columns"))
+    if not body:
+        raise ValueError(_fmt(path, "no data rows after the header"))
+    width = len(header)
+    for i, row in enumerate(body):
+        if len(row) != width:
+            raise ValueError(_fmt(path, f"data line {i + 1} has {len(row)} fields; the header has {width}"))
+    cols = list(zip(*body))
+    index = {h: j for j, h in enumerate(header)}
+    task_cells = np.char.strip(np.asarray(cols[index[task_col]], dtype=str))
+    miss = np.isin(np.char.lower(task_cells), list(MISSING))
+    if miss.any():
+        raise ValueError(_fmt(path, f"column '{task_col}' has a missing task id on data line {int(np.argmax(miss)) + 1}"))
+    try:
+        task = task_cells.astype(np.int64)
+    except ValueError:
+        task = task_cells
+    y = _parse_column(cols[index[target_col]], target_col, path, allow_missing=True)
+    X = np.column_stack([_parse_column(cols[index[f]], f, path, allow_missing=False) for f in features])
+    return X, y, task, list(features)
+
+
+def read_pool(path, *, task_col="task", target_col="y", features=None, allow_query=False) -> Pool:
+    """Read a pool from ``.npz`` or ``.csv`` (see the module doc).
+
+    Parameters
+    ----------
+    path : str -- ends in ``.npz`` or ``.csv``
+    task_col, target_col : str -- ``.csv`` column names (defaults ``task`` and ``y``)
+    features : list of str, optional -- ``.csv`` feature columns (default: all others)
+    allow_query : bool -- rows with a missing target are query rows instead of an error
+
+    Returns
+    -------
+    Pool
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".npz":
+        X, y, task, names = _read_npz(path)
+    elif ext == ".csv":
+        X, y, task, names = _read_csv(path, task_col, target_col, features)
+    else:
+        raise ValueError(_fmt(path, "unknown file type; expected a .npz or .csv pool"))
+    if X.shape[0] == 0:
+        raise ValueError(_fmt(path, "the pool has no rows"))
+    query = np.isnan(y)
+    if (~np.isfinite(y) & ~query).any():
+        raise ValueError(_fmt(path, "y has an infinite value"))
+    if query.any() and not allow_query:
+        i = int(np.argmax(query))
+        raise ValueError(_fmt(path, f"the target is missing on data row {i + 1} ({int(query.sum())} rows in all); "
+                                    f"fitting needs a target on every row"))
+    tasks, inverse = np.unique(task, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    train = np.flatnonzero(~query)
+    order = train[np.argsort(inverse[train], kind="stable")]
+    counts = np.bincount(inverse[train], minlength=tasks.size)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    q = np.flatnonzero(query)
+    return Pool(np.ascontiguousarray(X[order]), np.ascontiguousarray(y[order]), offsets, tasks,
+                order.astype(np.int64), np.ascontiguousarray(X[q]), inverse[q].astype(np.int64),
+                q.astype(np.int64), names)
+
+
+def write_pool(path, X, y, task) -> None:
+    """Write rows (X, y, task id) to ``.npz`` or ``.csv`` (replaced whole or not at all).
+
+    Parameters
+    ----------
+    path : str -- ends in ``.npz`` or ``.csv``
+    X : (N, d), y : (N,) (NaN marks a query row), task : (N,) ids
+    """
+    path = os.fspath(path)
+    ext = os.path.splitext(path)[1].lower()
+    X = np.asarray(X, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    task = np.asarray(task)
+    if ext == ".npz":
+        with atomic_open(path, "wb") as fh:
+            np.savez(fh, X=X, y=y, task=task)
+    elif ext == ".csv":
+        d = X.shape[1]
+        with atomic_open(path, "w") as fh:
+            fh.write(",".join(["task", "y"] + [f"x{j + 1}" for j in range(d)]) + "\n")
+            ycol = np.where(np.isnan(y), "", np.char.mod("%.17g", y))
+            body = np.column_stack([task.astype(str), ycol, np.char.mod("%.17g", X)])
+            fh.writelines(",".join(row) + "\n" for row in body)
+    else:
+        raise ValueError(_fmt(path, "unknown file type; expected a .npz or .csv output"))
