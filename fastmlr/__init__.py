@@ -7,7 +7,10 @@ Oh, *Meta-learning for Mixed Linear Regression* (ICML 2020), over plain arrays.
 from .backend import available_backends, get_backend, n_threads, set_backend, use_backend
 from .classify import ClassifyResult, FallbackWarning, classify_tasks
 from .cluster import ClusterResult, cluster_tasks, distance_matrix
+from .feasibility import Feasibility, feasibility
+from .fit import Model, fit
 from .metrics import clustering_accuracy, match_components, parameter_error, subspace_error
+from .model import load_model, save_model
 from .pipeline import MetaLearnResult, meta_learn
 from .predict import log_likelihoods, posterior, predict_params
 from .subspace import estimate_subspace, second_moment
@@ -20,6 +23,7 @@ __all__ = [
     "available_backends", "get_backend", "n_threads", "set_backend", "use_backend",
     "ClassifyResult", "FallbackWarning", "classify_tasks",
     "ClusterResult", "cluster_tasks", "distance_matrix",
+    "Feasibility", "feasibility", "Model", "fit", "load_model", "save_model",
     "clustering_accuracy", "match_components", "parameter_error", "subspace_error",
     "MetaLearnResult", "meta_learn",
     "log_likelihoods", "posterior", "predict_params",

@@ -23,7 +23,7 @@ class _Parser(argparse.ArgumentParser):
 #: Modules that add sub-commands: each defines ``add_commands(subparsers, common)``,
 #: where ``common`` is a list of parent parsers holding the shared options, and sets
 #: ``func(args) -> int`` on every sub-parser it adds.
-COMMAND_MODULES = ("fastmlr.demo", "fastmlr.reproduce_cli")
+COMMAND_MODULES = ("fastmlr.demo", "fastmlr.reproduce_cli", "fastmlr.pool_cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
