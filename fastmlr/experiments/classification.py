@@ -24,6 +24,7 @@ __all__ = ["run", "plot", "prefix", "prefix_log_likelihoods", "SETTINGS", "TARGE
 
 TARGETS = (0.9, 0.99)
 T_GRID = tuple(range(1, 49))
+_CHUNK_TASKS = 500  # tasks sampled at once: bounds memory at k = 128, d = 1024
 
 SETTINGS = {
     "full": dict(ks=(2, 4, 8, 16, 32, 64, 128), n_tasks=4000, trials=3),
@@ -86,9 +87,13 @@ def run(*, quick=False, trials=None, seed=0, progress=None) -> Result:
         for tr, ts in enumerate(ss.spawn(trials)):
             s_mix, s_tasks = ts.spawn(2)
             W, s, p = make_mixture(k, d, kind="orthonormal", noise=1.0, seed=s_mix)
-            smp = sample_tasks(W, s, p, t_max, n_tasks=n, seed=s_tasks)
-            ll = prefix_log_likelihoods(smp.X, smp.y, n, t_max, W, s**2, p)
-            acc[tr] = np.mean(np.argmax(ll, axis=2) == smp.z, axis=1)[np.asarray(T_GRID) - 1]
+            correct = np.zeros(t_max)
+            for lo, cs in zip(range(0, n, _CHUNK_TASKS), s_tasks.spawn(-(-n // _CHUNK_TASKS))):
+                m = min(_CHUNK_TASKS, n - lo)
+                smp = sample_tasks(W, s, p, t_max, n_tasks=m, seed=cs)
+                ll = prefix_log_likelihoods(smp.X, smp.y, m, t_max, W, s**2, p)
+                correct += np.sum(np.argmax(ll, axis=2) == smp.z, axis=1)
+            acc[tr] = (correct / n)[np.asarray(T_GRID) - 1]
         mean = acc.mean(axis=0)
         for j, t in enumerate(T_GRID):
             rows.append({"k": k, "d": d, "t": t, "tasks": n * trials, "accuracy": float(mean[j])})

@@ -105,6 +105,14 @@ def _cell(v):
     return "" if v is None else v
 
 
+def _matplotlib():
+    """``(Figure, FigureCanvasAgg)``; raises ImportError without matplotlib."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    return Figure, FigureCanvasAgg
+
+
 def write_figure(path: str, plot, result: Result) -> str | None:
     """Draw ``plot(result, fig)`` and save it as PNG at ``path``; None without matplotlib.
 
@@ -112,8 +120,7 @@ def write_figure(path: str, plot, result: Result) -> str | None:
     display) is touched.
     """
     try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
+        Figure, FigureCanvasAgg = _matplotlib()
     except ImportError:
         return None
     fig = Figure(figsize=(10, 4.2), layout="constrained")

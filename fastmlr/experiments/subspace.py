@@ -111,7 +111,7 @@ def plot(result: Result, fig) -> None:
             axis.errorbar([r[key] for r in sel], [r["mean_error"] for r in sel],
                           yerr=[r["std_error"] for r in sel], marker="o", ms=3, capsize=2,
                           color=f"C{i}", label=f"t={t}")
-    for axis, label, title in ((ax, "n*t (total light examples)", "(a) against n*t: one curve"),
+    for axis, label, title in ((ax, "n*t (total light examples)", "(a) against n*t"),
                                (bx, "n (light tasks)", "(b) the same runs against n")):
         axis.set_xscale("log", base=2)
         axis.set_yscale("log")
