@@ -41,7 +41,8 @@ def save_model(path, model: Model) -> None:
     """
     if not isinstance(model, Model):
         raise TypeError(f"model must be a fastmlr Model (from fastmlr.fit), got {type(model).__name__}")
-    W, s2, p = check_params(model.W, model.s2, model.p, np.asarray(model.W).shape[1])
+    W, s2, _ = check_params(model.W, model.s2, model.p, np.asarray(model.W).shape[1])
+    p = np.asarray(model.p, dtype=np.float64)  # validated above; stored as given
     d = W.shape[1]
     T = np.asarray(model.transform, dtype=np.float64)
     if T.shape != (d, d):
@@ -79,7 +80,8 @@ def load_model(path) -> Model:
     if missing:
         raise ValueError(f"{path} is a damaged fastmlr model file: missing {', '.join(missing)}")
     try:
-        W, s2, p = check_params(data["W"], data["s2"], data["p"], np.asarray(data["W"]).shape[-1])
+        W, s2, _ = check_params(data["W"], data["s2"], data["p"], np.asarray(data["W"]).shape[-1])
+        p = np.asarray(data["p"], dtype=np.float64)
         T = np.asarray(data["transform"], dtype=np.float64)
         if T.shape != (W.shape[1], W.shape[1]):
             raise ValueError(f"transform has shape {T.shape}")

@@ -1,0 +1,317 @@
+"""fit(): roles, subspace starts, task-level EM, whitening, k=None, model files, feasibility."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import fastmlr
+from fastmlr import em
+from fastmlr.classify import refit
+from fastmlr.feasibility import format_feasibility
+from fastmlr.fit import choose_heavy, select_tasks
+from fastmlr.pool_cli import simulate_pool
+
+
+def _pool(k, d, n, seed, low=4, high=24):
+    sim = simulate_pool(k, d, n, low=low, high=high, seed=seed)
+    ts = fastmlr.group_tasks(sim["X"], sim["y"], sim["task"])
+    return sim, ts
+
+
+def _oracle(ts, sim):
+    """Least squares on the true labels over all the data."""
+    k = sim["W"].shape[0]
+    R = np.zeros((ts.offsets.size - 1, k))
+    R[np.arange(R.shape[0]), sim["z"]] = 1.0
+    return refit(*ts, R, sim["W"], sim["s"] ** 2)[0]
+
+
+@pytest.fixture(scope="module")
+def pool_4_12():
+    return _pool(4, 12, 1500, seed=1)
+
+
+def test_fit_close_to_true_label_oracle(pool_4_12):
+    sim, ts = pool_4_12
+    m = fastmlr.fit(*ts, 4)
+    err = fastmlr.parameter_error(m.W, sim["W"]).max
+    err_or = fastmlr.parameter_error(_oracle(ts, sim), sim["W"]).max
+    assert err <= 1.35 * err_or, (err, err_or)
+    assert np.allclose(np.sort(m.p), np.sort(sim["p"]), atol=0.05)
+    assert np.allclose(m.s2, 1.0, atol=0.15)
+    assert m.diagnostics["em_converged"] and m.diagnostics["k"] == 4
+    assert m.diagnostics["roles"]["subspace_tasks"] == 1500
+    assert np.array_equal(m.transform, np.eye(12))  # isotropic: no whitening
+
+
+def test_fit_reaches_at_least_the_likelihood_of_the_truth(pool_4_12):
+    # the maximum-likelihood estimate is at least as likely as the true parameters
+    sim, ts = pool_4_12
+    m = fastmlr.fit(*ts, 4)
+    lj = em.log_joint(ts, sim["W"], sim["s"] ** 2, sim["p"])
+    m_ = lj.max(axis=1)
+    ll_true = float((m_ + np.log(np.exp(lj - m_[:, None]).sum(axis=1))).sum())
+    assert m.diagnostics["loglik"] >= ll_true
+
+
+@pytest.mark.parametrize("path", ["stats", "rows"])
+def test_em_log_likelihood_never_decreases(pool_4_12, path):
+    sim, ts = pool_4_12
+    rng = np.random.default_rng(0)
+    W0 = rng.standard_normal((4, 12)) * 0.5  # a poor start, so EM has far to go
+    stats = em.task_stats(*ts) if path == "stats" else None
+    res = em.run_em(ts, W0, np.full(4, 2.0), np.full(4, 0.25), tol=0.0, max_iter=40, stats=stats)
+    ll = res.loglik
+    assert 10 <= ll.size <= 41
+    assert np.all(np.diff(ll) >= -1e-10 * np.abs(ll[1:])), np.diff(ll).min()
+    assert ll[-1] > ll[0] + 100.0  # and it did climb
+    assert np.allclose(res.resp.sum(axis=1), 1.0)
+
+
+def test_em_paths_agree(pool_4_12):
+    sim, ts = pool_4_12
+    W0 = sim["W"] + 0.1
+    a = em.run_em(ts, W0, np.ones(4), np.full(4, 0.25), tol=0.0, max_iter=5, stats=em.task_stats(*ts))
+    b = em.run_em(ts, W0, np.ones(4), np.full(4, 0.25), tol=0.0, max_iter=5, stats=None)
+    np.testing.assert_allclose(a.W, b.W, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(a.loglik, b.loglik, rtol=1e-10)
+
+
+def test_task_stats_match_direct_sums():
+    rng = np.random.default_rng(3)
+    sizes = np.array([3, 0, 1, 5, 3, 2])
+    off = np.concatenate([[0], np.cumsum(sizes)])
+    X = rng.standard_normal((off[-1], 4))
+    y = rng.standard_normal(off[-1])
+    st = em.task_stats(X, y, off)
+    for i in range(sizes.size):
+        Xi, yi = X[off[i]:off[i + 1]], y[off[i]:off[i + 1]]
+        np.testing.assert_allclose(st.A[i], Xi.T @ Xi, atol=1e-12)
+        np.testing.assert_allclose(st.b[i], Xi.T @ yi, atol=1e-12)
+        np.testing.assert_allclose(st.c[i], yi @ yi, atol=1e-12)
+
+
+def test_fit_paths_and_dtypes_agree(pool_4_12):
+    sim, ts = pool_4_12
+    a = fastmlr.fit(*ts, 4, em_path="stats")
+    b = fastmlr.fit(*ts, 4, em_path="rows")
+    np.testing.assert_allclose(a.W, b.W, atol=1e-6)
+    c = fastmlr.fit(ts.X.astype(np.float32), ts.y.astype(np.float32), ts.offsets, 4)
+    assert fastmlr.parameter_error(c.W, a.W).max < 1e-3
+
+
+def test_empty_and_one_row_tasks():
+    sim, ts = _pool(3, 6, 400, seed=5)
+    # append empty tasks and one-row tasks: empty ones are ignored, one-row ones join EM
+    X = np.vstack([ts.X, np.random.default_rng(0).standard_normal((5, 6))])
+    y = np.concatenate([ts.y, np.zeros(5)])
+    off = np.concatenate([ts.offsets, ts.offsets[-1] + np.array([0, 0, 1, 2, 3, 4, 5])])
+    m = fastmlr.fit(X, y, off, 3)
+    assert m.diagnostics["empty_tasks_ignored"] == 2
+    assert m.diagnostics["n_tasks"] == 405
+    assert m.diagnostics["roles"]["subspace_tasks"] == 400
+    assert fastmlr.parameter_error(m.W, sim["W"]).max < 0.25
+
+
+def test_whitening_on_anisotropic_features():
+    k, d = 4, 12
+    sim, ts = _pool(k, d, 1500, seed=2)
+    rng = np.random.default_rng(2)
+    Q, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    L = Q * np.geomspace(0.2, 5.0, d)
+    X2 = ts.X @ L.T  # x' = L x, covariance L L^T, far from the identity
+    W2 = sim["W"] @ np.linalg.inv(L)  # y = w . x = w2 . x'
+    m = fastmlr.fit(X2, ts.y, ts.offsets, k)
+    assert m.diagnostics["whitening"]["applied"]
+    R = np.zeros((1500, k))
+    R[np.arange(1500), sim["z"]] = 1.0
+    W_or = refit(X2, ts.y, ts.offsets, R, W2, np.ones(k))[0]
+    err = fastmlr.parameter_error(m.W, W2).max
+    err_or = fastmlr.parameter_error(W_or, W2).max
+    assert err <= 1.35 * err_or, (err, err_or)
+    T = m.transform  # the transform whitens the pooled second moment
+    S = X2.T @ X2 / X2.shape[0]
+    np.testing.assert_allclose(T @ S @ T, np.eye(d), atol=1e-8)
+    off = fastmlr.fit(X2, ts.y, ts.offsets, k, whiten=False)
+    assert not off.diagnostics["whitening"]["applied"]
+    assert fastmlr.parameter_error(off.W, W2).max > 3 * err  # the spectral start needs isotropy
+
+
+@pytest.mark.parametrize("k, d, n, seed", [(3, 10, 600, 0), (5, 16, 1500, 1), (1, 8, 300, 2)])
+def test_k_none_finds_the_true_k(k, d, n, seed):
+    sim, ts = _pool(k, d, n, seed=seed)
+    m = fastmlr.fit(*ts, None)
+    sel = m.diagnostics["k_selection"]
+    assert m.W.shape == (k, d) and sel["chosen"] == k
+    ks = [row["k"] for row in sel["candidates"]]
+    assert k in ks and len(ks) >= 2 and (k + 1) in ks  # evidence on both sides where possible
+    best = min(sel["candidates"], key=lambda row: row["bic"])
+    assert best["k"] == k
+
+
+def test_choose_heavy():
+    sizes = np.array([2, 30, 5, 30, 12, 1, 8])
+    idx = choose_heavy(sizes, 2, n_heavy=3)
+    assert list(idx) == [1, 3, 4]
+    idx = choose_heavy(sizes, 1)  # t_min = 2: all tasks with >= 2 rows, largest first
+    assert list(idx) == [1, 3, 4, 6, 2, 0]
+    with pytest.raises(ValueError, match="n_heavy"):
+        choose_heavy(sizes, 2, n_heavy=1)
+    with pytest.raises(ValueError, match="only 6 tasks"):
+        choose_heavy(sizes, 2, n_heavy=7)
+
+
+def test_select_tasks():
+    X = np.arange(20.0).reshape(10, 2)
+    y = np.arange(10.0)
+    off = np.array([0, 3, 3, 7, 10])
+    ts = fastmlr.check_tasks(X, y, off)
+    sub = select_tasks(ts, np.array([3, 0]))
+    assert list(sub.offsets) == [0, 3, 6]
+    assert list(sub.y) == [7, 8, 9, 0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"k": 200}, "the number of non-empty tasks"),
+        ({"k": 90}, "every component needs more than d"),
+        ({"k": 0}, "k is 0"),
+        ({"k": 2, "whiten": "maybe"}, "whiten"),
+        ({"k": 2, "linkages": ("complete",)}, "linkages"),
+        ({"k": 2, "linkages": (), "n_seeds": 0}, "at least one start"),
+        ({"k": 2, "n_heavy": 1}, "n_heavy"),
+        ({"k": 2, "em_path": "fast"}, "em_path"),
+        ({"k": 2, "max_iter": 0}, "max_iter"),
+    ],
+)
+def test_fit_bad_arguments(kwargs, words):
+    sim, ts = _pool(2, 8, 100, seed=0, low=4, high=8)
+    with pytest.raises(ValueError, match=words):
+        fastmlr.fit(*ts, **kwargs)
+
+
+def test_fit_refuses_pool_without_two_row_tasks():
+    X = np.random.default_rng(0).standard_normal((50, 3))
+    with pytest.raises(ValueError, match="no task with at least 2 rows"):
+        fastmlr.fit(X, X[:, 0], np.arange(51), 2)
+
+
+def test_fit_with_linkage_start(pool_4_12):
+    sim, ts = pool_4_12
+    m = fastmlr.fit(*ts, 4, linkages=("average", "single"), n_seeds=1)
+    labels = [s["start"] for s in m.diagnostics["starts"]]
+    assert labels == ["average", "single", "kmeans++ seed 0"]
+    assert fastmlr.parameter_error(m.W, sim["W"]).max < 0.2
+
+
+# ---- model files -------------------------------------------------------------------
+
+def test_model_round_trip(tmp_path, pool_4_12):
+    sim, ts = pool_4_12
+    m = fastmlr.fit(*ts, 4)
+    path = tmp_path / "m.npz"
+    fastmlr.save_model(path, m)
+    back = fastmlr.load_model(path)
+    for a, b in zip(m[:4], back[:4]):
+        np.testing.assert_array_equal(a, b)
+    assert back.diagnostics["k"] == 4 and back.diagnostics["loglik"] == m.diagnostics["loglik"]
+    assert os.listdir(tmp_path) == ["m.npz"]  # no temporary file left behind
+
+
+def _valid_model():
+    return fastmlr.Model(np.eye(2, 3), np.ones(2), np.full(2, 0.5), np.eye(3), {"k": 2})
+
+
+def test_model_bad_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        fastmlr.load_model(tmp_path / "none.npz")
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"not a zip file at all")
+    with pytest.raises(ValueError, match="not a readable fastmlr model"):
+        fastmlr.load_model(junk)
+    good = tmp_path / "good.npz"
+    fastmlr.save_model(good, _valid_model())
+    cut = tmp_path / "cut.npz"
+    cut.write_bytes(good.read_bytes()[:200])  # truncated
+    with pytest.raises(ValueError, match="fastmlr model"):
+        fastmlr.load_model(cut)
+    other = tmp_path / "other.npz"
+    np.savez(other, W=np.eye(2))
+    with pytest.raises(ValueError, match="not a fastmlr model file"):
+        fastmlr.load_model(other)
+    newer = tmp_path / "newer.npz"
+    with np.load(good) as zz:
+        arrays = {key: zz[key] for key in zz.files}
+    arrays["format_version"] = np.array(99)
+    np.savez(newer, **arrays)
+    with pytest.raises(ValueError, match="format version 99"):
+        fastmlr.load_model(newer)
+    arrays["format_version"] = np.array(1)
+    arrays["s2"] = np.array([1.0, -1.0])
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, **arrays)
+    with pytest.raises(ValueError, match="damaged"):
+        fastmlr.load_model(bad)
+    del arrays["transform"]
+    np.savez(bad, **arrays)
+    with pytest.raises(ValueError, match="missing transform"):
+        fastmlr.load_model(bad)
+
+
+def test_save_model_is_all_or_nothing(tmp_path, monkeypatch):
+    path = tmp_path / "m.npz"
+    fastmlr.save_model(path, _valid_model())
+    before = path.read_bytes()
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", boom)
+    with pytest.raises(OSError, match="disk full"):
+        fastmlr.save_model(path, _valid_model())
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["m.npz"]
+    with pytest.raises(FileNotFoundError):
+        fastmlr.save_model(tmp_path / "no" / "m.npz", _valid_model())
+    with pytest.raises(TypeError, match="Model"):
+        fastmlr.save_model(path, (1, 2, 3))
+
+
+def test_diagnostics_are_json(pool_4_12):
+    sim, ts = pool_4_12
+    m = fastmlr.fit(*ts, 4)
+    json.dumps(m.diagnostics)
+    h = m.diagnostics["loglik_history"]
+    assert h[-1] == m.diagnostics["loglik"] and len(h) == m.diagnostics["em_iterations"] + 1
+
+
+# ---- feasibility ---------------------------------------------------------------------
+
+def test_feasibility_numbers_and_words():
+    sizes = np.concatenate([np.full(3000, 4), np.full(300, 32)])
+    f = fastmlr.feasibility(sizes, 8, 32)
+    byname = {c["name"]: c for c in f.conditions}
+    assert byname["subspace rows"]["have"] == 3000 * 4 + 300 * 32
+    assert byname["subspace rows"]["need"] == 32 * 64
+    assert byname["heavy tasks"]["have"] == 300  # sqrt(8) log 8 = 5.9 -> tasks of >= 6 rows
+    assert f.ok and f.supported and f.largest_k >= 8
+    text = format_feasibility(f)
+    assert "meets the paper's sufficient conditions" in text
+    small = fastmlr.feasibility(np.full(1000, 3), 8, 32)  # no task large enough to be heavy
+    assert not small.ok and small.supported
+    assert {c["name"] for c in small.conditions if not c["met"]} >= {"heavy tasks", "heavy rows"}
+    tiny = fastmlr.feasibility(np.full(10, 3), 4, 32)
+    assert not tiny.supported
+
+
+def test_feasibility_bad_input():
+    with pytest.raises(ValueError, match="sizes"):
+        fastmlr.feasibility(np.array([1.5, 2.0]), 2, 3)
+    with pytest.raises(ValueError, match="sizes"):
+        fastmlr.feasibility(np.array([], dtype=int), 2, 3)
+    with pytest.raises(ValueError, match="d is"):
+        fastmlr.feasibility(np.array([3, 4]), 2, 0)
+    with pytest.raises(ValueError, match="k is 0"):
+        fastmlr.feasibility(np.array([3, 4]), 0, 2)
