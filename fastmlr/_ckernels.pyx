@@ -26,7 +26,7 @@ from libc.stdint cimport int64_t
 
 from . import _threads
 
-__all__ = ["group_means", "median_distances", "single_linkage", "task_sse", "gather_rows"]
+__all__ = ["group_means", "median_combine", "single_linkage", "task_sse", "gather_rows"]
 
 cdef extern from *:
     """
@@ -45,7 +45,6 @@ OPENMP = bool(FASTMLR_HAVE_OPENMP)
 # depend on the thread count.
 cdef enum:
     _TASK_BLOCK = 64
-    _MIRROR_BLOCK = 64
 
 
 cdef inline int _nthreads(Py_ssize_t work) except -1:
@@ -135,7 +134,7 @@ def group_means(const floating[:, ::1] X, const floating[::1] y, const int64_t[:
     return result
 
 
-# ----------------------------------------------------------- median_distances
+# ------------------------------------------------------------- median_combine
 
 cdef inline double _median_inplace(double* v, Py_ssize_t m) noexcept nogil:
     """Median of v[:m] (sorts v[:m] in place by insertion; m is small)."""
@@ -154,82 +153,48 @@ cdef inline double _median_inplace(double* v, Py_ssize_t m) noexcept nogil:
     return (v[h - 1] + v[h]) * 0.5
 
 
-cdef inline void _median_row(const double[:, :, ::1] Pt, Py_ssize_t L, Py_ssize_t i,
-                             double[:, ::1] acc, double* vals,
-                             double[:, ::1] H) noexcept nogil:
-    """Row i of the upper triangle of H (entries j > i)."""
-    cdef Py_ssize_t n = Pt.shape[2]
-    cdef Py_ssize_t k = Pt.shape[1]
-    cdef Py_ssize_t l, c, j
-    cdef double a, b
-    for l in range(L):
-        for j in range(i + 1, n):
-            acc[l, j] = 0.0
-        for c in range(k):
-            a = Pt[l, c, i]
-            b = Pt[l + L, c, i]
-            for j in range(i + 1, n):
-                acc[l, j] += (a - Pt[l, c, j]) * (b - Pt[l + L, c, j])
-    for j in range(i + 1, n):
-        for l in range(L):
-            vals[l] = acc[l, j]
-        H[i, j] = _median_inplace(vals, L)
+def median_combine(const double[:, :, ::1] S, const double[:, ::1] s, Py_ssize_t row0,
+                   double[:, ::1] H):
+    """One block of rows of the median-of-L distance matrix, from BLAS cross products.
 
-
-def median_distances(P, Py_ssize_t L):
-    """Median-of-L distance matrix of the clustering stage.
+    With ``a = g^(l)`` and ``b = g^(l+L)`` the projected group means of the tasks,
+    ``(a_i - a_j).(b_i - b_j) = s_l[i] + s_l[j] - (a_i.b_j + b_i.a_j)``; the caller
+    computes the cross term ``S`` by matrix products and this kernel takes the
+    median over l.
 
     Parameters
     ----------
-    P : (n, 2L, k) float64
-        Projected group means: ``P[i, l]`` is ``U^T`` times the mean of y*x over group
-        l of task i.
-    L : int
-
-    Returns
-    -------
-    H : (n, n) float64, symmetric, zero diagonal
-        ``H[i, j] = median_l (P[i,l] - P[j,l]) . (P[i,l+L] - P[j,l+L])``.
+    S : (L, m, n - row0) float64
+        ``S[l, i, j] = a_(row0+i) . b_(row0+j) + b_(row0+i) . a_(row0+j)``.
+    s : (L, n) float64
+        ``s[l, i] = a_i . b_i``.
+    row0 : int
+        First row (and first column) of the block.
+    H : (n, n) float64
+        Output: rows ``row0:row0+m``, columns ``row0:`` are written (the diagonal as 0).
     """
-    # (2L, k, n): the loop over j becomes the innermost, contiguous and vectorizable.
-    Pt_arr = np.ascontiguousarray(np.transpose(np.asarray(P, dtype=np.float64), (1, 2, 0)))
-    cdef const double[:, :, ::1] Pt = Pt_arr
-    cdef Py_ssize_t n = Pt.shape[2]
-    result = np.zeros((n, n), dtype=np.float64)
-    cdef double[:, ::1] H = result
-    cdef Py_ssize_t half = (n + 1) // 2
-    cdef int nt = _nthreads(half)
-    acc_arr = np.empty((nt, L, n), dtype=np.float64)
-    vals_arr = np.empty((nt, L), dtype=np.float64)
-    cdef double[:, :, ::1] acc = acc_arr
+    cdef Py_ssize_t L = S.shape[0]
+    cdef Py_ssize_t m = S.shape[1]
+    cdef Py_ssize_t w = S.shape[2]
+    cdef int nt = _nthreads(m)
+    vals_arr = np.empty((nt, L if L > 0 else 1), dtype=np.float64)
     cdef double[:, ::1] vals = vals_arr
-    cdef Py_ssize_t q, tid, bi, bj, i, j, i_end, j_end
-    cdef Py_ssize_t nb = (n + _MIRROR_BLOCK - 1) // _MIRROR_BLOCK
-    cdef int nt_mirror = _nthreads(nb)
-    if n < 2:
-        return result
-    tid = 0
+    cdef Py_ssize_t i, j, l, gi, gj
+    cdef int tid
+    if m == 0:
+        return
     with nogil, parallel(num_threads=nt):
         tid = threadid()
-        # rows q and n-1-q together hold n-1 pairs: balanced work per iteration
-        for q in prange(half, schedule="static"):
-            _median_row(Pt, L, q, acc[tid], &vals[tid, 0], H)
-            if n - 1 - q != q:
-                _median_row(Pt, L, n - 1 - q, acc[tid], &vals[tid, 0], H)
-    # mirror the upper triangle in blocks (cache-friendly transpose)
-    with nogil:
-        for bi in prange(nb, schedule="static", num_threads=nt_mirror):
-            i_end = (bi + 1) * _MIRROR_BLOCK
-            if i_end > n:
-                i_end = n
-            for bj in range(bi + 1):
-                for i in range(bi * _MIRROR_BLOCK, i_end):
-                    j_end = (bj + 1) * _MIRROR_BLOCK
-                    if j_end > i:
-                        j_end = i
-                    for j in range(bj * _MIRROR_BLOCK, j_end):
-                        H[i, j] = H[j, i]
-    return result
+        for i in prange(m, schedule="static"):
+            gi = row0 + i
+            for j in range(w):
+                gj = row0 + j
+                if gj == gi:
+                    H[gi, gj] = 0.0
+                    continue
+                for l in range(L):
+                    vals[tid, l] = (s[l, gi] + s[l, gj]) - S[l, i, j]
+                H[gi, gj] = _median_inplace(&vals[tid, 0], L)
 
 
 # ------------------------------------------------------------- single_linkage

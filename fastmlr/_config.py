@@ -18,3 +18,7 @@ DEFAULT_L = 1
 
 #: Largest working matrix (bytes) a stage may allocate before it refuses the call.
 MAX_WORK_BYTES = 8 << 30
+
+#: Bytes of the per-block temporaries of blocked computations (the L layers of a
+#: block of rows of the clustering distance matrix).
+BLOCK_BYTES = 32 << 20

@@ -10,10 +10,10 @@ the speed ratios.
 from __future__ import annotations
 
 import numpy as np
-from scipy.cluster.hierarchy import cut_tree, linkage
+from scipy.cluster.hierarchy import linkage
 from scipy.spatial.distance import squareform
 
-__all__ = ["group_means", "median_distances", "single_linkage", "task_sse", "gather_rows"]
+__all__ = ["group_means", "median_combine", "median_distances", "single_linkage", "task_sse", "gather_rows"]
 
 
 def _segment_sums(values: np.ndarray, bounds: np.ndarray) -> np.ndarray:
@@ -47,8 +47,22 @@ def group_means(X, y, offsets, G):
     return means.reshape(n, G, X.shape[1]).astype(X.dtype)
 
 
+def median_combine(S, s, row0, H):
+    """One block of rows of the median-of-L distance matrix (see ``kernels.median_combine``)."""
+    L, m, w = S.shape
+    layers = (s[:, row0 : row0 + m, None] + s[:, None, row0:]) - S
+    block = np.median(layers, axis=0)
+    idx = np.arange(m)
+    block[idx, idx] = 0.0
+    H[row0 : row0 + m, row0:] = block
+
+
 def median_distances(P, L):
-    """Median-of-L distance matrix (see ``kernels.median_distances``)."""
+    """The median-of-L distance matrix straight from its definition (the oracle).
+
+    ``H[i, j] = median_l (P[i,l] - P[j,l]) . (P[i,l+L] - P[j,l+L])`` with an (L, n, n)
+    temporary; the clustering stage computes the same by blocks of rows.
+    """
     n = P.shape[0]
     layers = np.empty((L, n, n))
     for l in range(L):  # L is small: one BLAS product per l
@@ -71,6 +85,23 @@ def _canonical(labels: np.ndarray) -> np.ndarray:
     return rank[inverse.ravel()]
 
 
+def apply_merges(Z, n, m):
+    """Cluster of each of n points after the first m merges of a SciPy linkage matrix Z.
+
+    Merge i joins clusters ``Z[i, 0]`` and ``Z[i, 1]`` into cluster ``n + i``; every
+    point's cluster is found by pointer jumping (O(n log n), no loop over points).
+    """
+    parent = np.arange(2 * n - 1)
+    merged = np.arange(n, n + m)
+    parent[Z[:m, 0].astype(np.int64)] = merged
+    parent[Z[:m, 1].astype(np.int64)] = merged
+    while True:
+        nxt = parent[parent]
+        if np.array_equal(nxt, parent):
+            return parent[:n]
+        parent = nxt
+
+
 def cut_linkage(H, k, method):
     """Agglomerative clustering of H with SciPy, cut after its first n - k merges.
 
@@ -86,7 +117,7 @@ def cut_linkage(H, k, method):
     condensed = squareform(H, checks=False)
     condensed = condensed - min(0.0, float(condensed.min()))
     Z = linkage(condensed, method=method)
-    return _canonical(cut_tree(Z, n_clusters=k).ravel())
+    return _canonical(apply_merges(Z, n, n - k))
 
 
 def single_linkage(H, k):

@@ -20,7 +20,7 @@ from numba import njit, prange
 
 from . import _threads
 
-__all__ = ["group_means", "median_distances", "single_linkage", "task_sse", "gather_rows"]
+__all__ = ["group_means", "median_combine", "single_linkage", "task_sse", "gather_rows"]
 
 _JIT = dict(cache=True, nogil=True)
 
@@ -89,61 +89,39 @@ def _median_inplace(v, m):
 
 
 @njit(parallel=True, **_JIT)
-def median_distances(P, L):
-    """Median-of-L distance matrix of the clustering stage.
+def median_combine(S, s, row0, H):
+    """One block of rows of the median-of-L distance matrix, from BLAS cross products.
+
+    With ``a = g^(l)`` and ``b = g^(l+L)`` the projected group means of the tasks,
+    ``(a_i - a_j).(b_i - b_j) = s_l[i] + s_l[j] - (a_i.b_j + b_i.a_j)``; the caller
+    computes the cross term ``S`` by matrix products and this kernel takes the
+    median over l.
 
     Parameters
     ----------
-    P : (n, 2L, k) float64
-        Projected group means: ``P[i, l]`` is ``U^T`` times the mean of y*x over group
-        l of task i.
-    L : int
-
-    Returns
-    -------
-    H : (n, n) float64, symmetric, zero diagonal
-        ``H[i, j] = median_l (P[i,l] - P[j,l]) . (P[i,l+L] - P[j,l+L])``.
+    S : (L, m, n - row0) float64
+        ``S[l, i, j] = a_(row0+i) . b_(row0+j) + b_(row0+i) . a_(row0+j)``.
+    s : (L, n) float64
+        ``s[l, i] = a_i . b_i``.
+    row0 : int
+        First row (and first column) of the block.
+    H : (n, n) float64
+        Output: rows ``row0:row0+m``, columns ``row0:`` are written (the diagonal as 0).
     """
-    n = P.shape[0]
-    k = P.shape[2]
-    # (2L, k, n): the loop over j becomes the innermost, contiguous and vectorizable.
-    Pt = np.empty((2 * L, k, n), dtype=np.float64)
-    for i in range(n):
-        for l in range(2 * L):
-            for c in range(k):
-                Pt[l, c, i] = P[i, l, c]
-    H = np.zeros((n, n), dtype=np.float64)
-    half = (n + 1) // 2
-    for q in prange(half):
-        acc = np.empty((L, n), dtype=np.float64)
+    L = S.shape[0]
+    m = S.shape[1]
+    w = S.shape[2]
+    for i in prange(m):
         vals = np.empty(L, dtype=np.float64)
-        # rows q and n-1-q together hold n-1 pairs: balanced work per iteration
-        qi = np.int64(q)  # prange indices may be unsigned; keep index arithmetic signed
-        for side in range(2):
-            i = qi if side == 0 else n - 1 - qi
-            if side == 1 and i == qi:
-                break
+        gi = row0 + i
+        for j in range(w):
+            gj = row0 + j
+            if gj == gi:
+                H[gi, gj] = 0.0
+                continue
             for l in range(L):
-                for j in range(i + 1, n):
-                    acc[l, j] = 0.0
-                for c in range(k):
-                    a = Pt[l, c, i]
-                    b = Pt[l + L, c, i]
-                    for j in range(i + 1, n):
-                        acc[l, j] += (a - Pt[l, c, j]) * (b - Pt[l + L, c, j])
-            for j in range(i + 1, n):
-                for l in range(L):
-                    vals[l] = acc[l, j]
-                H[i, j] = _median_inplace(vals, L)
-    # mirror the upper triangle in blocks (cache-friendly transpose)
-    bs = 64
-    nb = (n + bs - 1) // bs
-    for bi in prange(nb):
-        for bj in range(bi + 1):
-            for i in range(bi * bs, min(n, (bi + 1) * bs)):
-                for j in range(bj * bs, min(i, (bj + 1) * bs)):
-                    H[i, j] = H[j, i]
-    return H
+                vals[l] = (s[l, gi] + s[l, gj]) - S[l, i, j]
+            H[gi, gj] = _median_inplace(vals, L)
 
 
 @njit(**_JIT)

@@ -22,6 +22,7 @@ import pytest
 import fastmlr
 from fastmlr import _reference as ref
 from fastmlr.backend import _load
+from fastmlr.cluster import median_distance_matrix
 
 from helpers import COMPILED, THREADS, is_single_linkage_partition, ragged_tasks, tasks_of_sizes
 
@@ -62,12 +63,20 @@ def _gm_empty_task(rng, dt):
     return (*tasks_of_sizes(rng, [0], 3, dt), 2)
 
 
-def _md_random(n, L):
-    return lambda rng, dt: (rng.standard_normal((n, 2 * L, 5)), L)
+def _mc_random(n, L, m, row0):
+    """A block of rows [row0, row0 + m) of an n x n distance matrix, L layers."""
+    def build(rng, dt):
+        S = rng.standard_normal((L, m, n - row0))
+        s = rng.standard_normal((L, n))
+        return S, s, row0, np.full((n, n), np.nan)
+    return build
 
 
-def _md_ties(rng, dt):  # small integers: tied products, tied medians, tied entries of H
-    return (rng.integers(-1, 2, size=(70, 6, 2)).astype(np.float64), 3)
+def _mc_ties(rng, dt):  # small integers: tied layer values and tied medians
+    n, L = 40, 3
+    S = rng.integers(-1, 2, size=(L, 10, n - 5)).astype(np.float64)
+    s = rng.integers(-1, 2, size=(L, n)).astype(np.float64)
+    return S, s, 5, np.full((n, n), np.nan)
 
 
 def _sl_random(n, k):
@@ -136,10 +145,10 @@ CASES = {
         "smallest": (_gm_smallest, True, False),
         "one-empty-task": (_gm_empty_task, True, False),
     },
-    "median_distances": {
-        **{f"n{n}-L{L}": (_md_random(n, L), False, False)
-           for n, L in [(1, 1), (2, 2), (5, 3), (64, 1), (129, 4), (200, 2)]},
-        "ties": (_md_ties, False, True),
+    "median_combine": {
+        **{f"n{n}-L{L}-m{m}-row{r}": (_mc_random(n, L, m, r), False, False)
+           for n, L, m, r in [(1, 1, 1, 0), (2, 2, 2, 0), (5, 3, 2, 3), (64, 1, 64, 0), (129, 4, 17, 100), (200, 2, 50, 0)]},
+        "ties": (_mc_ties, False, True),
     },
     "single_linkage": {
         **{f"n{n}-k{k}": (_sl_random(n, k), False, False)
@@ -175,6 +184,19 @@ PARAMS = _params()
 ARGNAMES = "kernel,build,dtype,ties,seed"
 
 
+#: kernels that fill their last argument instead of returning a result
+IN_PLACE = {"median_combine"}
+
+
+def _call(module, kernel, args):
+    """Run a kernel; an in-place kernel gets a fresh copy of its output and returns it."""
+    if kernel in IN_PLACE:
+        out = args[-1].copy()
+        assert getattr(module, kernel)(*args[:-1], out) is None
+        return out
+    return getattr(module, kernel)(*args)
+
+
 def _outputs(result):
     return result if isinstance(result, tuple) else (result,)
 
@@ -189,11 +211,16 @@ def _check_against_oracle(kernel, args, got, want, dtype, ties):
     if kernel == "group_means":
         assert got.dtype == args[0].dtype
         np.testing.assert_allclose(got, want, rtol=RTOL[dtype], atol=RTOL[dtype])
-    elif kernel == "median_distances":
-        assert got.dtype == np.float64
-        np.testing.assert_array_equal(got, got.T)
-        np.testing.assert_array_equal(np.diag(got), 0.0)
-        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * np.abs(want).max(initial=1.0))
+    elif kernel == "median_combine":
+        S, s, row0, _ = args
+        m = S.shape[1]
+        written = np.zeros(got.shape, dtype=bool)
+        written[row0 : row0 + m, row0:] = True
+        assert np.all(np.isnan(got[~written]))  # nothing outside the block is touched
+        idx = np.arange(row0, row0 + m)
+        np.testing.assert_array_equal(got[idx, idx], 0.0)
+        # same arithmetic on both sides ((s_i + s_j) - S, then a median): equal bits
+        np.testing.assert_array_equal(got[written], want[written])
     elif kernel == "single_linkage":
         assert got.dtype == np.int64
         assert got[0] == 0 and np.all(np.diff(np.maximum.accumulate(got)) <= 1)  # first appearance
@@ -214,17 +241,17 @@ def _check_against_oracle(kernel, args, got, want, dtype, ties):
 
 
 def test_every_kernel_has_cases():
-    assert set(CASES) == set(ref.__all__)
+    assert set(CASES) == set(ref.__all__) - {"median_distances"}  # that one is the oracle of H
     for name in COMPILED:
-        assert set(K(name).__all__) == set(ref.__all__)
+        assert set(K(name).__all__) == set(CASES)
 
 
 @pytest.mark.parametrize("name", COMPILED)
 @pytest.mark.parametrize(ARGNAMES, PARAMS)
 def test_kernel_against_oracle(name, kernel, build, dtype, ties, seed, threads):
     args = _inputs(build, dtype, seed)
-    got = getattr(K(name), kernel)(*args)
-    want = getattr(ref, kernel)(*args)
+    got = _call(K(name), kernel, args)
+    want = _call(ref, kernel, args)
     assert type(got) is type(want)
     _check_against_oracle(kernel, args, got, want, dtype, ties)
 
@@ -233,8 +260,8 @@ def test_kernel_against_oracle(name, kernel, build, dtype, ties, seed, threads):
 @pytest.mark.parametrize(ARGNAMES, PARAMS)
 def test_numba_and_cython_bitwise_equal(kernel, build, dtype, ties, seed, threads):
     args = _inputs(build, dtype, seed)
-    a = getattr(K("numba"), kernel)(*args)
-    b = getattr(K("cython"), kernel)(*args)
+    a = _call(K("numba"), kernel, args)
+    b = _call(K("cython"), kernel, args)
     assert type(a) is type(b)
     for x, z in zip(_outputs(a), _outputs(b)):
         assert isinstance(z, np.ndarray) and x.dtype == z.dtype and x.shape == z.shape
@@ -248,7 +275,7 @@ def test_result_independent_of_threads(name, kernel, build, dtype, ties, seed):
     runs = []
     for t in THREADS:
         with fastmlr.n_threads(t):
-            runs.append(_outputs(getattr(K(name), kernel)(*args)))
+            runs.append(_outputs(_call(K(name), kernel, args)))
     for x, z in zip(*runs):
         np.testing.assert_array_equal(x, z, strict=True)
 
@@ -275,22 +302,38 @@ def test_group_means_empty_groups_are_zero(name, G):
     assert empty.any() and np.all(got[empty] == 0)
 
 
-@pytest.mark.parametrize("name", COMPILED)
+@pytest.mark.parametrize("name", COMPILED + ["numpy"])
 def test_median_distances_by_hand(name):
     # two tasks, L = 2: H = median of (a_i - a_j).(b_i - b_j) over l = 0, 1
     P = np.zeros((2, 4, 1))
     P[0, :, 0] = [1.0, 2.0, 3.0, 5.0]  # g0, g1 | g2, g3
-    H = K(name).median_distances(P, 2)
+    with fastmlr.use_backend(name):
+        H = median_distance_matrix(P, 2)
     # l=0: 1*3 = 3; l=1: 2*5 = 10; median of two = 6.5
     assert H[0, 1] == H[1, 0] == 6.5
 
 
-@pytest.mark.parametrize("name", COMPILED)
+@pytest.mark.parametrize("name", COMPILED + ["numpy"])
 def test_median_distances_tied_values(name):
     # L = 3 with values (4, 4, -1) for the pair: the median of a tie is the tied value
     P = np.zeros((2, 6, 1))
     P[0, :, 0] = [2.0, 1.0, 1.0, 2.0, 4.0, -1.0]
-    assert K(name).median_distances(P, 3)[0, 1] == 4.0
+    with fastmlr.use_backend(name):
+        assert median_distance_matrix(P, 3)[0, 1] == 4.0
+
+
+@pytest.mark.parametrize("name", COMPILED + ["numpy"])
+@pytest.mark.parametrize("n,L", [(1, 1), (2, 2), (5, 3), (64, 1), (300, 4), (700, 2)])
+def test_blocked_distance_matrix_matches_definition(monkeypatch, name, n, L):
+    # small blocks, so that several blocks of rows and their mirroring are exercised
+    monkeypatch.setattr(fastmlr._config, "BLOCK_BYTES", 8 * L * n * 37)
+    P = np.random.default_rng(n + L).standard_normal((n, 2 * L, 5))
+    with fastmlr.use_backend(name):
+        H = median_distance_matrix(P, L)
+    want = ref.median_distances(P, L)
+    np.testing.assert_array_equal(H, H.T)
+    np.testing.assert_array_equal(np.diag(H), 0.0)
+    np.testing.assert_allclose(H, want, rtol=1e-12, atol=1e-12 * np.abs(want).max(initial=1.0))
 
 
 def _same_partition(a, b):
