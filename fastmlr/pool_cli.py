@@ -135,9 +135,13 @@ def _read(args, allow_query=False):
 
 
 def _check_out(path, exts, what="-o"):
+    """Refuse an output path before any work: wrong extension or missing directory."""
     ext = os.path.splitext(path)[1].lower()
     if ext not in exts:
         raise ValueError(f"{what} {path}: expected a file ending in {' or '.join(exts)}")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"{what} {path}: directory {directory} does not exist")
 
 
 def add_commands(sub, parents):

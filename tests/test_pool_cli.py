@@ -1,0 +1,272 @@
+"""`fastmlr simulate | fit | predict | check`, pool files, and every bad-input path."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastmlr
+from fastmlr.cli import main
+from fastmlr.pool_cli import pool_sizes, simulate_pool
+from fastmlr.pool_io import read_pool, write_pool
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "fastmlr", *args], capture_output=True, text=True)
+
+
+def one_line_error(capsys, argv, words):
+    """main(argv) fails with status 2 and exactly one line on stderr containing words."""
+    try:
+        rc = main(argv)
+    except SystemExit as exc:  # argparse errors
+        rc = exc.code
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert words in err, err
+    assert "Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """One simulated pool with 2 query rows per task, as .npz and .csv."""
+    d = tmp_path_factory.mktemp("pool")
+    args = ["--k", "3", "--d", "6", "--tasks", "400", "--min-size", "4", "--max-size", "16", "--seed", "4",
+            "--queries", "2"]
+    assert main(["simulate", *args, "-o", str(d / "p.npz")]) == 0
+    assert main(["simulate", *args, "-o", str(d / "p.csv")]) == 0
+    return d
+
+
+def test_simulated_files_hold_the_same_pool(files):
+    a = read_pool(files / "p.npz", allow_query=True)
+    b = read_pool(files / "p.csv", allow_query=True)
+    np.testing.assert_array_equal(a.offsets, b.offsets)
+    np.testing.assert_allclose(a.X, b.X, rtol=1e-15)
+    np.testing.assert_allclose(a.y, b.y, rtol=1e-15)
+    assert a.query_X.shape == (800, 6) and np.array_equal(a.query_task, b.query_task)
+    assert b.features == ["x1", "x2", "x3", "x4", "x5", "x6"]
+
+
+@pytest.mark.parametrize("ext", [".npz", ".csv"])
+def test_round_trip_simulate_fit_predict(files, tmp_path, ext, capsys):
+    src = str(files / f"p{ext}")
+    model = str(tmp_path / "m.npz")
+    assert main(["fit", src, "--k", "3", "-o", model, "--skip-query-rows", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "k=3" in out and "wrote" in out
+    m = fastmlr.load_model(model)
+    with np.load(files / "p.npz") as z:
+        W, z_true, X, y, task = z["true_W"], z["true_z"], z["X"], z["y"], z["task"]
+    assert fastmlr.parameter_error(m.W, W).max < 0.3
+
+    pred = str(tmp_path / f"o{ext}")
+    assert main(["predict", model, src, "-o", pred]) == 0
+    capsys.readouterr()
+    if ext == ".npz":
+        with np.load(pred) as o:
+            post, comp, bb, bm = o["posterior"], o["map_component"], o["beta_bayes"], o["beta_map"]
+            qrows, yb, ym = o["query_rows"], o["yhat_bayes"], o["yhat_map"]
+    else:
+        tab = np.genfromtxt(pred, delimiter=",", names=True)
+        post = np.column_stack([tab[f"post{l}"] for l in range(3)])
+        comp = tab["map_component"].astype(int)
+        bb = np.column_stack([tab[f"bayes_x{j}"] for j in range(1, 7)])
+        q = np.genfromtxt(str(tmp_path / "o.queries.csv"), delimiter=",", names=True)
+        qrows, yb, ym = q["row"].astype(int), q["yhat_bayes"], q["yhat_map"]
+    assert post.shape == (400, 3) and np.allclose(post.sum(axis=1), 1.0, atol=1e-8)
+    perm = fastmlr.match_components(m.W, W)  # model component perm[l] is true component l
+    inv = np.argsort(perm)
+    assert np.mean(inv[comp] == z_true) > 0.9
+    assert bb.shape == (400, 6)
+    # query predictions: the noiseless mean of the true component, up to the estimate's error
+    assert qrows.size == 800 and np.all(np.isnan(y[qrows]))
+    truth = np.einsum("qd,qd->q", X[qrows], W[z_true[task[qrows]]])
+    pool = read_pool(files / "p.npz", allow_query=True)
+    with np.load(files / "p.npz") as z:
+        B_true = fastmlr.predict_params(pool.X, pool.y, pool.offsets, W, z["true_s"] ** 2, z["true_p"])
+    assert np.array_equal(pool.query_rows, qrows)
+    ideal = np.einsum("qd,qd->q", pool.query_X, B_true[pool.query_task])
+    mse, mse_map = np.mean((yb - truth) ** 2), np.mean((ym - truth) ** 2)
+    mse_ideal = np.mean((ideal - truth) ** 2)
+    assert mse <= 1.3 * mse_ideal + 0.01, (mse, mse_ideal)  # near the Bayes predictor with the true mixture
+    assert mse < 0.25 * np.mean(truth**2) and mse <= 1.02 * mse_map
+
+
+def test_npz_and_csv_fit_to_the_same_model(files, tmp_path, capsys):
+    for ext in ("npz", "csv"):
+        assert main(["fit", str(files / f"p.{ext}"), "--k", "3", "-o", str(tmp_path / f"{ext}.npz"),
+                     "--skip-query-rows", "--quiet"]) == 0
+    a = fastmlr.load_model(tmp_path / "npz.npz")
+    b = fastmlr.load_model(tmp_path / "csv.npz")
+    np.testing.assert_allclose(a.W, b.W, atol=1e-9)
+
+
+def test_fit_auto_k_and_json(files, tmp_path, capsys):
+    assert main(["fit", str(files / "p.npz"), "--k", "auto", "-o", str(tmp_path / "m.npz"),
+                 "--skip-query-rows", "--json"]) == 0
+    dg = json.loads(capsys.readouterr().out)
+    assert dg["k"] == 3 and dg["k_selection"]["chosen"] == 3
+    assert dg["features"] == ["x0", "x1", "x2", "x3", "x4", "x5"]
+
+
+def test_csv_with_named_columns(tmp_path, capsys):
+    sim = simulate_pool(2, 3, 200, low=6, high=12, seed=1)
+    path = tmp_path / "named.csv"
+    with open(path, "w") as fh:
+        fh.write("id,extra,out,a,b,c\n")
+        for t, yy, x in zip(sim["task"], sim["y"], sim["X"]):
+            fh.write(f"g{t},7,{float(yy)!r},{float(x[0])!r},{float(x[1])!r},{float(x[2])!r}\n")
+    model = str(tmp_path / "m.npz")
+    assert main(["fit", str(path), "--k", "2", "-o", model, "--task-col", "id", "--target-col", "out",
+                 "--features", "a,b,c", "--quiet"]) == 0
+    assert fastmlr.parameter_error(fastmlr.load_model(model).W, sim["W"]).max < 0.3
+    pool = read_pool(path, task_col="id", target_col="out", features=["a", "b", "c"])
+    assert pool.tasks.dtype.kind == "U" and pool.tasks.size == 200
+    capsys.readouterr()
+
+
+def test_check_command(files, capsys):
+    assert main(["check", str(files / "p.npz"), "--k", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "verdict:" in out and "k = 3, d = 6" in out
+    assert main(["check", str(files / "p.csv"), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["k"] == res["largest_k"] and res["ok"]
+
+
+def test_progress_quiet_when_piped(files, tmp_path):
+    p = run("fit", str(files / "p.npz"), "--k", "3", "-o", str(tmp_path / "m.npz"), "--skip-query-rows")
+    assert p.returncode == 0 and p.stderr == ""
+
+
+def test_pool_sizes():
+    s = pool_sizes(20000, 4, 32, seed=0)
+    assert s.min() == 4 and s.max() == 32
+    assert np.mean(s < 12) > 0.5  # mostly tiny
+    u = pool_sizes(20000, 4, 32, distribution="uniform", seed=0)
+    assert abs(np.mean(u) - 18) < 0.3
+    with pytest.raises(ValueError, match="low <= high"):
+        pool_sizes(10, 5, 4)
+
+
+def test_write_pool_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((9, 2))
+    y = rng.standard_normal(9)
+    y[3] = np.nan
+    task = np.array([2, 2, 0, 0, 0, 1, 1, 2, 1])
+    for ext in ("npz", "csv"):
+        write_pool(tmp_path / f"w.{ext}", X, y, task)
+        p = read_pool(tmp_path / f"w.{ext}", allow_query=True)
+        assert list(p.offsets) == [0, 2, 5, 8] and list(p.query_rows) == [3]
+        np.testing.assert_array_equal(p.X, X[p.rows])
+    with pytest.raises(ValueError, match="unknown file type"):
+        write_pool(tmp_path / "w.txt", X, y, task)
+
+
+# ---- every bad input: one line, status 2, nothing written --------------------------------
+
+def _csv(tmp_path, text, name="bad.csv"):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+GOOD = "task,y,x1,x2\n1,0.5,1,2\n1,0.1,2,3\n2,0.3,1,1\n2,0.2,0,1\n"
+
+
+@pytest.mark.parametrize(
+    "text, extra, words",
+    [
+        ("", [], "empty"),
+        ("task,y,x1\n", [], "no data rows"),
+        ("id,y,x1\n1,2,3\n", [], "no task-id column 'task'"),
+        ("task,target,x1\n1,2,3\n", [], "no target column 'y'"),
+        ("task,y\n1,2\n", [], "no feature columns"),
+        (GOOD, ["--features", "x1,x9"], "no feature column(s) x9"),
+        (GOOD.replace("1,2\n1,0.1", "1,2\n1,abc"), [], "non-numeric value 'abc'"),
+        (GOOD.replace("2,0.3,1,1", "2,0.3,,1"), [], "column 'x1' has a missing value on data line 3"),
+        (GOOD.replace("2,0.3,1,1", "2,0.3,inf,1"), [], "non-finite"),
+        (GOOD.replace("2,0.3,1,1", ",0.3,1,1"), [], "missing task id"),
+        (GOOD.replace("2,0.3,1,1", "2,0.3,1"), [], "has 3 fields"),
+        (GOOD.replace("2,0.3,1,1", "2,,1,1"), [], "target is missing on data row 3"),
+        ("task,y,x1,x1\n1,2,3,4\n", [], "names a column twice"),
+        (GOOD, ["--features", ","], "--features is empty"),
+    ],
+)
+def test_bad_csv_inputs(tmp_path, capsys, text, extra, words):
+    src = _csv(tmp_path, text)
+    out = tmp_path / "m.npz"
+    one_line_error(capsys, ["fit", src, "--k", "2", "-o", str(out), *extra], words)
+    assert not out.exists()
+
+
+def test_bad_npz_inputs(tmp_path, capsys):
+    out = tmp_path / "m.npz"
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"garbage")
+    one_line_error(capsys, ["fit", str(bad), "--k", "2", "-o", str(out)], "not a readable .npz")
+    np.savez(bad, X=np.ones((4, 2)), y=np.ones(4))
+    one_line_error(capsys, ["fit", str(bad), "--k", "2", "-o", str(out)], "missing array(s) task")
+    X = np.random.default_rng(0).standard_normal((6, 2))
+    X[2, 1] = np.nan
+    np.savez(bad, X=X, y=np.ones(6), task=np.array([0, 0, 0, 1, 1, 1]))
+    one_line_error(capsys, ["fit", str(bad), "--k", "2", "-o", str(out)], "X has a missing or non-finite value at row 2")
+    np.savez(bad, X=np.ones((6, 2)), y=np.ones(5), task=np.zeros(6))
+    one_line_error(capsys, ["fit", str(bad), "--k", "2", "-o", str(out)], "y has shape (5,)")
+    np.savez(bad, X=np.ones((6, 2)), y=np.ones(6), task=np.array([0.5] * 6))
+    one_line_error(capsys, ["fit", str(bad), "--k", "2", "-o", str(out)], "non-integer")
+    assert not out.exists()
+
+
+def test_bad_pools_and_arguments(tmp_path, capsys):
+    out = tmp_path / "m.npz"
+    src = _csv(tmp_path, GOOD)
+    one_line_error(capsys, ["fit", str(tmp_path / "none.csv"), "--k", "2", "-o", str(out)], "no such file")
+    one_line_error(capsys, ["fit", _csv(tmp_path, GOOD, "p.txt"), "--k", "2", "-o", str(out)], "unknown file type")
+    one_line_error(capsys, ["fit", src, "--k", "0", "-o", str(out)], "positive integer or 'auto'")
+    one_line_error(capsys, ["fit", src, "--k", "2", "-o", str(tmp_path / "m.csv")], "expected a file ending in .npz")
+    one_line_error(capsys, ["fit", src, "--k", "9", "-o", str(out)], "k is 9")  # more than the pool supports
+    one_row = "task,y,x1\n" + "".join(f"{i},{i * 0.1},{i}\n" for i in range(10))
+    one_line_error(capsys, ["fit", _csv(tmp_path, one_row, "one.csv"), "--k", "2", "-o", str(out)],
+                   "no task with at least 2 rows")
+    one_line_error(capsys, ["fit", src, "--k", "2", "-o", str(tmp_path / "no" / "m.npz")], "does not exist")
+    one_line_error(capsys, ["simulate", "--k", "3", "--d", "2", "-o", str(tmp_path / "s.npz")], "k <= d")
+    one_line_error(capsys, ["simulate", "--min-size", "9", "--max-size", "4", "-o", str(tmp_path / "s.npz")],
+                   "below --min-size")
+    one_line_error(capsys, ["simulate", "-o", str(tmp_path / "s.parquet")], "expected a file ending in")
+    one_line_error(capsys, ["simulate", "--queries", "-1", "-o", str(tmp_path / "s.npz")], "non-negative")
+    assert not out.exists() and not (tmp_path / "s.npz").exists()
+
+
+def test_failed_fit_leaves_existing_output_alone(files, tmp_path, capsys):
+    out = tmp_path / "m.npz"
+    out.write_bytes(b"previous")
+    one_line_error(capsys, ["fit", str(files / "p.npz"), "--k", "3", "-o", str(out)], "target is missing")
+    assert out.read_bytes() == b"previous"
+    assert sorted(os.listdir(tmp_path)) == ["m.npz"]
+
+
+def test_bad_predict_inputs(files, tmp_path, capsys):
+    model = tmp_path / "m.npz"
+    assert main(["fit", str(files / "p.npz"), "--k", "3", "-o", str(model), "--skip-query-rows", "--quiet"]) == 0
+    capsys.readouterr()
+    out = tmp_path / "o.npz"
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"junk")
+    one_line_error(capsys, ["predict", str(junk), str(files / "p.npz"), "-o", str(out)], "not a readable fastmlr model")
+    one_line_error(capsys, ["predict", str(tmp_path / "none.npz"), str(files / "p.npz"), "-o", str(out)], "does not exist")
+    one_line_error(capsys, ["predict", str(model), _csv(tmp_path, GOOD), "-o", str(out)], "the model has d = 6")
+    one_line_error(capsys, ["predict", str(model), str(files / "p.npz"), "-o", str(tmp_path / "o.json")],
+                   "expected a file ending in")
+    assert not out.exists()
+
+
+def test_subprocess_error_is_one_line(tmp_path):
+    p = run("fit", str(tmp_path / "none.npz"), "--k", "2", "-o", str(tmp_path / "m.npz"))
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "no such file" in p.stderr
