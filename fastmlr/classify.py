@@ -137,9 +137,11 @@ def refit(X, y, offsets, R, W_prev, s2_prev):
             w = np.linalg.lstsq(XtX[l], Xty[l], rcond=None)[0]
         rss = yty[l] - 2.0 * (w @ Xty[l]) + w @ XtX[l] @ w
         W[l] = w
-        s2[l] = max(rss, 0.0) / (rows[l] - d)
-        if not s2[l] > 0:
-            s2[l] = np.finfo(np.float64).tiny
+        # rss from the normal equations is exact only to about eps * y'y: a noise-free
+        # class gets that as its variance, not 0 or a denormal, so that its likelihoods
+        # stay comparable with the other classes' (and a new task is not misclassified)
+        floor = max(np.finfo(X.dtype).eps * yty[l] / rows[l], np.finfo(np.float64).tiny)
+        s2[l] = max(max(rss, 0.0) / (rows[l] - d), floor)
     if kept:
         warnings.warn(
             f"components {kept} have no more rows than d = {d} ({rows[kept].round(1).tolist()}); "
