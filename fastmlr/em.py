@@ -12,13 +12,16 @@ the log-likelihood.
 
 Two equivalent ways to build the M-step's normal equations:
 
-* ``"stats"``: per-task statistics X_i^T X_i (d, d), X_i^T y_i, y_i^T y_i are computed
-  once, and each M-step is one (k, n) x (n, d^2) product -- cheap when n d^2 fits in
-  memory (the usual case for d <= 64 and up to a few hundred thousand tasks);
+* ``"stats"``: per-task statistics X_i^T X_i (packed upper triangle), X_i^T y_i and
+  y_i^T y_i are computed once, and each M-step is one (k, n) x (n, d(d+1)/2) product --
+  cheap when the statistics fit in memory (the usual case for d <= 64 and up to a few
+  hundred thousand tasks);
 * ``"rows"``: :func:`fastmlr.classify.normal_equations` over the rows at every
   iteration (memory O(k d^2), for pools whose per-task statistics would not fit).
 
-The E-step always uses the ``task_sse`` kernel over the rows.
+The E-step's residual sums come from the statistics too
+(``SSE_il = c_i - 2 b_i.w_l + w_l^T A_i w_l``, one BLAS product) when that costs less
+than a pass of the ``task_sse`` kernel over the rows (:func:`stats_pay_off`).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import scipy.linalg
 from .backend import kernels
 from .classify import normal_equations
 
-__all__ = ["TaskStats", "task_stats", "EMResult", "run_em", "log_joint", "STATS_MAX_BYTES"]
+__all__ = ["TaskStats", "task_stats", "unpack", "stats_pay_off", "EMResult", "run_em", "log_joint", "STATS_MAX_BYTES"]
 
 #: Largest per-task statistics array (n d^2 float64) the "auto" path will build.
 STATS_MAX_BYTES = 512 << 20
@@ -40,28 +43,55 @@ _LOG_2PI = float(np.log(2.0 * np.pi))
 
 
 class TaskStats(NamedTuple):
-    """Per-task sufficient statistics: ``A`` (n, d, d) = X_i^T X_i, ``b`` (n, d) = X_i^T y_i,
-    ``c`` (n,) = y_i^T y_i, all float64.  Statistics of disjoint task sets concatenate."""
+    """Per-task sufficient statistics, float64; statistics of disjoint task sets concatenate.
+
+    Attributes
+    ----------
+    A : (n, d(d+1)/2) -- X_i^T X_i, upper triangle packed row by row (``np.triu_indices``)
+    b : (n, d) -- X_i^T y_i
+    c : (n,) -- y_i^T y_i
+    """
 
     A: np.ndarray
     b: np.ndarray
     c: np.ndarray
 
+    def gram(self, i=slice(None)) -> np.ndarray:
+        """X_i^T X_i unpacked: (d, d) for one task, (m, d, d) for several."""
+        return unpack(self.A[i], self.b.shape[1])
+
+
+def unpack(packed, d: int) -> np.ndarray:
+    """Symmetric (..., d, d) matrices from their packed upper triangles (..., d(d+1)/2)."""
+    iu, ju = np.triu_indices(d)
+    out = np.empty(packed.shape[:-1] + (d, d))
+    out[..., iu, ju] = packed
+    out[..., ju, iu] = packed
+    return out
+
+
+def _quad_weights(W) -> np.ndarray:
+    """(k, d(d+1)/2) weights q with ``A_packed . q_l = w_l^T A w_l``."""
+    d = W.shape[1]
+    iu, ju = np.triu_indices(d)
+    return W[:, iu] * W[:, ju] * np.where(iu == ju, 1.0, 2.0)
+
 
 def task_stats(X, y, offsets) -> TaskStats:
-    """Per-task X^T X, X^T y and y^T y of a validated task set.
+    """Per-task X^T X (packed), X^T y and y^T y of a validated task set.
 
     Tasks are grouped by size, and each group is one batched matrix product, so there is
     no Python loop over tasks (only over the distinct sizes).
 
     Returns
     -------
-    TaskStats -- ``A`` (n, d, d), ``b`` (n, d), ``c`` (n,)
+    TaskStats -- ``A`` (n, d(d+1)/2), ``b`` (n, d), ``c`` (n,)
     """
     n = offsets.size - 1
     d = X.shape[1]
+    iu, ju = np.triu_indices(d)
     sizes = np.diff(offsets)
-    A = np.zeros((n, d, d))
+    A = np.zeros((n, iu.size))
     b = np.zeros((n, d))
     c = np.zeros(n)
     for t in np.unique(sizes):
@@ -71,10 +101,17 @@ def task_stats(X, y, offsets) -> TaskStats:
         rows = offsets[idx][:, None] + np.arange(t)
         Xg = X[rows].astype(np.float64, copy=False)  # (m, t, d)
         yg = y[rows].astype(np.float64, copy=False)  # (m, t)
-        A[idx] = np.matmul(Xg.transpose(0, 2, 1), Xg)
-        b[idx] = np.matmul(Xg.transpose(0, 2, 1), yg[:, :, None])[:, :, 0]
+        XgT = Xg.transpose(0, 2, 1)
+        A[idx] = np.matmul(XgT, Xg)[:, iu, ju]
+        b[idx] = np.matmul(XgT, yg[:, :, None])[:, :, 0]
         c[idx] = np.einsum("it,it->i", yg, yg)
     return TaskStats(A, b, c)
+
+
+def stats_pay_off(n: int, N: int, d: int) -> bool:
+    """Whether SSE from the statistics (n d^2/2 per component, one BLAS product) beats
+    a pass over the rows (N d per component)."""
+    return n * d * (d + 1) / 2 <= 2.0 * N * d
 
 
 class EMResult(NamedTuple):
@@ -109,10 +146,7 @@ def log_joint(ts, W, s2, p):
 
 def _log_joint_stats(ts, stats, W, s2, p):
     """As :func:`log_joint`, with SSE_il = c_i - 2 b_i.w_l + w_l^T A_i w_l from the statistics."""
-    n, d = stats.b.shape
-    k = W.shape[0]
-    AW = (stats.A.reshape(n * d, d) @ W.T).reshape(n, d, k)
-    sse = stats.c[:, None] - 2.0 * stats.b @ W.T + np.einsum("idl,ld->il", AW, W)
+    sse = stats.c[:, None] - 2.0 * (stats.b @ W.T) + stats.A @ _quad_weights(W).T
     sse = np.maximum(sse, 0.0)
     t = np.diff(ts.offsets).astype(np.float64)
     with np.errstate(divide="ignore"):
@@ -136,9 +170,7 @@ def _e_step(ts, W, s2, p, stats=None):
 def _normal_equations(ts, stats, R):
     if stats is None:
         return normal_equations(ts.X, ts.y, ts.offsets, R)
-    n, k = R.shape
-    d = stats.b.shape[1]
-    XtX = (R.T @ stats.A.reshape(n, d * d)).reshape(k, d, d)
+    XtX = unpack(R.T @ stats.A, stats.b.shape[1])
     Xty = R.T @ stats.b
     yty = R.T @ stats.c
     rows = R.T @ np.diff(ts.offsets).astype(np.float64)
@@ -195,7 +227,7 @@ def run_em(ts, W, s2, p, *, tol=1e-7, max_iter=200, stats=None, progress=None) -
     s2_floor = 1e-10 * max(float(np.dot(ts.y, ts.y)) / max(t_all, 1.0), np.finfo(np.float64).tiny)
     s2 = np.maximum(s2, s2_floor)
     # the statistics give SSE in O(d^2) per task and component, the rows in O(t_i d)
-    sse_stats = stats if stats is not None and d * (n + 1) <= 2 * t_all else None
+    sse_stats = stats if stats is not None and stats_pay_off(n, int(t_all), d) else None
     ll, R = _e_step(ts, W, s2, p, sse_stats)
     history = [ll]
     converged = False

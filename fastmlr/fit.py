@@ -35,6 +35,7 @@ import numpy as np
 import scipy.linalg
 
 from . import em as _em
+from ._guards import check_sums
 from .starts import kmeans_pp, projected_em
 from .cluster import LINKAGES, cluster_tasks
 from .subspace import _moment_stats, top_eigenvectors
@@ -45,6 +46,9 @@ __all__ = ["Model", "fit", "choose_heavy", "whitening_transform", "select_tasks"
 #: Whitening is switched on when an eigenvalue of the pooled second moment of x is
 #: further than this from 1 (and further than 6 standard errors of its estimate).
 WHITEN_TOL = 0.25
+
+#: EM iterations every start runs in the subspace before the most likely one goes on.
+_SHORT_RUN = 5
 
 
 class Model(NamedTuple):
@@ -88,6 +92,7 @@ def whitening_transform(X, *, tol=WHITEN_TOL):
     """
     N, d = X.shape
     S = (X.T @ X).astype(np.float64) / N
+    check_sums(S, "the second moment X^T X / N")
     vals, vecs = scipy.linalg.eigh(S)
     if vals[0] <= 1e-12 * max(vals[-1], 1e-300):
         raise ValueError(
@@ -149,25 +154,28 @@ def _projected_starts(ts_w, U, sizes, kk, heavy_idx, linkages, n_seeds, seed, di
         c = cluster_tasks(heavy.X, heavy.y, heavy.offsets, U, kk, linkage=linkage)
         V0 = c.W @ U
         p0 = np.maximum(c.p, 1.0 / (10.0 * kk))
-        found.append(projected_em(zts, zstats, V0, np.maximum(c.r2, 1e-6 * ybar2), p0 / p0.sum(), linkage))
+        found.append(projected_em(zts, zstats, V0, np.maximum(c.r2, 1e-6 * ybar2), p0 / p0.sum(), linkage,
+                                  max_iter=_SHORT_RUN))
         diag_starts.append({"start": linkage, "seconds": time.perf_counter() - t1})
     rng = np.random.default_rng(seed)
     for j in range(n_seeds):
         t1 = time.perf_counter()
         V0 = kmeans_pp(G, th, kk, rng)
         # variances and weights from the heavy tasks' nearest centres
-        sse = (zstats.c[:, None] - 2.0 * zstats.b @ V0.T
-               + np.einsum("lr,irs,ls->il", V0, zstats.A, V0, optimize=True))
+        sse = zstats.c[:, None] - 2.0 * zstats.b @ V0.T + zstats.A @ _em._quad_weights(V0).T
         lab = np.argmin(sse / th[:, None], axis=1)
         rows = np.bincount(lab, weights=th, minlength=kk)
         s2 = np.bincount(lab, weights=sse[np.arange(lab.size), lab], minlength=kk)
         s2 = np.where(rows > 0, s2 / np.maximum(rows, 1.0), ybar2)
         p0 = np.bincount(lab, minlength=kk) + 1.0
-        found.append(projected_em(zts, zstats, V0, np.maximum(s2, 1e-6 * ybar2), p0 / p0.sum(), f"kmeans++ seed {j}"))
+        found.append(projected_em(zts, zstats, V0, np.maximum(s2, 1e-6 * ybar2), p0 / p0.sum(),
+                                  f"kmeans++ seed {j}", max_iter=_SHORT_RUN))
         diag_starts.append({"start": f"kmeans++ seed {j}", "seconds": time.perf_counter() - t1})
     for f, dg in zip(found, diag_starts):
         dg.update(projected_loglik=f.loglik, projected_iterations=f.iterations)
-    return max(found, key=lambda f: f.loglik)
+    # every start had a short run; the most likely one runs on to convergence
+    best = max(found, key=lambda f: f.loglik)
+    return projected_em(zts, zstats, best.V, best.s2, best.p, best.label)
 
 
 def _check_positive_int(v, name):
@@ -258,7 +266,7 @@ def fit(X, y, offsets, k, *, whiten="auto", linkages=(), n_seeds=4, seed=0, n_he
     diag["roles"] = {"subspace_tasks": int(sub_idx.size)}
 
     stats = None
-    use_stats = em_path == "stats" or (em_path == "auto" and 8 * n * d * d <= _em.STATS_MAX_BYTES)
+    use_stats = em_path == "stats" or (em_path == "auto" and 4 * n * d * (d + 1) <= _em.STATS_MAX_BYTES)
     if use_stats:
         t0 = time.perf_counter()
         stats = _em.task_stats(*ts)

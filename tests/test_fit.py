@@ -88,7 +88,7 @@ def test_task_stats_match_direct_sums():
     st = em.task_stats(X, y, off)
     for i in range(sizes.size):
         Xi, yi = X[off[i]:off[i + 1]], y[off[i]:off[i + 1]]
-        np.testing.assert_allclose(st.A[i], Xi.T @ Xi, atol=1e-12)
+        np.testing.assert_allclose(st.gram(i), Xi.T @ Xi, atol=1e-12)
         np.testing.assert_allclose(st.b[i], Xi.T @ yi, atol=1e-12)
         np.testing.assert_allclose(st.c[i], yi @ yi, atol=1e-12)
 
