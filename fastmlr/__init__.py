@@ -13,7 +13,8 @@ from .metrics import clustering_accuracy, match_components, parameter_error, sub
 from .model import load_model, save_model
 from .pipeline import MetaLearnResult, meta_learn
 from .predict import log_likelihoods, posterior, predict_params
-from .subspace import estimate_subspace, second_moment
+from .stream import TaskStream, open_npy_chunks
+from .subspace import estimate_subspace, moment_stats, second_moment
 from .synthetic import make_mixture, sample_tasks
 from .tasks import TaskSet, check_tasks, group_tasks, pack_tasks
 
@@ -27,7 +28,8 @@ __all__ = [
     "clustering_accuracy", "match_components", "parameter_error", "subspace_error",
     "MetaLearnResult", "meta_learn",
     "log_likelihoods", "posterior", "predict_params",
-    "estimate_subspace", "second_moment",
+    "TaskStream", "open_npy_chunks",
+    "estimate_subspace", "moment_stats", "second_moment",
     "make_mixture", "sample_tasks",
     "TaskSet", "check_tasks", "group_tasks", "pack_tasks",
 ]

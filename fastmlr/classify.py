@@ -16,9 +16,10 @@ import scipy.linalg
 from . import _config
 from ._guards import check_sums, check_work
 from .backend import kernels
+from .stream import task_chunks
 from .tasks import check_finite, check_tasks, chunk_bounds, slice_tasks
 
-__all__ = ["ClassifyResult", "classify_tasks", "refit", "normal_equations", "FallbackWarning", "check_params"]
+__all__ = ["ClassifyResult", "classify_tasks", "refit", "normal_equations", "NormalEquations", "solve_classes", "FallbackWarning", "check_params"]
 
 
 class FallbackWarning(RuntimeWarning):
@@ -65,6 +66,39 @@ def check_params(W, s2, p, d: int, *, s2_name: str = "s2"):
     return W, s2, p
 
 
+class NormalEquations(NamedTuple):
+    """Additive statistics of weighted least squares per class.
+
+    ``XtX`` (k, d, d), ``Xty`` (k, d), ``yty`` (k,) and ``rows`` (k,), all float64:
+    statistics of disjoint task sets add termwise (``a + b``).
+    """
+
+    XtX: np.ndarray
+    Xty: np.ndarray
+    yty: np.ndarray
+    rows: np.ndarray
+
+    def __add__(self, other):  # type: ignore[override]
+        return NormalEquations(*(a + b for a, b in zip(self, other)))
+
+    @classmethod
+    def zeros(cls, k: int, d: int) -> "NormalEquations":
+        check_work(8.0 * k * d * (d + 1), f"the normal equations of k = {k} classes in d = {d} dimensions",
+                   "use fewer components or fewer features (e.g. project X onto a subspace first)")
+        return cls(np.zeros((k, d, d)), np.zeros((k, d)), np.zeros(k), np.zeros(k))
+
+
+def _accumulate(stats: NormalEquations, part, l: int, tasks: np.ndarray, weights: np.ndarray) -> None:
+    """Add the rows of ``tasks`` of one validated chunk, weighted, to class l (in place)."""
+    if tasks.size == 0:
+        return
+    Xg, yg = kernels().gather_rows(part.X, part.y, part.offsets, tasks, weights)
+    stats.XtX[l] += Xg.T @ Xg  # one BLAS product per class and chunk
+    stats.Xty[l] += Xg.T @ yg
+    stats.yty[l] += float(yg @ yg)
+    stats.rows[l] += float(weights @ np.diff(part.offsets)[tasks])
+
+
 def normal_equations(X, y, offsets, R):
     """Weighted per-class normal equations, streamed over chunks of tasks.
 
@@ -80,48 +114,35 @@ def normal_equations(X, y, offsets, R):
 
     Returns
     -------
-    XtX : (k, d, d) float64 -- ``sum_i R[i,l] X_i^T X_i``
-    Xty : (k, d) float64 -- ``sum_i R[i,l] X_i^T y_i``
-    yty : (k,) float64 -- ``sum_i R[i,l] y_i^T y_i``
-    rows : (k,) float64 -- ``sum_i R[i,l] t_i``
+    NormalEquations
+        ``XtX`` (k, d, d) = ``sum_i R[i,l] X_i^T X_i``, ``Xty`` (k, d), ``yty`` (k,),
+        ``rows`` (k,) = ``sum_i R[i,l] t_i``.
     """
     n, k = R.shape
-    d = X.shape[1]
-    check_work(8.0 * k * d * (d + 1), f"the normal equations of k = {k} classes in d = {d} dimensions",
-               "use fewer components or fewer features (e.g. project X onto a subspace first)")
-    XtX = np.zeros((k, d, d))
-    Xty = np.zeros((k, d))
-    yty = np.zeros(k)
-    kern = kernels()
+    stats = NormalEquations.zeros(k, X.shape[1])
     bounds = chunk_bounds(offsets, _config.CHUNK_ROWS)
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         part = slice_tasks(X, y, offsets, lo, hi)
         Rc = R[lo:hi]
         for l in range(k):
             idx = np.flatnonzero(Rc[:, l])
-            if idx.size == 0:
-                continue
-            Xg, yg = kern.gather_rows(part.X, part.y, part.offsets, idx, np.ascontiguousarray(Rc[idx, l]))
-            XtX[l] += Xg.T @ Xg
-            Xty[l] += Xg.T @ yg
-            yty[l] += float(yg @ yg)
-    rows = R.T @ np.diff(offsets).astype(np.float64)
-    check_sums(XtX, "the normal equations X^T X")
-    return XtX, Xty, yty, rows
+            _accumulate(stats, part, l, idx, np.ascontiguousarray(Rc[idx, l]))
+    check_sums(stats.XtX, "the normal equations X^T X")
+    return stats
 
 
-def refit(X, y, offsets, R, W_prev, s2_prev):
-    """Weighted least squares per class from the class normal equations.
+def solve_classes(stats: NormalEquations, W_prev, s2_prev, dtype=np.float64):
+    """Least squares per class from its normal equations.
 
-    ``R`` (n, k) weights tasks into classes.  A class with no more rows than d (or a
-    singular system) cannot be refit; it keeps ``W_prev``/``s2_prev`` and a
-    :class:`FallbackWarning` names it.
+    A class with no more rows than d cannot be refit; it keeps ``W_prev``/``s2_prev``
+    and a :class:`FallbackWarning` names it.  A singular system (constant features)
+    gets the minimum-norm solution.
 
     Returns
     -------
-    W (k, d), s2 (k,), rows (k,) -- the weighted row count of each class
+    W (k, d), s2 (k,)
     """
-    XtX, Xty, yty, rows = normal_equations(X, y, offsets, R)
+    XtX, Xty, yty, rows = stats
     k, d = Xty.shape
     W = np.array(W_prev, dtype=np.float64, copy=True)
     s2 = np.array(s2_prev, dtype=np.float64, copy=True)
@@ -140,7 +161,7 @@ def refit(X, y, offsets, R, W_prev, s2_prev):
         # rss from the normal equations is exact only to about eps * y'y: a noise-free
         # class gets that as its variance, not 0 or a denormal, so that its likelihoods
         # stay comparable with the other classes' (and a new task is not misclassified)
-        floor = max(np.finfo(X.dtype).eps * yty[l] / rows[l], np.finfo(np.float64).tiny)
+        floor = max(np.finfo(dtype).eps * yty[l] / rows[l], np.finfo(np.float64).tiny)
         s2[l] = max(max(rss, 0.0) / (rows[l] - d), floor)
     if kept:
         warnings.warn(
@@ -149,15 +170,31 @@ def refit(X, y, offsets, R, W_prev, s2_prev):
             FallbackWarning,
             stacklevel=3,
         )
-    return W, s2, rows
+    return W, s2
 
 
-def classify_tasks(X, y, offsets, W, r2, p=None) -> ClassifyResult:
+def refit(X, y, offsets, R, W_prev, s2_prev):
+    """Weighted least squares per class: :func:`normal_equations` then :func:`solve_classes`.
+
+    Returns
+    -------
+    W (k, d), s2 (k,), rows (k,) -- the weighted row count of each class
+    """
+    stats = normal_equations(X, y, offsets, R)
+    W, s2 = solve_classes(stats, W_prev, s2_prev, X.dtype)
+    return W, s2, stats.rows
+
+
+def classify_tasks(X, y=None, offsets=None, W=None, r2=None, p=None) -> ClassifyResult:
     """Classify tasks by likelihood and refit every class by least squares (Algorithm 4).
+
+    One pass over the data: each chunk of tasks is classified and added to the normal
+    equations of its classes at once.
 
     Parameters
     ----------
-    X : (N, d) float array
+    X : (N, d) float array, or a :class:`TaskStream` (then omit y and offsets and pass
+        the rest by keyword)
     y : (N,) float array
     offsets : (n + 1,) int array -- tasks of any size >= 1
     W : (k, d) float array -- initial regression vectors (e.g. ``cluster_tasks(...).W``)
@@ -176,15 +213,29 @@ def classify_tasks(X, y, offsets, W, r2, p=None) -> ClassifyResult:
     FallbackWarning
         A class with no more rows than d keeps its initial ``W`` and ``r2``.
     """
-    ts = check_tasks(X, y, offsets, min_size=1, role="classification tasks")
-    W, r2, p = check_params(W, r2, p, ts.X.shape[1], s2_name="r2")
-    n = ts.offsets.size - 1
-    k = W.shape[0]
-    d = ts.X.shape[1]
-    check_work(8.0 * n * k * 3, f"the (n, k) = ({n}, {k}) scores of the classification",
-               "classify the tasks in batches")
-    check_work(8.0 * k * d * (d + 1), f"the normal equations of k = {k} classes in d = {d} dimensions",
-               "use fewer components or fewer features (e.g. project X onto a subspace first)")
+    if W is None or r2 is None:
+        raise TypeError("classify_tasks() needs W and r2, the initial components and their variances")
+    labels, stats, dtype = [], None, np.float64
+    for ts in task_chunks(X, y, offsets, min_size=1, role="classification tasks"):
+        if stats is None:
+            Wc, r2c, pc = check_params(W, r2, p, ts.X.shape[1], s2_name="r2")
+            stats = NormalEquations.zeros(Wc.shape[0], ts.X.shape[1])
+            dtype = ts.X.dtype
+        lab = _classify_chunk(ts, Wc, r2c, pc, offset=sum(a.size for a in labels))
+        for l in np.unique(lab):
+            idx = np.flatnonzero(lab == l)
+            _accumulate(stats, ts, int(l), idx, np.ones(idx.size))
+        labels.append(lab)
+    check_sums(stats.XtX, "the normal equations X^T X")
+    labels = np.concatenate(labels)
+    k = Wc.shape[0]
+    W_new, s2 = solve_classes(stats, Wc, r2c, dtype)
+    p_new = np.bincount(labels, minlength=k) / labels.size
+    return ClassifyResult(labels, W_new, s2, p_new)
+
+
+def _classify_chunk(ts, W, r2, p, offset: int) -> np.ndarray:
+    """Labels (n_chunk,) of one validated chunk: argmin of the paper's score."""
     sse = kernels().task_sse(ts.X, ts.y, ts.offsets, W)
     check_sums(sse, "the residual sums of squares")
     t = np.diff(ts.offsets).astype(np.float64)
@@ -194,14 +245,9 @@ def classify_tasks(X, y, offsets, W, r2, p=None) -> ClassifyResult:
             score -= np.log(p)
     dead = ~np.isfinite(score.min(axis=1))
     if dead.any():  # every component infinitely unlikely: no class to choose
-        i = int(np.argmax(dead))
+        i = int(np.argmax(dead)) + offset
         raise ValueError(
             f"task {i} has zero likelihood under every component (SSE / (2 r2) overflows); "
             f"r2 = {r2.min():.3g} is too small for the residuals: expected larger variances"
         )
-    labels = np.argmin(score, axis=1).astype(np.int64)
-    R = np.zeros((n, k))
-    R[np.arange(n), labels] = 1.0
-    W_new, s2, _ = refit(ts.X, ts.y, ts.offsets, R, W, r2)
-    p_new = np.bincount(labels, minlength=k) / n
-    return ClassifyResult(labels, W_new, s2, p_new)
+    return np.argmin(score, axis=1).astype(np.int64)

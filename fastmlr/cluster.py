@@ -23,6 +23,7 @@ from . import _config
 from ._guards import check_sums
 from ._reference import cut_linkage
 from .backend import kernels
+from .stream import collect
 from .tasks import check_finite, check_k, check_tasks
 
 __all__ = ["ClusterResult", "cluster_tasks", "distance_matrix", "LINKAGES"]
@@ -81,7 +82,7 @@ def _check_memory(n: int) -> None:
         )
 
 
-def distance_matrix(X, y, offsets, U, *, L=None):
+def distance_matrix(X, y=None, offsets=None, U=None, *, L=None):
     """The median-of-L distance matrix H of Algorithm 3, and the projected group means.
 
     Parameters
@@ -95,7 +96,7 @@ def distance_matrix(X, y, offsets, U, *, L=None):
     H : (n_H, n_H) float64
     P : (n_H, 2L, r) float64 -- U^T times each group's mean of y*x
     """
-    ts = check_tasks(X, y, offsets, min_size=2, role="heavy tasks")
+    ts = collect(X, y, offsets, min_size=2, role="heavy tasks")
     U = _check_U(U, ts.X.shape[1])
     sizes = np.diff(ts.offsets)
     L = _check_L(L, sizes)
@@ -151,12 +152,13 @@ def median_distance_matrix(P, L):
     return H
 
 
-def cluster_tasks(X, y, offsets, U, k, *, L=None, linkage=None) -> ClusterResult:
+def cluster_tasks(X, y=None, offsets=None, U=None, k=None, *, L=None, linkage=None) -> ClusterResult:
     """Cluster heavy tasks in the subspace U and estimate each cluster (Algorithm 3).
 
     Parameters
     ----------
-    X : (N, d) float array
+    X : (N, d) float array, or a :class:`TaskStream` (then omit y and offsets, pass the
+        rest by keyword; the heavy set is gathered in memory, as H needs all of it)
     y : (N,) float array
     offsets : (n_H + 1,) int array
         The heavy tasks; each needs at least 2L rows.
@@ -176,7 +178,7 @@ def cluster_tasks(X, y, offsets, U, k, *, L=None, linkage=None) -> ClusterResult
     ClusterResult
         ``labels`` (n_H,), ``W`` (k, d), ``r2`` (k,), ``p`` (k,).
     """
-    ts = check_tasks(X, y, offsets, min_size=2, role="heavy tasks")
+    ts = collect(X, y, offsets, min_size=2, role="heavy tasks")
     n = ts.offsets.size - 1
     U = _check_U(U, ts.X.shape[1])
     k = check_k(k, upper=n, what=f"(the number of heavy tasks)")

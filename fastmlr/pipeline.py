@@ -10,6 +10,7 @@ import numpy as np
 from .classify import ClassifyResult, classify_tasks
 from .cluster import ClusterResult, cluster_tasks
 from .subspace import estimate_subspace
+from .stream import is_stream
 from .tasks import check_k
 
 __all__ = ["MetaLearnResult", "meta_learn"]
@@ -39,6 +40,8 @@ class MetaLearnResult(NamedTuple):
 
 
 def _triple(arg, name):
+    if is_stream(arg):
+        return arg, None, None
     if not isinstance(arg, (tuple, list)) or len(arg) < 3:
         raise TypeError(f"{name} must be an (X, y, offsets) triple, got {type(arg).__name__}")
     return arg[0], arg[1], arg[2]
@@ -52,6 +55,9 @@ def meta_learn(light, heavy, light2, k, *, L=None, linkage=None) -> MetaLearnRes
     light : (X, y, offsets) -- tasks with >= 2 rows, for the subspace (D_L1)
     heavy : (X, y, offsets) -- tasks with >= 2L rows, for clustering (D_H)
     light2 : (X, y, offsets) -- tasks for classification and the refit (D_L2)
+
+    Each set may also be a :class:`TaskStream` of chunks: the light sets are then read
+    one chunk at a time (one pass each), the heavy set is gathered in memory.
     k : int -- number of components
     L, linkage : options of :func:`cluster_tasks`
 

@@ -13,6 +13,7 @@ import numpy as np
 from ._guards import check_sums, check_work
 from .backend import kernels
 from .classify import check_params
+from .stream import task_chunks
 from .tasks import check_tasks
 
 __all__ = ["log_likelihoods", "posterior", "predict_params", "METHODS"]
@@ -20,21 +21,27 @@ __all__ = ["log_likelihoods", "posterior", "predict_params", "METHODS"]
 METHODS = ("bayes", "map")
 
 
-def log_likelihoods(X, y, offsets, W, s2, p):
+def log_likelihoods(X, y=None, offsets=None, W=None, s2=None, p=None):
     """Log joint of every task and component, up to a constant per task.
 
     Parameters
     ----------
-    X : (N, d), y : (N,), offsets : (n + 1,) -- the tasks (size 0 allowed: the prior)
+    X : (N, d), y : (N,), offsets : (n + 1,) -- the tasks (size 0 allowed: the prior);
+        or a :class:`TaskStream` as X (then pass W, s2, p by keyword)
     W : (k, d), s2 : (k,) > 0, p : (k,) >= 0
 
     Returns
     -------
     (n, k) float64 -- ``log p_l + log N(y_i | X_i w_l, s2_l I)`` minus a per-task constant
     """
-    ts = check_tasks(X, y, offsets, role="tasks")
-    W, s2, p = check_params(W, s2, p, ts.X.shape[1])
-    return _log_joint(ts, W, s2, p)
+    if W is None or s2 is None or p is None:
+        raise TypeError("log_likelihoods() needs the mixture: W, s2 and p")
+    out = []
+    for ts in task_chunks(X, y, offsets, role="tasks"):
+        if not out:
+            W, s2, p = check_params(W, s2, p, ts.X.shape[1])
+        out.append(_log_joint(ts, W, s2, p))
+    return np.concatenate(out) if len(out) > 1 else out[0]
 
 
 def _log_joint(ts, W, s2, p):
@@ -62,12 +69,12 @@ def _softmax(logits):
     return e / e.sum(axis=1, keepdims=True)
 
 
-def posterior(X, y, offsets, W, s2, p):
+def posterior(X, y=None, offsets=None, W=None, s2=None, p=None):
     """Posterior probability of each component for each task.
 
     Parameters
     ----------
-    X : (N, d), y : (N,), offsets : (n + 1,) -- the tasks
+    X : (N, d), y : (N,), offsets : (n + 1,) -- the tasks (or a :class:`TaskStream` as X)
     W : (k, d), s2 : (k,), p : (k,) -- the mixture
 
     Returns
@@ -77,12 +84,13 @@ def posterior(X, y, offsets, W, s2, p):
     return _softmax(log_likelihoods(X, y, offsets, W, s2, p))
 
 
-def predict_params(X, y, offsets, W, s2, p, *, method="bayes"):
+def predict_params(X, y=None, offsets=None, W=None, s2=None, p=None, *, method="bayes"):
     """Regression vector of each task given its few examples and the mixture prior.
 
     Parameters
     ----------
-    X : (N, d), y : (N,), offsets : (n + 1,) -- the tasks' training rows
+    X : (N, d), y : (N,), offsets : (n + 1,) -- the tasks' training rows (or a
+        :class:`TaskStream` as X)
     W : (k, d), s2 : (k,), p : (k,) -- the mixture
     method : {"bayes", "map"}
         "bayes": posterior mean of w (minimizes the expected squared error);

@@ -15,9 +15,10 @@ import scipy.linalg
 from . import _config
 from ._guards import check_sums, check_work
 from .backend import kernels
+from .stream import is_stream, task_chunks
 from .tasks import check_k, check_tasks, chunk_bounds, slice_tasks
 
-__all__ = ["second_moment", "estimate_subspace", "top_eigenvectors", "MomentStats"]
+__all__ = ["second_moment", "estimate_subspace", "top_eigenvectors", "MomentStats", "moment_stats"]
 
 
 class MomentStats(NamedTuple):
@@ -54,12 +55,25 @@ def _moment_stats(X, y, offsets) -> MomentStats:
     return MomentStats(cross, offsets.size - 1)
 
 
-def second_moment(X, y, offsets) -> np.ndarray:
+def moment_stats(X, y=None, offsets=None) -> MomentStats:
+    """The additive statistic of Algorithm 2 over a task set or a :class:`TaskStream`.
+
+    Statistics of disjoint task sets add (``a + b``), so the subspace of a pool can be
+    assembled from parts computed anywhere.
+    """
+    total = None
+    for ts in task_chunks(X, y, offsets, min_size=2, role="subspace tasks"):
+        part = _moment_stats(*ts)
+        total = part if total is None else total + part
+    return total
+
+
+def second_moment(X, y=None, offsets=None) -> np.ndarray:
     """The moment matrix M of Algorithm 2.
 
     Parameters
     ----------
-    X : (N, d) float array
+    X : (N, d) float array, or a :class:`TaskStream` (then omit y and offsets)
     y : (N,) float array
     offsets : (n + 1,) int array; every task needs at least 2 rows
 
@@ -67,8 +81,7 @@ def second_moment(X, y, offsets) -> np.ndarray:
     -------
     M : (d, d) float64, symmetric
     """
-    ts = check_tasks(X, y, offsets, min_size=2, role="subspace tasks")
-    return _moment_stats(*ts).moment()
+    return moment_stats(X, y, offsets).moment()
 
 
 def top_eigenvectors(M: np.ndarray, k: int):
@@ -86,12 +99,13 @@ def top_eigenvectors(M: np.ndarray, k: int):
     return vals.copy(), np.ascontiguousarray(vecs * signs)
 
 
-def estimate_subspace(X, y, offsets, k, *, return_eigenvalues: bool = False):
+def estimate_subspace(X, y=None, offsets=None, k=None, *, return_eigenvalues: bool = False):
     """Estimate the span of the k regression vectors (Algorithm 2).
 
     Parameters
     ----------
-    X : (N, d) float array
+    X : (N, d) float array, or a :class:`TaskStream` of chunks (then omit y and
+        offsets and pass k by keyword)
     y : (N,) float array
     offsets : (n + 1,) int array
         Every task needs at least 2 rows (odd sizes are fine: the halves differ by one).
@@ -104,10 +118,15 @@ def estimate_subspace(X, y, offsets, k, *, return_eigenvalues: bool = False):
     U : (d, k) float64 with orthonormal columns, ordered by decreasing eigenvalue
     eigenvalues : (d,) float64, only if ``return_eigenvalues``
     """
-    ts = check_tasks(X, y, offsets, min_size=2, role="subspace tasks")
-    d = ts.X.shape[1]
-    k = check_k(k, upper=d, what=f"(the dimension d of X)")
-    M = _moment_stats(*ts).moment()
+    if k is None:
+        raise TypeError("estimate_subspace() needs k, the number of components")
+    k = check_k(k)
+    if not is_stream(X):
+        X = np.asarray(X) if not isinstance(X, np.ndarray) else X
+        if X.ndim == 2:  # refuse a too-large k before reading any data
+            check_k(k, upper=X.shape[1], what="(the dimension d of X)")
+    M = moment_stats(X, y, offsets).moment()
+    k = check_k(k, upper=M.shape[0], what="(the dimension d of X)")
     if return_eigenvalues:
         vals, vecs = scipy.linalg.eigh(M)
         _, U = top_eigenvectors(M, k)

@@ -1,0 +1,175 @@
+"""Pools larger than memory: task sets given as a stream of chunks.
+
+Every stage reads task data once and keeps only small additive statistics, so a task
+set can arrive in chunks -- consecutive groups of whole tasks, each an
+``(X, y, offsets)`` triple -- that are never all in memory together.  A
+:class:`TaskStream` wraps such a source; :func:`open_npy_chunks` makes one over
+``.npy`` files opened with ``mmap_mode="r"``.  Stage functions accept a stream in
+place of the three arrays (``estimate_subspace(stream, k=32)``).
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from collections.abc import Iterable
+
+import numpy as np
+
+from . import _config
+from .tasks import TaskSet, check_tasks, chunk_bounds, slice_tasks
+
+__all__ = ["TaskStream", "open_npy_chunks", "task_chunks", "is_stream", "collect"]
+
+
+class TaskStream:
+    """A task set delivered as consecutive chunks of whole tasks.
+
+    Parameters
+    ----------
+    source : callable or iterable
+        A callable returning a fresh iterator of ``(X, y, offsets)`` triples (each a
+        task set of its own: offsets start at 0), or a re-iterable collection of
+        triples (a list).  A one-shot iterator (a generator object) works for
+        single-pass stages only; iterating it twice raises ``ValueError``.
+
+    Notes
+    -----
+    Statistics of chunks add up, so results equal those of the concatenated arrays
+    up to the order of floating-point summation (chunks are reduced in order, so a
+    stream gives the same result every time).
+    """
+
+    def __init__(self, source):
+        if not callable(source) and not isinstance(source, Iterable):
+            raise TypeError(f"source must be a callable or an iterable of (X, y, offsets) chunks, got {type(source).__name__}")
+        self._source = source
+        self._one_shot = not callable(source) and iter(source) is source
+        self._used = False
+
+    def __iter__(self):
+        if self._one_shot:
+            if self._used:
+                raise ValueError("this TaskStream wraps a one-shot iterator that was already consumed; "
+                                 "pass a callable that returns a fresh iterator to read it more than once")
+            self._used = True
+        it = self._source() if callable(self._source) else iter(self._source)
+        for chunk in it:
+            if not isinstance(chunk, (tuple, list)) or len(chunk) < 3:
+                raise TypeError(f"a chunk must be an (X, y, offsets) triple, got {type(chunk).__name__}")
+            yield chunk[0], chunk[1], chunk[2]
+
+    def __repr__(self):
+        return f"TaskStream({self._source!r})"
+
+
+def is_stream(X) -> bool:
+    """Whether ``X`` stands for a whole task set given as chunks."""
+    return isinstance(X, TaskStream)
+
+
+def task_chunks(X, y=None, offsets=None, *, min_size: int = 0, role: str = "tasks", max_rows: int | None = None):
+    """Validated chunks of a task set given as three arrays or as a :class:`TaskStream`.
+
+    Arrays are validated once and cut into views of about ``max_rows`` rows (default
+    ``_config.CHUNK_ROWS``); a stream's chunks are validated one by one, each before
+    any kernel sees it.
+
+    Yields
+    ------
+    TaskSet
+    """
+    if is_stream(X):
+        if y is not None or offsets is not None:
+            raise TypeError("X is a TaskStream: leave y and offsets out (each chunk carries its own)")
+        d = None
+        count = 0
+        for i, chunk in enumerate(X):
+            ts = check_tasks(*chunk, min_size=min_size, role=f"{role} (chunk {i})")
+            if d is None:
+                d = ts.X.shape[1]
+            elif ts.X.shape[1] != d:
+                raise ValueError(f"{role}: chunk {i} has d = {ts.X.shape[1]} columns but chunk 0 has {d}; "
+                                 f"expected the same d in every chunk")
+            count += 1
+            yield ts
+        if count == 0:
+            raise ValueError(f"{role}: the TaskStream yielded no chunk; expected at least one task")
+        return
+    if y is None or offsets is None:
+        raise TypeError("pass X, y and offsets (or a TaskStream as X)")
+    ts = check_tasks(X, y, offsets, min_size=min_size, role=role)
+    bounds = chunk_bounds(ts.offsets, max_rows or _config.CHUNK_ROWS)
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        yield slice_tasks(*ts, lo, hi)
+
+
+def collect(X, y=None, offsets=None, *, min_size: int = 0, role: str = "tasks") -> TaskSet:
+    """The whole task set as validated arrays (a stream is concatenated in memory)."""
+    if not is_stream(X):
+        if y is None or offsets is None:
+            raise TypeError("pass X, y and offsets (or a TaskStream as X)")
+        return check_tasks(X, y, offsets, min_size=min_size, role=role)
+    parts = list(task_chunks(X, min_size=min_size, role=role))
+    dtype = np.result_type(*[p.X.dtype for p in parts])
+    Xs = np.concatenate([p.X for p in parts]).astype(dtype, copy=False)
+    ys = np.concatenate([p.y for p in parts]).astype(dtype, copy=False)
+    sizes = np.concatenate([np.diff(p.offsets) for p in parts])
+    off = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    return TaskSet(np.ascontiguousarray(Xs), np.ascontiguousarray(ys), off)
+
+
+def _release(arr: np.ndarray, a: int, b: int) -> None:
+    """Drop rows a:b of a read-only memory map from this process's resident memory."""
+    mm = getattr(arr, "_mmap", None)
+    if mm is None or not hasattr(mm, "madvise") or b <= a:
+        return
+    row = arr.strides[0]
+    start = arr.offset + a * row if hasattr(arr, "offset") else a * row
+    page = mmap.PAGESIZE
+    lo = (start // page) * page
+    hi = arr.offset + b * row if hasattr(arr, "offset") else b * row
+    try:
+        mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+    except (OSError, ValueError):  # not supported here: the kernel will evict pages itself
+        pass
+
+
+def open_npy_chunks(X_path, y_path, offsets_path, *, max_rows: int = 1 << 20) -> TaskStream:
+    """A :class:`TaskStream` over ``.npy`` files, read through memory maps.
+
+    Parameters
+    ----------
+    X_path, y_path : path-like -- ``.npy`` files of X (N, d) and y (N,)
+    offsets_path : path-like -- ``.npy`` file of offsets (n + 1,)
+    max_rows : int -- rows per chunk (whole tasks; a larger task is a chunk alone)
+
+    Returns
+    -------
+    TaskStream
+        Re-iterable.  Each chunk is a view of the memory map; the pages of a chunk
+        are released once the next chunk is requested, so resident memory stays near
+        one chunk whatever the size of the files.
+    """
+    for name, path in (("X_path", X_path), ("y_path", y_path), ("offsets_path", offsets_path)):
+        if not os.path.isfile(path):
+            raise ValueError(f"{name} {os.fspath(path)!r} is not a file")
+    if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
+        raise ValueError(f"max_rows is {max_rows!r}; expected a positive integer")
+
+    def chunks():
+        Xm = np.load(X_path, mmap_mode="r")
+        ym = np.load(y_path, mmap_mode="r")
+        off = np.asarray(np.load(offsets_path), dtype=np.int64)
+        if Xm.ndim != 2 or ym.ndim != 1 or Xm.shape[0] != ym.shape[0]:
+            raise ValueError(f"X {Xm.shape} and y {ym.shape} in the .npy files must be (N, d) and (N,)")
+        if off.ndim != 1 or off.size < 2 or off[0] != 0 or off[-1] != Xm.shape[0]:
+            raise ValueError(f"offsets in {os.fspath(offsets_path)!r} must run from 0 to N = {Xm.shape[0]}")
+        bounds = chunk_bounds(off, max_rows)
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            a, b = int(off[lo]), int(off[hi])
+            yield Xm[a:b], ym[a:b], off[lo : hi + 1] - a
+            _release(Xm, a, b)
+            _release(ym, a, b)
+
+    return TaskStream(chunks)
