@@ -26,6 +26,7 @@ than a pass of the ``task_sse`` kernel over the rows (:func:`stats_pay_off`).
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import numpy as np
@@ -61,9 +62,17 @@ class TaskStats(NamedTuple):
         return unpack(self.A[i], self.b.shape[1])
 
 
+@functools.lru_cache(maxsize=64)
+def _triu(d: int):
+    """Row and column indices of the upper triangle of a (d, d) matrix, and the weight of
+    each entry in a quadratic form (1 on the diagonal, 2 off it)."""
+    iu, ju = np.triu_indices(d)
+    return iu, ju, np.where(iu == ju, 1.0, 2.0)
+
+
 def unpack(packed, d: int) -> np.ndarray:
     """Symmetric (..., d, d) matrices from their packed upper triangles (..., d(d+1)/2)."""
-    iu, ju = np.triu_indices(d)
+    iu, ju, _ = _triu(d)
     out = np.empty(packed.shape[:-1] + (d, d))
     out[..., iu, ju] = packed
     out[..., ju, iu] = packed
@@ -72,9 +81,8 @@ def unpack(packed, d: int) -> np.ndarray:
 
 def _quad_weights(W) -> np.ndarray:
     """(k, d(d+1)/2) weights q with ``A_packed . q_l = w_l^T A w_l``."""
-    d = W.shape[1]
-    iu, ju = np.triu_indices(d)
-    return W[:, iu] * W[:, ju] * np.where(iu == ju, 1.0, 2.0)
+    iu, ju, mult = _triu(W.shape[1])
+    return W[:, iu] * W[:, ju] * mult
 
 
 def task_stats(X, y, offsets) -> TaskStats:
@@ -89,7 +97,7 @@ def task_stats(X, y, offsets) -> TaskStats:
     """
     n = offsets.size - 1
     d = X.shape[1]
-    iu, ju = np.triu_indices(d)
+    iu, ju, _ = _triu(d)
     sizes = np.diff(offsets)
     A = np.zeros((n, iu.size))
     b = np.zeros((n, d))

@@ -50,19 +50,17 @@ def kmeans_pp(G, weights, k, rng, *, lloyd_steps=10):
         i = rng.choice(m, p=prob / tot) if tot > 0 else rng.integers(m)
         C[j] = G[i]
         d2 = np.minimum(d2, ((G - C[j]) ** 2).sum(axis=1))
-    gg = (G * G).sum(axis=1)
+    lab_prev = None
     for _ in range(lloyd_steps):
-        D = gg[:, None] - 2.0 * G @ C.T + (C * C).sum(axis=1)[None, :]
-        lab = np.argmin(D, axis=1)
-        onehot = np.zeros((m, k))
-        onehot[np.arange(m), lab] = weights
-        mass = onehot.sum(axis=0)
+        lab = np.argmin((C * C).sum(axis=1)[None, :] - 2.0 * (G @ C.T), axis=1)
+        if lab_prev is not None and np.array_equal(lab, lab_prev):
+            break  # assignments are stable: the centres are final
+        lab_prev = lab
+        mass = np.bincount(lab, weights=weights, minlength=k)
+        sums = np.zeros_like(C)
+        np.add.at(sums, lab, G * weights[:, None])
         full = mass > 0
-        C_new = C.copy()
-        C_new[full] = (onehot.T @ G)[full] / mass[full, None]
-        if np.allclose(C_new, C):
-            break
-        C = C_new
+        C[full] = sums[full] / mass[full, None]
     return C
 
 
