@@ -80,8 +80,10 @@ def select_tasks(ts: TaskSet, idx: np.ndarray) -> TaskSet:
     return TaskSet(np.ascontiguousarray(ts.X[rows]), np.ascontiguousarray(ts.y[rows]), off)
 
 
-def whitening_transform(X, *, tol=WHITEN_TOL):
+def whitening_transform(X, *, tol=WHITEN_TOL, S=None):
     """Pooled second moment S = X^T X / N and whether x needs whitening.
+
+    ``S`` (d, d) may be given when it is already known (e.g. from per-task statistics).
 
     Returns
     -------
@@ -91,7 +93,8 @@ def whitening_transform(X, *, tol=WHITEN_TOL):
     eigenvalues : (d,) float64 -- of S, decreasing
     """
     N, d = X.shape
-    S = (X.T @ X).astype(np.float64) / N
+    if S is None:
+        S = (X.T @ X).astype(np.float64) / N
     check_sums(S, "the second moment X^T X / N")
     vals, vecs = scipy.linalg.eigh(S)
     if vals[0] <= 1e-12 * max(vals[-1], 1e-300):
@@ -249,9 +252,20 @@ def fit(X, y, offsets, k, *, whiten="auto", linkages=(), n_seeds=4, seed=0, n_he
                   "empty_tasks_ignored": int(sizes0.size - n)}
     seconds: dict = {}
 
+    stats = None
+    use_stats = em_path == "stats" or (em_path == "auto" and 4 * n * d * (d + 1) <= _em.STATS_MAX_BYTES)
+    if use_stats:
+        say("per-task statistics")
+        t0 = time.perf_counter()
+        stats = _em.task_stats(*ts)
+        seconds["task_stats"] = time.perf_counter() - t0
+    diag["em_path"] = "stats" if use_stats else "rows"
+
     say("whitening check")
     t0 = time.perf_counter()
-    T, needed, s_eig = whitening_transform(ts.X)
+    # the pooled second moment is the sum of the per-task Gram matrices when we have them
+    S = None if stats is None else _em.unpack(stats.A.sum(axis=0), d) / ts.offsets[-1]
+    T, needed, s_eig = whitening_transform(ts.X, S=S)
     whitened = needed if whiten == "auto" else bool(whiten)
     if not whitened:
         T = np.eye(d)
@@ -264,14 +278,6 @@ def fit(X, y, offsets, k, *, whiten="auto", linkages=(), n_seeds=4, seed=0, n_he
     eig = scipy.linalg.eigh(M, eigvals_only=True)[::-1]
     seconds["subspace"] = time.perf_counter() - t0
     diag["roles"] = {"subspace_tasks": int(sub_idx.size)}
-
-    stats = None
-    use_stats = em_path == "stats" or (em_path == "auto" and 4 * n * d * (d + 1) <= _em.STATS_MAX_BYTES)
-    if use_stats:
-        t0 = time.perf_counter()
-        stats = _em.task_stats(*ts)
-        seconds["task_stats"] = time.perf_counter() - t0
-    diag["em_path"] = "stats" if use_stats else "rows"
 
     def fit_k(kk):
         kk = check_k(kk, upper=n, what="(the number of non-empty tasks in the pool)")
