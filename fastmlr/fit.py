@@ -3,21 +3,28 @@
 The paper's Algorithm 1 takes three separate batches.  :func:`fit` takes one pool and
 gives each task its roles by its size:
 
-1. **Subspace** -- every task with ``t >= 2`` feeds the moment matrix M (Algorithm 2).
-2. **Heavy set** -- the largest tasks are clustered in the estimated subspace
-   (Algorithm 3).  By default these are the tasks with at least
+1. **Subspace** -- every task with ``t >= 2`` feeds the moment matrix M (Algorithm 2);
+   U spans its top k eigenvectors.
+2. **Heavy set** -- the largest tasks: by default those with at least
    ``max(2, ceil(sqrt(k) * log2(k + 1)))`` rows (the paper asks ``t_H`` of order
-   ``sqrt(k)`` up to logarithms), the largest first, at most ``max_heavy`` of them (the
-   clustering is O(n_H^2)); if fewer than ``8 k`` tasks are that large, the ``8 k``
-   largest tasks with ``t >= 2`` are used.  ``n_heavy`` overrides the count.
-3. **Classification** -- every task is classified under the cluster estimates and
-   each class refit by least squares (Algorithm 4).
-4. **EM** on every task (:mod:`fastmlr.em`), from the classification's estimate, until
-   the log-likelihood stops rising.
+   ``sqrt(k)`` up to logarithms), the largest first, at most ``max_heavy`` of them;
+   if fewer than ``8 k`` tasks are that large, the ``8 k`` largest tasks with
+   ``t >= 2`` are used.  ``n_heavy`` overrides the count.
+3. **Starts in the subspace** (:mod:`fastmlr.starts`) -- the heavy tasks are clustered
+   in U's coordinates: weighted k-means++ on their projected estimates (``n_seeds``
+   seeds) and, if asked, the paper's linkage clustering (Algorithm 3, ``linkages``).
+   Each start runs a few EM iterations there (k dimensions instead of d: cheap), and
+   the most likely one runs on to convergence.
+4. **EM on every task** (:mod:`fastmlr.em`) from that start mapped back to d
+   dimensions, until the log-likelihood stops rising.  Its first E-step classifies
+   every task (softly: Algorithm 4's rule with the prior, as posterior weights), and
+   each M-step refits every component by weighted least squares.
 
-Steps 2-4 run once per starting point (by default average and single linkage); the
-result with the highest log-likelihood is kept.  The spectral steps are what put EM
-near the global optimum; EM is what makes the estimate use every example.
+The spectral steps are what put EM near the global optimum; EM is what makes the
+estimate use every example.  Measured on pools of 3,000-6,000 tasks of 4-32 rows
+(k = 8, d = 32), the linkage clusterings put nearly every heavy task in one cluster,
+while the k-means++ starts reach the likelihood of the best of flexmix's random
+restarts; hence the defaults ``linkages=()`` and ``n_seeds=4``.
 
 If the pooled second moment of x is far from the identity, steps 1-2 run on whitened
 features ``x T`` with ``T = S^{-1/2}``, ``S = X^T X / N`` (no centring: the model has no
@@ -202,9 +209,12 @@ def fit(X, y, offsets, k, *, whiten="auto", linkages=(), n_seeds=4, seed=0, n_he
         Whiten x for the spectral start; "auto" does when the pooled second moment is far
         from the identity.
     linkages : sequence of {"average", "single"}
-        One spectral start per linkage; the EM result of highest log-likelihood is kept.
+        Extra starts from the paper's clustering of the heavy tasks, one per linkage
+        (default none).
+    n_seeds : int -- k-means++ starts in the subspace (default 4)
+    seed : int -- seed of the k-means++ starts
     n_heavy : int, optional -- number of heavy tasks (the largest); default from the sizes
-    max_heavy : int -- cap on the default number of heavy tasks (the clustering is O(n_H^2))
+    max_heavy : int -- cap on the default number of heavy tasks
     tol : float -- EM stops when an iteration gains less than ``tol * |loglik|``
     max_iter : int -- EM iteration cap
     k_max : int, optional -- largest k tried when k is None
