@@ -7,7 +7,8 @@ gives each task its roles by its size:
    U spans its top k eigenvectors.
 2. **Heavy set** -- the largest tasks: by default those with at least
    ``max(2, ceil(sqrt(k) * log2(k + 1)))`` rows (the paper asks ``t_H`` of order
-   ``sqrt(k)`` up to logarithms), the largest first, at most ``max_heavy`` of them;
+   ``sqrt(k)`` up to logarithms), the largest first, at most ``max_heavy`` of them
+   (default ``max(500, 125 k)``);
    if fewer than ``8 k`` tasks are that large, the ``8 k`` largest tasks with
    ``t >= 2`` are used.  ``n_heavy`` overrides the count.
 3. **Starts in the subspace** (:mod:`fastmlr.starts`) -- the heavy tasks are clustered
@@ -24,7 +25,8 @@ The spectral steps are what put EM near the global optimum; EM is what makes the
 estimate use every example.  Measured on pools of 3,000-6,000 tasks of 4-32 rows
 (k = 8, d = 32), the linkage clusterings put nearly every heavy task in one cluster,
 while the k-means++ starts reach the likelihood of the best of flexmix's random
-restarts; hence the defaults ``linkages=()`` and ``n_seeds=4``.
+restarts; hence the default ``linkages=()``.  At k = 16, d = 64 four seeds missed the
+best optimum where sixteen found it, hence ``n_seeds = max(4, k)``.
 
 If the pooled second moment of x is far from the identity, steps 1-2 run on whitened
 features ``x T`` with ``T = S^{-1/2}``, ``S = X^T X / N`` (no centring: the model has no
@@ -194,8 +196,8 @@ def _check_positive_int(v, name):
     return int(v)
 
 
-def fit(X, y, offsets, k, *, whiten="auto", linkages=(), n_seeds=4, seed=0, n_heavy=None,
-        max_heavy=1000, tol=1e-6, max_iter=300, k_max=None, em_path="auto", progress=None) -> Model:
+def fit(X, y, offsets, k, *, whiten="auto", linkages=(), n_seeds=None, seed=0, n_heavy=None,
+        max_heavy=None, tol=1e-6, max_iter=300, k_max=None, em_path="auto", progress=None) -> Model:
     """Fit a mixture of k linear regressions to one pool of tasks of any sizes.
 
     Parameters
@@ -211,10 +213,12 @@ def fit(X, y, offsets, k, *, whiten="auto", linkages=(), n_seeds=4, seed=0, n_he
     linkages : sequence of {"average", "single"}
         Extra starts from the paper's clustering of the heavy tasks, one per linkage
         (default none).
-    n_seeds : int -- k-means++ starts in the subspace (default 4)
+    n_seeds : int, optional -- k-means++ starts in the subspace (default ``max(4, k)``:
+        local optima multiply with k)
     seed : int -- seed of the k-means++ starts
     n_heavy : int, optional -- number of heavy tasks (the largest); default from the sizes
-    max_heavy : int -- cap on the default number of heavy tasks
+    max_heavy : int, optional -- cap on the default number of heavy tasks (default
+        ``max(500, 125 k)``)
     tol : float -- EM stops when an iteration gains less than ``tol * |loglik|``
     max_iter : int -- EM iteration cap
     k_max : int, optional -- largest k tried when k is None
@@ -247,11 +251,13 @@ def fit(X, y, offsets, k, *, whiten="auto", linkages=(), n_seeds=4, seed=0, n_he
     linkages = tuple(linkages) if not isinstance(linkages, str) else (linkages,)
     if any(l not in LINKAGES for l in linkages):
         raise ValueError(f"linkages is {linkages!r}; expected a sequence of names from {LINKAGES}")
-    if isinstance(n_seeds, bool) or not isinstance(n_seeds, (int, np.integer)) or n_seeds < 0:
-        raise ValueError(f"n_seeds is {n_seeds!r}; expected a non-negative integer")
+    if n_seeds is not None and (isinstance(n_seeds, bool) or not isinstance(n_seeds, (int, np.integer))
+                                or n_seeds < 0):
+        raise ValueError(f"n_seeds is {n_seeds!r}; expected a non-negative integer or None")
     if not linkages and n_seeds == 0:
         raise ValueError("linkages is empty and n_seeds is 0; expected at least one start")
-    max_heavy = _check_positive_int(max_heavy, "max_heavy")
+    if max_heavy is not None:
+        max_heavy = _check_positive_int(max_heavy, "max_heavy")
     max_iter = _check_positive_int(max_iter, "max_iter")
     if not (isinstance(tol, (int, float)) and tol >= 0):
         raise ValueError(f"tol is {tol!r}; expected a non-negative number")
@@ -295,13 +301,15 @@ def fit(X, y, offsets, k, *, whiten="auto", linkages=(), n_seeds=4, seed=0, n_he
             raise ValueError(
                 f"k is {kk} but the pool has {int(ts.offsets[-1])} rows; every component needs more than "
                 f"d = {d} rows, so use k <= {max(1, (int(ts.offsets[-1]) - 1) // d)}")
-        heavy_idx = choose_heavy(sizes, kk, n_heavy=n_heavy, max_heavy=max_heavy)
+        cap = max_heavy if max_heavy is not None else max(500, 125 * kk)
+        heavy_idx = choose_heavy(sizes, kk, n_heavy=n_heavy, max_heavy=cap)
+        seeds = n_seeds if n_seeds is not None else max(4, kk)
         r = min(kk, d)
         U = top_eigenvectors(M, r)[1]
         t1 = time.perf_counter()
         say(f"k={kk}: starts in the subspace")
         starts: list = []
-        best = _projected_starts(ts_w, U, sizes, kk, heavy_idx, linkages, n_seeds, seed, starts)
+        best = _projected_starts(ts_w, U, sizes, kk, heavy_idx, linkages, seeds, seed, starts)
         W0 = best.V @ U.T
         if whitened:
             W0 = W0 @ T
