@@ -143,50 +143,50 @@ class EMResult(NamedTuple):
     kept: list
 
 
+def _from_sse(sse, t, s2, p):
+    with np.errstate(divide="ignore"):
+        logp = np.log(p)
+    return (logp - 0.5 * t[:, None] * (np.log(s2) + _LOG_2PI)) - sse * (0.5 / s2)
+
+
 def log_joint(ts, W, s2, p):
     """(n, k) log p_l + log N(y_i | X_i w_l, s2_l I), including the 2 pi constant."""
     sse = kernels().task_sse(ts.X, ts.y, ts.offsets, np.ascontiguousarray(W))
-    t = np.diff(ts.offsets).astype(np.float64)
-    with np.errstate(divide="ignore"):
-        logp = np.log(p)
-    return logp - sse / (2.0 * s2) - 0.5 * t[:, None] * (np.log(s2) + _LOG_2PI)
+    return _from_sse(sse, np.diff(ts.offsets).astype(np.float64), s2, p)
 
 
-def _log_joint_stats(ts, stats, W, s2, p):
-    """As :func:`log_joint`, with SSE_il = c_i - 2 b_i.w_l + w_l^T A_i w_l from the statistics."""
-    sse = stats.c[:, None] - 2.0 * (stats.b @ W.T) + stats.A @ _quad_weights(W).T
-    sse = np.maximum(sse, 0.0)
-    t = np.diff(ts.offsets).astype(np.float64)
-    with np.errstate(divide="ignore"):
-        logp = np.log(p)
-    return logp - sse / (2.0 * s2) - 0.5 * t[:, None] * (np.log(s2) + _LOG_2PI)
+def _sse_stats(stats, W):
+    """SSE_il = c_i - 2 b_i.w_l + w_l^T A_i w_l from the statistics (clipped at 0 against round-off)."""
+    sse = stats.A @ _quad_weights(W).T
+    sse -= 2.0 * (stats.b @ W.T)
+    sse += stats.c[:, None]
+    return np.maximum(sse, 0.0, out=sse)
 
 
-def _e_step(ts, W, s2, p, stats=None):
+def _e_step(ts, t, W, s2, p, stats=None):
+    """Log-likelihood of the pool and responsibilities (n, k); ``t`` (n,) float task sizes."""
     if stats is not None:
-        lj = _log_joint_stats(ts, stats, W, s2, p)
+        lj = _from_sse(_sse_stats(stats, W), t, s2, p)
     else:
         lj = log_joint(ts, W, s2, p)
     m = lj.max(axis=1, keepdims=True)
     m[~np.isfinite(m)] = 0.0
-    R = np.exp(lj - m)
+    R = np.exp(lj - m, out=lj)
     tot = R.sum(axis=1, keepdims=True)
     R /= tot
     return float((np.log(tot) + m).sum()), R
 
 
-def _normal_equations(ts, stats, R):
+def _normal_equations(ts, t, stats, R):
     if stats is None:
         return normal_equations(ts.X, ts.y, ts.offsets, R)
-    XtX = unpack(R.T @ stats.A, stats.b.shape[1])
-    Xty = R.T @ stats.b
-    yty = R.T @ stats.c
-    rows = R.T @ np.diff(ts.offsets).astype(np.float64)
-    return XtX, Xty, yty, rows
+    RT = np.ascontiguousarray(R.T)
+    XtX = unpack(RT @ stats.A, stats.b.shape[1])
+    return XtX, RT @ stats.b, RT @ stats.c, RT @ t
 
 
-def _m_step(ts, stats, R, W, s2_floor):
-    XtX, Xty, yty, rows = _normal_equations(ts, stats, R)
+def _m_step(ts, t, stats, R, W, s2_floor):
+    XtX, Xty, yty, rows = _normal_equations(ts, t, stats, R)
     k, d = Xty.shape
     W = W.copy()
     ok = rows > d
@@ -236,13 +236,14 @@ def run_em(ts, W, s2, p, *, tol=1e-7, max_iter=200, stats=None, progress=None) -
     s2 = np.maximum(s2, s2_floor)
     # the statistics give SSE in O(d^2) per task and component, the rows in O(t_i d)
     sse_stats = stats if stats is not None and stats_pay_off(n, int(t_all), d) else None
-    ll, R = _e_step(ts, W, s2, p, sse_stats)
+    t = np.diff(ts.offsets).astype(np.float64)
+    ll, R = _e_step(ts, t, W, s2, p, sse_stats)
     history = [ll]
     converged = False
     kept_all: set = set()
     for it in range(max_iter):
-        W_new, s2_new, p_new, kept = _m_step(ts, stats, R, W, s2_floor)
-        ll_new, R_new = _e_step(ts, W_new, s2_new, p_new, sse_stats)
+        W_new, s2_new, p_new, kept = _m_step(ts, t, stats, R, W, s2_floor)
+        ll_new, R_new = _e_step(ts, t, W_new, s2_new, p_new, sse_stats)
         kept_all.update(kept)
         W, s2, p, R = W_new, s2_new, p_new, R_new
         history.append(ll_new)

@@ -25,8 +25,9 @@ The spectral steps are what put EM near the global optimum; EM is what makes the
 estimate use every example.  Measured on pools of 3,000-6,000 tasks of 4-32 rows
 (k = 8, d = 32), the linkage clusterings put nearly every heavy task in one cluster,
 while the k-means++ starts reach the likelihood of the best of flexmix's random
-restarts; hence the default ``linkages=()``.  At k = 16, d = 64 four seeds missed the
-best optimum where sixteen found it, hence ``n_seeds = max(4, k)``.
+restarts; hence the default ``linkages=()``.  At k = 16, d = 64 eight seeds missed the
+best optimum where sixteen found it, while four sufficed at k = 8, hence
+``n_seeds = max(4, ceil(k^2 / 16))``.
 
 If the pooled second moment of x is far from the identity, steps 1-2 run on whitened
 features ``x T`` with ``T = S^{-1/2}``, ``S = X^T X / N`` (no centring: the model has no
@@ -213,8 +214,8 @@ def fit(X, y, offsets, k, *, whiten="auto", linkages=(), n_seeds=None, seed=0, n
     linkages : sequence of {"average", "single"}
         Extra starts from the paper's clustering of the heavy tasks, one per linkage
         (default none).
-    n_seeds : int, optional -- k-means++ starts in the subspace (default ``max(4, k)``:
-        local optima multiply with k)
+    n_seeds : int, optional -- k-means++ starts in the subspace (default
+        ``max(4, ceil(k^2 / 16))``: local optima multiply with k)
     seed : int -- seed of the k-means++ starts
     n_heavy : int, optional -- number of heavy tasks (the largest); default from the sizes
     max_heavy : int, optional -- cap on the default number of heavy tasks (default
@@ -303,7 +304,7 @@ def fit(X, y, offsets, k, *, whiten="auto", linkages=(), n_seeds=None, seed=0, n
                 f"d = {d} rows, so use k <= {max(1, (int(ts.offsets[-1]) - 1) // d)}")
         cap = max_heavy if max_heavy is not None else max(500, 125 * kk)
         heavy_idx = choose_heavy(sizes, kk, n_heavy=n_heavy, max_heavy=cap)
-        seeds = n_seeds if n_seeds is not None else max(4, kk)
+        seeds = n_seeds if n_seeds is not None else max(4, math.ceil(kk * kk / 16))
         r = min(kk, d)
         U = top_eigenvectors(M, r)[1]
         t1 = time.perf_counter()

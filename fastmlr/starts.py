@@ -51,16 +51,18 @@ def kmeans_pp(G, weights, k, rng, *, lloyd_steps=10):
         C[j] = G[i]
         d2 = np.minimum(d2, ((G - C[j]) ** 2).sum(axis=1))
     lab_prev = None
+    onehot = np.zeros((m, k))
+    rows = np.arange(m)
     for _ in range(lloyd_steps):
         lab = np.argmin((C * C).sum(axis=1)[None, :] - 2.0 * (G @ C.T), axis=1)
         if lab_prev is not None and np.array_equal(lab, lab_prev):
             break  # assignments are stable: the centres are final
         lab_prev = lab
-        mass = np.bincount(lab, weights=weights, minlength=k)
-        sums = np.zeros_like(C)
-        np.add.at(sums, lab, G * weights[:, None])
+        onehot[:] = 0.0
+        onehot[rows, lab] = weights
+        mass = onehot.sum(axis=0)
         full = mass > 0
-        C[full] = sums[full] / mass[full, None]
+        C[full] = (onehot.T @ G)[full] / mass[full, None]
     return C
 
 
