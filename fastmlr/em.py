@@ -8,7 +8,8 @@ responsibility per task and component, from the task's log-likelihood
 and the M-step solves one weighted least-squares problem per component, every row
 of task i weighted by its responsibility R_il; then ``s2_l = RSS_l / rows_l`` (the
 maximum-likelihood variance) and ``p_l = mean_i R_il``.  Each iteration cannot lower
-the log-likelihood.
+the log-likelihood (a component whose system is singular keeps its w and updates s2
+given it, which still cannot lower it).
 
 Two equivalent ways to build the M-step's normal equations:
 
@@ -37,7 +38,7 @@ from .classify import normal_equations
 
 __all__ = ["TaskStats", "task_stats", "unpack", "stats_pay_off", "EMResult", "run_em", "log_joint", "STATS_MAX_BYTES"]
 
-#: Largest per-task statistics array (n d^2 float64) the "auto" path will build.
+#: Largest per-task statistics array (n d(d+1)/2 float64) the "auto" path will build.
 STATS_MAX_BYTES = 512 << 20
 
 _LOG_2PI = float(np.log(2.0 * np.pi))
@@ -219,7 +220,8 @@ def run_em(ts, W, s2, p, *, tol=1e-7, max_iter=200, stats=None, progress=None) -
     tol : float -- stop when an iteration raises the log-likelihood by less than
         ``tol * |loglik|``
     max_iter : int -- most M-steps
-    stats : TaskStats or None -- per-task statistics for the M-step; None uses the rows
+    stats : TaskStats or None -- per-task statistics for the M-step (and the E-step when
+        :func:`stats_pay_off`); None reads the rows at every step
     progress : callable(str) or None
 
     Returns
