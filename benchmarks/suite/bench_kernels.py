@@ -1,0 +1,78 @@
+"""Each kernel alone, per backend and dtype, over sizes (JIT warm-up in setup)."""
+
+import numpy as np
+
+import fastmlr
+from fastmlr.backend import _load
+
+from .common import BACKENDS, DTYPES, grid, head, long_tailed, pool, sizes
+
+
+class GroupMeans:
+    params = (BACKENDS, DTYPES, sizes([1 << 14, 1 << 16], [1 << 19]))
+    param_names = ["backend", "dtype", "tasks"]
+
+    def setup(self, backend, dtype, tasks):
+        _, (self.X, self.y, self.off, _) = pool(8, 256, long_tailed(tasks, 2, 64), dtype)
+        self.k = _load(backend)
+        self.k.group_means(*head(self.X, self.y, self.off), 2)
+
+    def time_group_means(self, backend, dtype, tasks):
+        self.k.group_means(self.X, self.y, self.off, 2)
+
+    def peakmem_group_means(self, backend, dtype, tasks):
+        self.k.group_means(self.X, self.y, self.off, 2)
+
+
+class TaskSSE:
+    params = (BACKENDS, DTYPES, sizes([1 << 10, 1 << 12], [1 << 14]), grid([8, 32]))
+    param_names = ["backend", "dtype", "tasks", "k"]
+
+    def setup(self, backend, dtype, tasks, k):
+        (self.W, _, _), (self.X, self.y, self.off, _) = pool(k, 256, long_tailed(tasks, 24, 128), dtype)
+        self.k = _load(backend)
+        self.k.task_sse(*head(self.X, self.y, self.off), self.W)
+
+    def time_task_sse(self, backend, dtype, tasks, k):
+        self.k.task_sse(self.X, self.y, self.off, self.W)
+
+
+class GatherRows:
+    params = (BACKENDS, DTYPES, sizes([1 << 12], [1 << 14]))
+    param_names = ["backend", "dtype", "tasks"]
+
+    def setup(self, backend, dtype, tasks):
+        _, (self.X, self.y, self.off, _) = pool(8, 256, long_tailed(tasks, 24, 128), dtype)
+        self.idx = np.arange(0, tasks, 3, dtype=np.int64)
+        self.w = np.ones(self.idx.size)
+        self.k = _load(backend)
+        self.k.gather_rows(self.X, self.y, self.off, self.idx[:2], self.w[:2])
+
+    def time_gather_rows(self, backend, dtype, tasks):
+        self.k.gather_rows(self.X, self.y, self.off, self.idx, self.w)
+
+
+class Linkage:
+    """The O(n_H^2) steps: the median-of-L distance matrix and single linkage."""
+
+    params = (BACKENDS, sizes([512, 2048], [4096]), grid([1, 4]))
+    param_names = ["backend", "n_heavy", "L"]
+
+    def setup(self, backend, n, L):
+        rng = np.random.default_rng(0)
+        self.P = rng.standard_normal((n, 2 * L, 32))
+        with fastmlr.use_backend(backend):
+            self.H = fastmlr.cluster.median_distance_matrix(self.P, L)
+        self.k = _load(backend)
+        self.k.single_linkage(self.H[:4, :4].copy(), 2)
+
+    def time_median_distance_matrix(self, backend, n, L):
+        with fastmlr.use_backend(backend):
+            fastmlr.cluster.median_distance_matrix(self.P, L)
+
+    def peakmem_median_distance_matrix(self, backend, n, L):
+        with fastmlr.use_backend(backend):
+            fastmlr.cluster.median_distance_matrix(self.P, L)
+
+    def time_single_linkage(self, backend, n, L):
+        self.k.single_linkage(self.H, 32)

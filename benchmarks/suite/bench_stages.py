@@ -1,0 +1,93 @@
+"""Each stage and Algorithm 1 end to end, per backend and dtype, over sizes."""
+
+import numpy as np
+
+import fastmlr
+
+from .common import BACKENDS, DTYPES, grid, head, long_tailed, pool, sizes
+
+
+class Subspace:
+    params = (BACKENDS, DTYPES, sizes([1 << 14, 1 << 16], [1 << 19]), grid([64, 256]))
+    param_names = ["backend", "dtype", "tasks", "d"]
+
+    def setup(self, backend, dtype, tasks, d):
+        fastmlr.set_backend(backend)
+        _, (self.X, self.y, self.off, _) = pool(8, d, long_tailed(tasks, 2, 64), dtype)
+        fastmlr.estimate_subspace(*head(self.X, self.y, self.off, 20), 8)
+
+    def time_estimate_subspace(self, backend, dtype, tasks, d):
+        fastmlr.estimate_subspace(self.X, self.y, self.off, 8)
+
+    def peakmem_estimate_subspace(self, backend, dtype, tasks, d):
+        fastmlr.estimate_subspace(self.X, self.y, self.off, 8)
+
+
+class Cluster:
+    params = (BACKENDS, sizes([256, 1024], [4096]), grid([16, 64]), grid([1, 4]))
+    param_names = ["backend", "n_heavy", "k", "L"]
+
+    def setup(self, backend, n, k, L):
+        fastmlr.set_backend(backend)
+        (W, _, _), (self.X, self.y, self.off, _) = pool(k, 4 * k, np.full(n, 16), "float64")
+        self.U = np.linalg.qr(W.T)[0]
+        fastmlr.cluster_tasks(self.X, self.y, self.off, self.U, k, L=L)
+
+    def time_cluster_tasks(self, backend, n, k, L):
+        fastmlr.cluster_tasks(self.X, self.y, self.off, self.U, k, L=L)
+
+    def peakmem_cluster_tasks(self, backend, n, k, L):
+        fastmlr.cluster_tasks(self.X, self.y, self.off, self.U, k, L=L)
+
+
+class Classify:
+    params = (BACKENDS, DTYPES, sizes([1 << 11], [1 << 13]), grid([8, 32]))
+    param_names = ["backend", "dtype", "tasks", "k"]
+
+    def setup(self, backend, dtype, tasks, k):
+        fastmlr.set_backend(backend)
+        (self.W, s, _), (self.X, self.y, self.off, _) = pool(k, 128, long_tailed(tasks, 24, 128), dtype)
+        self.r2 = 2 * s**2
+        fastmlr.classify_tasks(self.X, self.y, self.off, self.W, self.r2)
+
+    def time_classify_tasks(self, backend, dtype, tasks, k):
+        fastmlr.classify_tasks(self.X, self.y, self.off, self.W, self.r2)
+
+    def peakmem_classify_tasks(self, backend, dtype, tasks, k):
+        fastmlr.classify_tasks(self.X, self.y, self.off, self.W, self.r2)
+
+
+class EndToEnd:
+    """Algorithm 1 on a heterogeneous pool (the demo's shape, scaled)."""
+
+    params = (BACKENDS, DTYPES, sizes([1 / 64], [1 / 4, 1.0]))
+    param_names = ["backend", "dtype", "scale"]
+    timeout = 600
+
+    def setup(self, backend, dtype, scale):
+        fastmlr.set_backend(backend)
+        k, d = 32, 256
+        (W, s, p), light = pool(k, d, long_tailed(int((1 << 19) * scale), 2, 64), dtype)
+        heavy = fastmlr.sample_tasks(W, s, p, 256, n_tasks=256, seed=5, dtype=dtype)
+        light2 = fastmlr.sample_tasks(W, s, p, long_tailed(max(1 << 10, int((1 << 13) * scale)), 24, 128, 1),
+                                      seed=6, dtype=dtype)
+        self.sets = (light[:3], heavy[:3], light2[:3])
+        fastmlr.meta_learn(*self.sets, k)
+
+    def time_meta_learn(self, backend, dtype, scale):
+        fastmlr.meta_learn(*self.sets, 32)
+
+    def peakmem_meta_learn(self, backend, dtype, scale):
+        fastmlr.meta_learn(*self.sets, 32)
+
+
+class Sampling:
+    params = (grid([1, 2]), sizes([1 << 16], [1 << 19]))
+    param_names = ["threads", "tasks"]
+
+    def setup(self, threads, tasks):
+        self.mix = fastmlr.make_mixture(32, 256, seed=0)
+
+    def time_sample_tasks(self, threads, tasks):
+        with fastmlr.n_threads(threads):
+            fastmlr.sample_tasks(*self.mix, 4, n_tasks=tasks, seed=1)
