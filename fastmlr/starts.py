@@ -25,7 +25,7 @@ from .tasks import TaskSet
 __all__ = ["kmeans_pp", "ProjectedStart", "projected_em"]
 
 
-def kmeans_pp(G, weights, k, rng, *, lloyd_steps=10):
+def kmeans_pp(G, weights, k, rng, *, lloyd_steps=5):
     """Weighted k-means++ seeding followed by Lloyd steps.
 
     Parameters
@@ -42,13 +42,18 @@ def kmeans_pp(G, weights, k, rng, *, lloyd_steps=10):
     """
     m = G.shape[0]
     C = np.empty((k, G.shape[1]))
-    C[0] = G[rng.choice(m, p=weights / weights.sum())]
+    u = rng.random(k)
+
+    def draw(prob, q):  # index drawn with probability proportional to prob
+        cdf = np.cumsum(prob)
+        if not cdf[-1] > 0:
+            return int(q * m)
+        return min(int(np.searchsorted(cdf, q * cdf[-1], side="right")), m - 1)
+
+    C[0] = G[draw(weights, u[0])]
     d2 = ((G - C[0]) ** 2).sum(axis=1)
     for j in range(1, k):
-        prob = weights * d2
-        tot = prob.sum()
-        i = rng.choice(m, p=prob / tot) if tot > 0 else rng.integers(m)
-        C[j] = G[i]
+        C[j] = G[draw(weights * d2, u[j])]
         d2 = np.minimum(d2, ((G - C[j]) ** 2).sum(axis=1))
     lab_prev = None
     onehot = np.zeros((m, k))
