@@ -25,8 +25,8 @@ def _real_matrix(A, name: str) -> np.ndarray:
     A = np.asarray(A)
     if A.dtype.kind not in "fiub":
         raise TypeError(f"{name} has dtype {A.dtype}; expected a real array")
-    if A.ndim != 2 or A.shape[1] < 1:
-        raise ValueError(f"{name} has shape {A.shape}; expected a 2-D array with at least one column")
+    if A.ndim != 2 or A.shape[0] < 1 or A.shape[1] < 1:
+        raise ValueError(f"{name} has shape {A.shape}; expected a non-empty 2-D array")
     A = A.astype(np.float64)
     if not np.all(np.isfinite(A)):
         raise ValueError(f"{name} contains NaN or inf; expected finite values")

@@ -167,7 +167,7 @@ def sample_tasks(W, s, p, sizes, *, n_tasks=None, seed=None, dtype="float64") ->
         dt = np.dtype(dtype)
     except TypeError:
         dt = None
-    if dt not in (np.dtype(np.float64), np.dtype(np.float32)):
+    if dt is None or dt not in (np.dtype(np.float64), np.dtype(np.float32)):  # (None == float64 in NumPy)
         raise ValueError(f"dtype is {dtype!r}; expected 'float64' or 'float32'")
     sizes = _check_sizes(sizes, n_tasks)
     n, (k, d) = sizes.size, W.shape

@@ -19,8 +19,10 @@ from __future__ import annotations
 import atexit
 import contextlib
 import faulthandler
+import functools
 import io
 import json
+import os
 import re
 import shutil
 import sys
@@ -29,7 +31,7 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 
 import fastmlr
@@ -38,15 +40,17 @@ from fastmlr import _config, cli
 from helpers import BACKENDS
 
 _HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
-settings.register_profile("fastmlr-ci", max_examples=12, deadline=None, derandomize=True,
+# no "explain" phase: re-running every failing case under coverage is slow, the shrunk case is enough
+_PHASES = (Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink)
+settings.register_profile("fastmlr-ci", max_examples=40, deadline=None, derandomize=True, phases=_PHASES,
                           database=None, suppress_health_check=_HEALTH, print_blob=True)
-settings.register_profile("fastmlr-slow", max_examples=300, deadline=None, database=None,
+settings.register_profile("fastmlr-slow", max_examples=250, deadline=None, database=None, phases=_PHASES,
                           suppress_health_check=_HEALTH, print_blob=True)
 CI = settings.get_profile("fastmlr-ci")
 SLOW = settings.get_profile("fastmlr-slow")
 
 #: A kernel that never returns is a hang: dump every thread's stack and exit.
-HANG_SECONDS = 900
+HANG_SECONDS = int(os.environ.get("FASTMLR_FUZZ_HANG_SECONDS", 900))
 
 _TMP = tempfile.mkdtemp(prefix="fastmlr-fuzz-")
 atexit.register(shutil.rmtree, _TMP, True)
@@ -54,7 +58,7 @@ atexit.register(shutil.rmtree, _TMP, True)
 
 @pytest.fixture(autouse=True)
 def _hang_guard():
-    faulthandler.dump_traceback_later(HANG_SECONDS, exit=True)
+    faulthandler.dump_traceback_later(HANG_SECONDS, exit=True, file=sys.__stderr__)
     yield
     faulthandler.cancel_dump_traceback_later()
 
@@ -123,6 +127,10 @@ def same(a, b, path="result"):
         for key in a:
             if key != "seconds":
                 same(a[key], b[key], f"{path}[{key!r}]")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            same(x, y, f"{path}[{i}]")
     elif isinstance(a, tuple):
         assert len(a) == len(b), path
         fields = getattr(a, "_fields", range(len(a)))
@@ -684,6 +692,258 @@ def test_meta_learn(backend, inp, k, L, linkage):
         assert set(res.seconds) == {"subspace", "cluster", "classify"}
 
 
+@backend_params()
+@fuzz(inp=task_input())
+def test_moment_stats(backend, inp):
+    with fastmlr.use_backend(backend):
+        res = run_on(fastmlr.moment_stats, inp, ())
+    if res is not None:
+        finite(res.cross)
+        assert res.n == np.asarray(inp[0][2]).size - 1
+
+
+STREAM_FAULTS = ("ok",) * 6 + ("not_triple", "other_d", "nan_chunk", "empty", "one_shot_twice", "bad_offsets")
+
+
+@backend_params()
+@fuzz(raw=raw_tasks(min_t=2), cuts=st.lists(st.integers(0, 7), max_size=4), fault=st.sampled_from(STREAM_FAULTS),
+      k=st.integers(1, 2), which=st.sampled_from(["moment_stats", "estimate_subspace", "classify_tasks", "posterior"]))
+def test_task_streams(backend, raw, cuts, fault, k, which):
+    """Stages given a TaskStream of chunks: the in-memory result, or a refusal naming the chunk."""
+    X, y, off, kind = raw
+    n = off.size - 1
+    cut = sorted({0, n, *[c for c in cuts if c < n]})
+    chunks = [(X[off[a]:off[b]], y[off[a]:off[b]], off[a:b + 1] - off[a]) for a, b in zip(cut[:-1], cut[1:])]
+    if fault == "not_triple":
+        chunks.append((X,))
+    elif fault == "other_d":
+        chunks.append((np.ones((2, X.shape[1] + 1)), np.ones(2), np.array([0, 2])))
+    elif fault == "nan_chunk":
+        chunks.append((np.full((2, X.shape[1]), np.nan), np.ones(2), np.array([0, 2])))
+    elif fault == "empty":
+        chunks = []
+    elif fault == "bad_offsets":
+        chunks.append((np.ones((2, X.shape[1])), np.ones(2), np.array([0, 3])))
+    source = iter(chunks) if fault == "one_shot_twice" else chunks
+    stream = fastmlr.TaskStream(source)
+    d = X.shape[1]
+    W, s2, p = _params(d, k, 0, "ok")
+    call = {"moment_stats": lambda a: fastmlr.moment_stats(*a),
+            "estimate_subspace": lambda a: fastmlr.estimate_subspace(*a, min(k, d)),
+            "classify_tasks": lambda a: fastmlr.classify_tasks(*a, W, s2),
+            "posterior": lambda a: fastmlr.posterior(*a, W, s2, p)}[which]
+    names = ("chunk", "TaskStream", "X", "y", "offsets", "tasks", "k", "W", "r2", "s2")
+    with fastmlr.use_backend(backend):
+        if fault == "one_shot_twice":
+            attempt(lambda: list(stream), names=names)
+        ok, res = attempt(call, (stream,), names=names,
+                          must_fail=fault not in ("ok",) or kind == "huge" and False)
+        if ok:
+            ok2, ref = attempt(call, (X, y, off), names=names)
+            assert ok2
+            for a, b in zip(np.atleast_1d(res) if not isinstance(res, tuple) else res,
+                            np.atleast_1d(ref) if not isinstance(ref, tuple) else ref):
+                np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9 * max(1.0, float(np.max(np.abs(b)))))
+
+
+NPY_FAULTS = ("ok",) * 6 + ("missing", "directory", "garbage", "truncated", "pickled", "wrong_shape", "complex",
+                            "offsets_float", "offsets_short", "offsets_decrease", "nan")
+
+
+@backend_params()
+@fuzz(raw=raw_tasks(min_t=2), fault=st.sampled_from(NPY_FAULTS), which=st.sampled_from(["X", "y", "offsets"]),
+      max_rows=mostly(st.integers(1, 64), st.sampled_from([0, -1, 2.5, "8", None])))
+def test_open_npy_chunks(backend, raw, fault, which, max_rows):
+    X, y, off, kind = raw
+    if fault.startswith("offsets"):
+        which = "offsets"
+    arrays = {"X": X, "y": y, "offsets": off}
+    paths = {}
+    for name, a in arrays.items():
+        path = tempfile.mktemp(dir=_TMP, suffix=".npy")
+        if name == which and fault != "ok":
+            if fault == "missing":
+                paths[name] = path
+                continue
+            if fault == "directory":
+                os.mkdir(path)
+                paths[name] = path
+                continue
+            if fault == "garbage":
+                open(path, "wb").write(b"\x93NUMPY garbage" * 3)
+                paths[name] = path
+                continue
+            a = {"pickled": a.astype(object), "wrong_shape": a.reshape(-1, 1) if a.ndim == 1 else a.ravel(),
+                 "complex": a + 1j, "offsets_float": a + 0.5, "offsets_short": a[:-1],
+                 "offsets_decrease": a[::-1].copy(), "nan": a * np.nan, "truncated": a}.get(fault, a)
+        np.save(path, a, allow_pickle=True)
+        if name == which and fault == "truncated":
+            data = open(path, "rb").read()
+            open(path, "wb").write(data[: max(1, len(data) // 2)])
+        paths[name] = path
+    names = ("X_path", "y_path", "offsets_path", "max_rows", "X", "y", "offsets", "tasks", "chunk")
+    with fastmlr.use_backend(backend):
+        def read():
+            stream = fastmlr.open_npy_chunks(paths["X"], paths["y"], paths["offsets"], max_rows=max_rows)
+            return fastmlr.moment_stats(stream)
+        bad = fault != "ok" and not (fault == "nan" and which == "offsets" and False)
+        ok, res = attempt(read, names=names, must_fail=bad)
+        if ok:
+            ref = fastmlr.moment_stats(X, y, off)
+            np.testing.assert_allclose(res.cross, ref.cross, rtol=1e-9, atol=1e-9 * max(1.0, np.abs(ref.cross).max()))
+
+
+FIT_OPTIONS = st.fixed_dictionaries({}, optional={
+    "whiten": mostly(st.sampled_from(["auto", True, False]), st.sampled_from(["yes", None, 1])),
+    "linkages": mostly(st.sampled_from([(), ("average",), ("single", "average")]),
+                       st.sampled_from(["ward", ("x",), 3])),
+    "n_seeds": mostly(st.integers(0, 2), st.sampled_from([-1, 1.5, "2"])),
+    "n_heavy": mostly(st.none(), st.sampled_from([0, -3, 10**6, 2.5])),
+    "em_path": mostly(st.sampled_from(["auto", "stats", "rows"]), st.sampled_from(["x", None])),
+    "tol": mostly(st.sampled_from([1e-6, 1e-3]), st.sampled_from([-1.0, float("nan"), "x"])),
+    "k_max": st.sampled_from([None, 2, 0, -1]),
+})
+
+
+@backend_params()
+@fuzz(inp=task_input(max_t=12, max_n=30, max_d=4), k=st.one_of(ints_or_junk(-1, 6, good=(1, 3)), st.none()),
+      options=FIT_OPTIONS)
+def test_fit(backend, inp, k, options):
+    names = ("k", "tasks", "pool", "L") + tuple(options) + tuple(
+        {"n_seeds": "linkages", "linkages": "n_seeds", "k_max": "k"}.get(o, o) for o in options)
+    with fastmlr.use_backend(backend):
+        model = run_on(fastmlr.fit, inp, names, k, max_iter=25, **options)
+    if model is not None:
+        kk = model.W.shape[0]
+        check_mixture_result(model.W, model.s2, model.p, kk, model.W.shape[1])
+        if k is not None:
+            assert kk == int(k)
+        json.dumps(model.diagnostics)  # the diagnostics are plain data
+
+
+@fuzz(sizes=mostly(st.lists(st.integers(0, 300), min_size=1, max_size=50).map(np.array),
+                   st.one_of(st.lists(st.integers(-2, 5), max_size=5), st.just([1.5, 2.0]), st.just(np.zeros((2, 2))),
+                             st.just("abc"), st.just([]), st.none())),
+      k=ints_or_junk(-1, 9, good=(1, 6)), d=ints_or_junk(-1, 64, good=(1, 64)))
+def test_feasibility(sizes, k, d):
+    ok, res = attempt(fastmlr.feasibility, sizes, k, d, names=("sizes", "k", "d"))
+    if ok:
+        assert res.k == int(k) and res.d == int(d)
+        assert 0 <= res.largest_k <= 64
+        json.dumps(res._asdict(), default=str)
+
+
+MODEL_FILES = ("good", "truncated", "flipped", "empty", "missing", "directory", "other_version", "not_a_model",
+               "text", "pool_file")
+
+
+@functools.lru_cache(maxsize=None)
+def fitted_files():
+    """A small pool (.npz, .csv) and a model fitted to it, written once."""
+    W, s, p = fastmlr.make_mixture(2, 3, seed=0)
+    pool = fastmlr.sample_tasks(W, s, p, np.random.default_rng(0).integers(2, 20, size=150), seed=1)
+    task = np.repeat(np.arange(150), np.diff(pool.offsets))
+    paths = {"npz": f"{_TMP}/pool.npz", "csv": f"{_TMP}/pool.csv", "model": f"{_TMP}/model.npz"}
+    np.savez(paths["npz"], X=pool.X, y=pool.y, task=task)
+    with open(paths["csv"], "w") as fh:
+        fh.write("task,y,x0,x1,x2\n")
+        fh.writelines(f"{t},{v!r},{a!r},{b!r},{c!r}\n" for t, v, (a, b, c) in zip(task, pool.y, pool.X))
+    fastmlr.save_model(paths["model"], fastmlr.fit(*pool[:3], 2))
+    return paths
+
+
+def damaged_file(kind, base, rng, suffix):
+    """A file (or path) of the given kind, derived from the good file ``base``."""
+    path = tempfile.mktemp(dir=_TMP, suffix=suffix)
+    data = open(base, "rb").read()
+    if kind == "good":
+        return base
+    if kind == "truncated":
+        data = data[: int(rng.integers(0, len(data)))]
+    elif kind == "flipped":
+        data = bytearray(data)
+        for i in rng.integers(0, len(data), size=8):
+            data[i] ^= 0xFF
+        data = bytes(data)
+    elif kind == "empty":
+        data = b""
+    elif kind == "missing":
+        return path
+    elif kind == "directory":
+        os.mkdir(path)
+        return path
+    elif kind == "other_version":
+        with np.load(base) as z:
+            arrays = {name: z[name] for name in z.files}
+        arrays["format_version"] = np.array(99)
+        np.savez(path, **arrays)
+        return path if path.endswith(".npz") else path + ".npz"
+    elif kind == "not_a_model":
+        np.savez(path, W=np.ones((2, 2)))
+        return path if path.endswith(".npz") else path + ".npz"
+    elif kind == "text":
+        data = b"task,y,x\n1,2\n\x00\xff,,\n"
+    elif kind == "pool_file":
+        return fitted_files()["npz"]
+    with open(path, "wb") as fh:
+        fh.write(data)
+    return path
+
+
+@fuzz(kind=st.sampled_from(MODEL_FILES), seed=st.integers(0, 2**16))
+def test_load_model(kind, seed):
+    path = damaged_file(kind, fitted_files()["model"], np.random.default_rng(seed), ".npz")
+    try:
+        model = fastmlr.load_model(path)
+    except (ValueError, OSError) as exc:
+        event(f"refused: {type(exc).__name__}")
+        assert kind != "good"
+        assert path in str(exc) or os.path.basename(path) in str(exc), str(exc)
+        assert "\n" not in str(exc).strip()
+        return
+    event("returned")
+    check_mixture_result(model.W, model.s2, model.p, model.W.shape[0], model.W.shape[1])
+
+
+OUT_PATHS = ("ok", "ok", "ok", "no_directory", "is_directory", "existing", "read_only_dir")
+
+
+def output_path(kind, suffix):
+    path = tempfile.mktemp(dir=_TMP, suffix=suffix)
+    if kind == "no_directory":
+        return os.path.join(path, "sub", "out" + suffix)
+    if kind == "is_directory":
+        os.mkdir(path)
+    elif kind == "existing":
+        with open(path, "w") as fh:
+            fh.write("previous content")
+    elif kind == "read_only_dir":
+        d = tempfile.mkdtemp(dir=_TMP)
+        os.chmod(d, 0o500)
+        return os.path.join(d, "out" + suffix)
+    return path
+
+
+@fuzz(where=st.sampled_from(OUT_PATHS), model=st.sampled_from(["good", "not_a_model", "none"]))
+def test_save_model(where, model):
+    path = output_path(where, ".npz")
+    before = open(path, "rb").read() if os.path.isfile(path) else None
+    m = {"good": lambda: fastmlr.load_model(fitted_files()["model"]), "none": lambda: None,
+         "not_a_model": lambda: (np.ones((2, 2)), np.ones(2), np.ones(2))}[model]()
+    try:
+        fastmlr.save_model(path, m)
+    except (ValueError, TypeError, OSError) as exc:
+        event(f"refused: {type(exc).__name__}")
+        assert "\n" not in str(exc).strip()
+        # nothing half-written: the path holds what it held before
+        after = open(path, "rb").read() if os.path.isfile(path) else None
+        assert after == before
+        return
+    event("returned")
+    assert model == "good"
+    same(fastmlr.load_model(path)[:4], m[:4])
+
+
 # ---------------------------------------------------------------------------------
 # synthetic data, metrics, backends
 
@@ -756,11 +1016,12 @@ def test_matching_metrics(k, d, seed, a, b, which):
     B = _matrix(rng, k, d, b)
     if which == "subspace_error":
         A = np.asarray(np.linalg.qr(rng.standard_normal((d, min(k, d))))[0]) if a == "ok" else A
+        A = np.ones((d + 1, k)) if a == "wrong_d" else A
         names = ("U", "W")
     else:
         names = ("W_hat", "W")
     ok, res = attempt(getattr(fastmlr, which), A, B, names=names,
-                      must_fail=a not in ("ok", "list") or b not in ("ok", "list"))
+                      must_fail=(a not in ("ok", "list") or b not in ("ok", "list")) and not a == b == "wrong_d")
     if ok:
         if which == "match_components":
             assert sorted(set(res.tolist())) == sorted(res.tolist()) and res.shape == (k,)
@@ -903,6 +1164,85 @@ def test_cli_any_tokens(argv):
     check_cli_outcome(argv, code, out, err)
 
 
+POOL_FILES = ("good", "good", "good", "truncated", "flipped", "empty", "missing", "directory", "text",
+              "not_a_model", "model_file")
+COL_OPTIONS = st.sampled_from([[], [], [], ["--task-col", "nope"], ["--target-col", "x0"], ["--features", ""],
+                               ["--features", "x0,x2"], ["--features", "zz"]])
+
+
+def pool_path(kind, fmt, rng):
+    files = fitted_files()
+    if kind == "model_file":
+        return files["model"]
+    return damaged_file(kind, files[fmt], rng, "." + fmt)
+
+
+@st.composite
+def file_command(draw):
+    """argv of one of the file commands, with its inputs and output possibly bad."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    command = draw(st.sampled_from(["simulate", "fit", "predict", "check"]))
+    fmt = draw(st.sampled_from(["npz", "csv"]))
+    out_kind = draw(st.sampled_from(OUT_PATHS))
+    if command == "simulate":
+        out = output_path(out_kind, draw(st.sampled_from([".npz", ".csv", ".npz", ".txt"])))
+        argv = ["simulate", "-o", out, "--tasks", draw(mostly(st.sampled_from(["40", "200"]), JUNK)),
+                "--k", draw(mostly(st.sampled_from(["1", "3"]), JUNK)), "--d", draw(mostly(st.sampled_from(["2", "5"]), JUNK))]
+        argv += draw(st.sampled_from([[], ["--min-size", "1", "--max-size", "3"], ["--min-size", "9", "--max-size", "3"],
+                                      ["--queries", "2"], ["--noise", "0"], ["--sizes", "uniform"], ["--kind", "gaussian"]]))
+        return argv, out
+    src = pool_path(draw(st.sampled_from(POOL_FILES)), fmt, rng)
+    cols = draw(COL_OPTIONS) if fmt == "csv" else []
+    if command == "check":
+        return ["check", src] + cols + draw(st.sampled_from([[], ["--json"], ["--k", "2"], ["--k", "0"]])), None
+    if command == "fit":
+        out = output_path(out_kind, draw(st.sampled_from([".npz", ".npz", ".csv"])))
+        k = draw(mostly(st.sampled_from(["1", "2", "auto"]), JUNK))
+        return ["fit", src, "--k", k, "-o", out, "--quiet"] + cols + draw(
+            st.sampled_from([[], ["--json"], ["--whiten", "no"], ["--whiten", "maybe"], ["--skip-query-rows"]])), out
+    model = damaged_file(draw(st.sampled_from(MODEL_FILES + ("good",) * 5)), fitted_files()["model"], rng, ".npz")
+    out = output_path(out_kind, draw(st.sampled_from([".npz", ".csv", ".json"])))
+    return ["predict", model, src, "-o", out] + cols, out
+
+
+@fuzz(case=file_command())
+def test_cli_file_commands(case):
+    argv, out = case
+    before = open(out, "rb").read() if out and os.path.isfile(out) else None
+    outdir = os.path.dirname(out) if out else None
+    listing = set(os.listdir(outdir)) if outdir and os.path.isdir(outdir) else None
+    code, stdout, err = run_cli(argv)
+    check_cli_outcome(argv, code, stdout, err)
+    event(f"{argv[0]}: exit {code}")
+    if out is None:
+        return
+    after = open(out, "rb").read() if os.path.isfile(out) else None
+    if code == 2:
+        assert after == before, "a failed command changed its output file"
+    else:
+        assert after is not None and after != before
+    if listing is not None:  # no temporary file left behind
+        extra = set(os.listdir(outdir)) - listing - {os.path.basename(out)}
+        assert not [f for f in extra if f.startswith(".tmp")], extra
+
+
+@fuzz(name=st.sampled_from(["prediction", "clustering", "all", "nosuch", "", "--quick"]),
+      opts=st.lists(st.sampled_from([["--trials", "0"], ["--trials", "-2"], ["--trials", "x"], ["--seed", "-1"],
+                                     ["--seed", "x"], ["--out"], ["--no-figure"], ["--backend", "fortran"],
+                                     ["--threads", "x"]]), min_size=1, max_size=3),
+      out=st.sampled_from(["missing", "file", "dir"]))
+def test_cli_reproduce_bad_arguments(name, opts, out):
+    """Every case has a bad argument (a valid experiment would run for minutes)."""
+    out_path = {"missing": None, "file": fitted_files()["npz"] + "/sub", "dir": tempfile.mkdtemp(dir=_TMP)}[out]
+    argv = ["reproduce", name] + [t for o in opts for t in o] + (["--out", out_path] if out_path else [])
+    bad_arg = any(o[0] in ("--trials", "--seed", "--backend", "--threads") or o == ["--out"] for o in opts)
+    if not (bad_arg or out == "missing" or name in ("nosuch", "", "--quick")):
+        argv.append("--nope")
+    code, stdout, err = run_cli(argv)
+    assert code == 2, (argv, code, stdout[-300:], err)
+    check_cli_outcome(argv, code, stdout, err)
+
+
 # ---------------------------------------------------------------------------------
 # every public function is fuzzed
 
@@ -911,7 +1251,7 @@ FUZZED = {
     "classify_tasks", "cluster_tasks", "distance_matrix", "clustering_accuracy", "match_components",
     "parameter_error", "subspace_error", "meta_learn", "log_likelihoods", "posterior", "predict_params",
     "estimate_subspace", "second_moment", "make_mixture", "sample_tasks", "check_tasks", "group_tasks",
-    "pack_tasks",
+    "pack_tasks", "fit", "feasibility", "save_model", "load_model", "moment_stats", "open_npy_chunks",
 }
 
 
