@@ -107,6 +107,7 @@ def distance_matrix(X, y=None, offsets=None, U=None, *, L=None):
 def _distances(ts, U, L):
     G = kernels().group_means(ts.X, ts.y, ts.offsets, 2 * L)  # (n, 2L, d)
     P = np.ascontiguousarray(G.astype(np.float64, copy=False) @ U)  # (n, 2L, r)
+    check_sums(P, "the projected group means")
     H = median_distance_matrix(P, L)
     check_sums(H, "the distance matrix H")
     return H, P

@@ -138,7 +138,7 @@ def choose_heavy(sizes: np.ndarray, k: int, *, n_heavy=None, max_heavy=2000) -> 
         if isinstance(n_heavy, bool) or not isinstance(n_heavy, (int, np.integer)) or n_heavy < k:
             raise ValueError(f"n_heavy is {n_heavy!r}; expected an integer >= k = {k}")
         if n_heavy > eligible:
-            raise ValueError(f"n_heavy is {n_heavy} but only {eligible} tasks have at least 2 rows")
+            raise ValueError(f"n_heavy is {n_heavy} but only {eligible} tasks have at least 2 rows; expected n_heavy <= {eligible}")
         return order[: int(n_heavy)]
     t_min = max(2, math.ceil(math.sqrt(k) * math.log2(k + 1)))
     count = int((sizes >= t_min).sum())
@@ -249,6 +249,8 @@ def fit(X, y, offsets, k, *, whiten="auto", linkages=(), n_seeds=None, seed=0, n
         raise ValueError(f"whiten is {whiten!r}; expected 'auto', True or False")
     if em_path not in ("auto", "stats", "rows"):
         raise ValueError(f"em_path is {em_path!r}; expected 'auto', 'stats' or 'rows'")
+    if not isinstance(linkages, (str, tuple, list)):
+        raise TypeError(f"linkages is {linkages!r}; expected a sequence of names from {LINKAGES}")
     linkages = tuple(linkages) if not isinstance(linkages, str) else (linkages,)
     if any(l not in LINKAGES for l in linkages):
         raise ValueError(f"linkages is {linkages!r}; expected a sequence of names from {LINKAGES}")

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from . import _config
-from .tasks import TaskSet, check_tasks, chunk_bounds, slice_tasks
+from .tasks import TaskSet, check_offsets, check_tasks, chunk_bounds, slice_tasks
 
 __all__ = ["TaskStream", "open_npy_chunks", "task_chunks", "is_stream", "collect"]
 
@@ -135,6 +135,15 @@ def _release(arr: np.ndarray, a: int, b: int) -> None:
         pass
 
 
+def _load_npy(path, name: str, mmap_mode):
+    """``np.load`` of one array, with a damaged or non-array file reported as the argument's fault."""
+    try:
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise ValueError(f"{name} {os.fspath(path)!r} is not a readable .npy array of numbers ({exc}); "
+                         f"expected a file written by numpy.save") from None
+
+
 def open_npy_chunks(X_path, y_path, offsets_path, *, max_rows: int = 1 << 20) -> TaskStream:
     """A :class:`TaskStream` over ``.npy`` files, read through memory maps.
 
@@ -153,14 +162,14 @@ def open_npy_chunks(X_path, y_path, offsets_path, *, max_rows: int = 1 << 20) ->
     """
     for name, path in (("X_path", X_path), ("y_path", y_path), ("offsets_path", offsets_path)):
         if not os.path.isfile(path):
-            raise ValueError(f"{name} {os.fspath(path)!r} is not a file")
+            raise ValueError(f"{name} {os.fspath(path)!r} is not a file; expected an existing .npy file")
     if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
         raise ValueError(f"max_rows is {max_rows!r}; expected a positive integer")
 
     def chunks():
-        Xm = np.load(X_path, mmap_mode="r")
-        ym = np.load(y_path, mmap_mode="r")
-        off = np.asarray(np.load(offsets_path), dtype=np.int64)
+        Xm = _load_npy(X_path, "X_path", "r")
+        ym = _load_npy(y_path, "y_path", "r")
+        off = check_offsets(_load_npy(offsets_path, "offsets_path", None), Xm.shape[0] if Xm.ndim else -1)
         if Xm.ndim != 2 or ym.ndim != 1 or Xm.shape[0] != ym.shape[0]:
             raise ValueError(f"X {Xm.shape} and y {ym.shape} in the .npy files must be (N, d) and (N,)")
         if off.ndim != 1 or off.size < 2 or off[0] != 0 or off[-1] != Xm.shape[0]:
