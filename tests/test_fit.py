@@ -219,6 +219,9 @@ def test_model_round_trip(tmp_path, pool_4_12):
         np.testing.assert_array_equal(a, b)
     assert back.diagnostics["k"] == 4 and back.diagnostics["loglik"] == m.diagnostics["loglik"]
     assert os.listdir(tmp_path) == ["m.npz"]  # no temporary file left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask  # as a plain open() would make it
 
 
 def _valid_model():
