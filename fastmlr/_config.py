@@ -22,3 +22,7 @@ MAX_WORK_BYTES = 8 << 30
 #: Bytes of the per-block temporaries of blocked computations (the L layers of a
 #: block of rows of the clustering distance matrix).
 BLOCK_BYTES = 32 << 20
+
+#: Bytes of X in one chunk read from disk by ``open_npy_chunks`` (resident memory of
+#: a stream is about one chunk plus the stage's per-chunk temporaries).
+STREAM_CHUNK_BYTES = 256 << 20

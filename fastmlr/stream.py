@@ -144,14 +144,16 @@ def _load_npy(path, name: str, mmap_mode):
                          f"expected a file written by numpy.save") from None
 
 
-def open_npy_chunks(X_path, y_path, offsets_path, *, max_rows: int = 1 << 20) -> TaskStream:
+def open_npy_chunks(X_path, y_path, offsets_path, *, max_rows: int | None = None) -> TaskStream:
     """A :class:`TaskStream` over ``.npy`` files, read through memory maps.
 
     Parameters
     ----------
     X_path, y_path : path-like -- ``.npy`` files of X (N, d) and y (N,)
     offsets_path : path-like -- ``.npy`` file of offsets (n + 1,)
-    max_rows : int -- rows per chunk (whole tasks; a larger task is a chunk alone)
+    max_rows : int, optional
+        Rows per chunk (whole tasks; a larger task is a chunk alone).  Default: as
+        many rows as fit in ``_config.STREAM_CHUNK_BYTES`` (256 MiB) of X.
 
     Returns
     -------
@@ -163,7 +165,7 @@ def open_npy_chunks(X_path, y_path, offsets_path, *, max_rows: int = 1 << 20) ->
     for name, path in (("X_path", X_path), ("y_path", y_path), ("offsets_path", offsets_path)):
         if not os.path.isfile(path):
             raise ValueError(f"{name} {os.fspath(path)!r} is not a file; expected an existing .npy file")
-    if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
+    if max_rows is not None and (isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1):
         raise ValueError(f"max_rows is {max_rows!r}; expected a positive integer")
 
     def chunks():
@@ -174,7 +176,8 @@ def open_npy_chunks(X_path, y_path, offsets_path, *, max_rows: int = 1 << 20) ->
             raise ValueError(f"X {Xm.shape} and y {ym.shape} in the .npy files must be (N, d) and (N,)")
         if off.ndim != 1 or off.size < 2 or off[0] != 0 or off[-1] != Xm.shape[0]:
             raise ValueError(f"offsets in {os.fspath(offsets_path)!r} must run from 0 to N = {Xm.shape[0]}")
-        bounds = chunk_bounds(off, max_rows)
+        rows = max_rows or max(1, _config.STREAM_CHUNK_BYTES // max(1, Xm.strides[0]))
+        bounds = chunk_bounds(off, rows)
         for lo, hi in zip(bounds[:-1], bounds[1:]):
             a, b = int(off[lo]), int(off[hi])
             yield Xm[a:b], ym[a:b], off[lo : hi + 1] - a
