@@ -180,7 +180,7 @@ def median_combine(const double[:, :, ::1] S, const double[:, ::1] s, Py_ssize_t
     vals_arr = np.empty((nt, L if L > 0 else 1), dtype=np.float64)
     cdef double[:, ::1] vals = vals_arr
     cdef Py_ssize_t i, j, l, gi, gj
-    cdef int tid
+    cdef int tid = 0
     if m == 0:
         return
     with nogil, parallel(num_threads=nt):
