@@ -23,12 +23,12 @@ def atomic_open(path, mode="wb"):
     try:
         # mkstemp makes the file private (0600); give it the mode a plain open() would
         try:
-            mode = os.stat(path).st_mode & 0o7777
+            perms = os.stat(path).st_mode & 0o7777
         except FileNotFoundError:
             umask = os.umask(0)
             os.umask(umask)
-            mode = 0o666 & ~umask
-        os.chmod(tmp, mode)
+            perms = 0o666 & ~umask
+        os.chmod(tmp, perms)
         with os.fdopen(fd, mode) as fh:
             yield fh
             fh.flush()
