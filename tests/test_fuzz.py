@@ -63,19 +63,24 @@ def _hang_guard():
     faulthandler.cancel_dump_traceback_later()
 
 
-def fuzz(**strategies):
+def fuzz(*, backends=False, **strategies):
     """``@given(**strategies)`` under the CI profile, plus a ``<name>_slow`` twin.
 
     The twin runs the same property under the slow profile and carries
-    ``pytest.mark.slow``; pytest marks applied below this decorator apply to both.
+    ``pytest.mark.slow``.  With ``backends``, both take a ``backend`` parameter that
+    runs over every available backend.
     """
 
     def deco(fn):
         module = sys.modules[fn.__module__].__dict__
         slow = settings(SLOW)(given(**strategies)(fn))
         slow.__name__ = fn.__name__ + "_slow"
+        ci = settings(CI)(given(**strategies)(fn))
+        if backends:
+            slow = pytest.mark.parametrize("backend", BACKENDS)(slow)
+            ci = pytest.mark.parametrize("backend", BACKENDS)(ci)
         module[slow.__name__] = pytest.mark.slow(slow)
-        return settings(CI)(given(**strategies)(fn))
+        return ci
 
     return deco
 
@@ -384,16 +389,11 @@ def run_on(fn, inp, extra_names, *args, memory=False, **kwargs):
     return res
 
 
-def backend_params():
-    return pytest.mark.parametrize("backend", BACKENDS)
-
-
 # ---------------------------------------------------------------------------------
 # the task-set layout
 
 
-@backend_params()
-@fuzz(inp=task_input(), min_size=st.one_of(st.integers(-1, 4), st.sampled_from(["2", 2.0, None])))
+@fuzz(backends=True, inp=task_input(), min_size=st.one_of(st.integers(-1, 4), st.sampled_from(["2", 2.0, None])))
 def test_check_tasks(backend, inp, min_size):
     res = run_on(fastmlr.check_tasks, inp, ("min_size",), min_size=min_size)
     if res is not None:
@@ -426,8 +426,7 @@ def per_task_lists(draw):
     return (Xs, ys), ("Xs", "ys", "X", "y")
 
 
-@backend_params()
-@fuzz(case=per_task_lists())
+@fuzz(backends=True, case=per_task_lists())
 def test_pack_tasks(backend, case):
     (Xs, ys), names = case
     ok, res = attempt(fastmlr.pack_tasks, Xs, ys, names=names)
@@ -439,8 +438,7 @@ def test_pack_tasks(backend, case):
 IDS = st.sampled_from(["int", "str", "float", "mixed", "nan", "2d", "short", "object"])
 
 
-@backend_params()
-@fuzz(inp=task_input(), ids=IDS, seed=st.integers(0, 99))
+@fuzz(backends=True, inp=task_input(), ids=IDS, seed=st.integers(0, 99))
 def test_group_tasks(backend, inp, ids, seed):
     (X, y, off), twin, fault, kind = inp
     rng = np.random.default_rng(seed)
@@ -459,8 +457,7 @@ def test_group_tasks(backend, inp, ids, seed):
 # the stages
 
 
-@backend_params()
-@fuzz(inp=task_input(), k=ints_or_junk(-2, 7, good=(1, 3)), eig=st.booleans())
+@fuzz(backends=True, inp=task_input(), k=ints_or_junk(-2, 7, good=(1, 3)), eig=st.booleans())
 def test_estimate_subspace(backend, inp, k, eig):
     with fastmlr.use_backend(backend):
         res = run_on(fastmlr.estimate_subspace, inp, ("k",), k, return_eigenvalues=eig)
@@ -474,8 +471,7 @@ def test_estimate_subspace(backend, inp, k, eig):
             assert res[1].shape == (d,) and np.all(np.diff(res[1]) <= 0)
 
 
-@backend_params()
-@fuzz(inp=task_input())
+@fuzz(backends=True, inp=task_input())
 def test_second_moment(backend, inp):
     with fastmlr.use_backend(backend):
         M = run_on(fastmlr.second_moment, inp, ())
@@ -504,8 +500,7 @@ def _d_of(inp):
     return X.shape[1] if X.ndim == 2 and X.shape[1] else 1
 
 
-@backend_params()
-@fuzz(inp=task_input(max_t=12), r=st.integers(1, 4), seed=st.integers(0, 99), how=U_KINDS, L=L_VALUES)
+@fuzz(backends=True, inp=task_input(max_t=12), r=st.integers(1, 4), seed=st.integers(0, 99), how=U_KINDS, L=L_VALUES)
 def test_distance_matrix(backend, inp, r, seed, how, L):
     U = _U(_d_of(inp), r, seed, how)
     with fastmlr.use_backend(backend):
@@ -519,8 +514,7 @@ def test_distance_matrix(backend, inp, r, seed, how, L):
         assert np.all(np.diag(H) == 0)
 
 
-@backend_params()
-@fuzz(inp=task_input(max_t=12), k=ints_or_junk(-1, 8, good=(1, 3)), r=st.integers(1, 4), seed=st.integers(0, 99),
+@fuzz(backends=True, inp=task_input(max_t=12), k=ints_or_junk(-1, 8, good=(1, 3)), r=st.integers(1, 4), seed=st.integers(0, 99),
       how=U_KINDS, L=L_VALUES, linkage=LINKAGES)
 def test_cluster_tasks(backend, inp, k, r, seed, how, L, linkage):
     U = _U(_d_of(inp), r, seed, how)
@@ -595,8 +589,7 @@ def _param_names(fault, s2_name="s2"):
     return ({"W": "W", "s2": s2_name, "p": "p"}[base],) + (("W",) if base == "W" else ())
 
 
-@backend_params()
-@fuzz(inp=task_input(max_t=10), k=st.integers(1, 4), seed=st.integers(0, 99),
+@fuzz(backends=True, inp=task_input(max_t=10), k=st.integers(1, 4), seed=st.integers(0, 99),
       fault=st.sampled_from(PARAM_FAULTS))
 def test_classify_tasks(backend, inp, k, seed, fault):
     W, r2, p = _params(_d_of(inp), k, seed, fault)
@@ -612,8 +605,7 @@ def test_classify_tasks(backend, inp, k, seed, fault):
         np.testing.assert_array_equal(res.p, np.bincount(res.labels, minlength=k) / n)
 
 
-@backend_params()
-@fuzz(inp=task_input(max_t=10), k=st.integers(1, 4), seed=st.integers(0, 99),
+@fuzz(backends=True, inp=task_input(max_t=10), k=st.integers(1, 4), seed=st.integers(0, 99),
       fault=st.sampled_from([f for f in PARAM_FAULTS if f != "p_none"]),
       method=mostly(st.sampled_from(["bayes", "map"]), st.sampled_from(["mean", None, 3, np.array(["map", "bayes"])])),
       which=st.sampled_from(["log_likelihoods", "posterior", "predict_params"]))
@@ -676,8 +668,7 @@ def pipeline_input(draw):
     return sets, twin, fault, k
 
 
-@backend_params()
-@fuzz(inp=pipeline_input(), k=st.one_of(st.none(), ints_or_junk(-1, 6)), L=L_VALUES, linkage=LINKAGES)
+@fuzz(backends=True, inp=pipeline_input(), k=st.one_of(st.none(), ints_or_junk(-1, 6)), L=L_VALUES, linkage=LINKAGES)
 def test_meta_learn(backend, inp, k, L, linkage):
     sets, twin, fault, k_true = inp
     k = k_true if k is None else k  # usually the true k
@@ -692,8 +683,7 @@ def test_meta_learn(backend, inp, k, L, linkage):
         assert set(res.seconds) == {"subspace", "cluster", "classify"}
 
 
-@backend_params()
-@fuzz(inp=task_input())
+@fuzz(backends=True, inp=task_input())
 def test_moment_stats(backend, inp):
     with fastmlr.use_backend(backend):
         res = run_on(fastmlr.moment_stats, inp, ())
@@ -705,8 +695,7 @@ def test_moment_stats(backend, inp):
 STREAM_FAULTS = ("ok",) * 6 + ("not_triple", "other_d", "nan_chunk", "empty", "one_shot_twice", "bad_offsets")
 
 
-@backend_params()
-@fuzz(raw=raw_tasks(min_t=2), cuts=st.lists(st.integers(0, 7), max_size=4), fault=st.sampled_from(STREAM_FAULTS),
+@fuzz(backends=True, raw=raw_tasks(min_t=2), cuts=st.lists(st.integers(0, 7), max_size=4), fault=st.sampled_from(STREAM_FAULTS),
       k=st.integers(1, 2), which=st.sampled_from(["moment_stats", "estimate_subspace", "classify_tasks", "posterior"]))
 def test_task_streams(backend, raw, cuts, fault, k, which):
     """Stages given a TaskStream of chunks: the in-memory result, or a refusal naming the chunk."""
@@ -750,8 +739,7 @@ NPY_FAULTS = ("ok",) * 6 + ("missing", "directory", "garbage", "truncated", "pic
                             "offsets_float", "offsets_short", "offsets_decrease", "nan")
 
 
-@backend_params()
-@fuzz(raw=raw_tasks(min_t=2), fault=st.sampled_from(NPY_FAULTS), which=st.sampled_from(["X", "y", "offsets"]),
+@fuzz(backends=True, raw=raw_tasks(min_t=2), fault=st.sampled_from(NPY_FAULTS), which=st.sampled_from(["X", "y", "offsets"]),
       max_rows=mostly(st.integers(1, 64), st.sampled_from([0, -1, 2.5, "8", None])))
 def test_open_npy_chunks(backend, raw, fault, which, max_rows):
     X, y, off, kind = raw
@@ -805,8 +793,7 @@ FIT_OPTIONS = st.fixed_dictionaries({}, optional={
 })
 
 
-@backend_params()
-@fuzz(inp=task_input(max_t=12, max_n=30, max_d=4), k=st.one_of(ints_or_junk(-1, 6, good=(1, 3)), st.none()),
+@fuzz(backends=True, inp=task_input(max_t=12, max_n=30, max_d=4), k=st.one_of(ints_or_junk(-1, 6, good=(1, 3)), st.none()),
       options=FIT_OPTIONS)
 def test_fit(backend, inp, k, options):
     names = ("k", "tasks", "pool", "L") + tuple(options) + tuple(
