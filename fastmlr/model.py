@@ -69,7 +69,7 @@ def load_model(path) -> Model:
     try:
         with np.load(path, allow_pickle=False) as z:
             data = {key: z[key] for key in z.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, NotImplementedError) as exc:  # NotImplementedError: a damaged zip header
         raise ValueError(f"{path} is not a readable fastmlr model file ({type(exc).__name__}: {exc})") from None
     if not isinstance(data, dict) or str(data.get("format", "")) != FORMAT:
         raise ValueError(f"{path} is not a fastmlr model file (no '{FORMAT}' marker)")

@@ -69,7 +69,7 @@ def _read_npz(path):
             if missing:
                 raise ValueError(_fmt(path, f"missing array(s) {', '.join(missing)}; a pool .npz needs X (N, d), y (N,) and task (N,)"))
             X, y, task = z["X"], z["y"], z["task"]
-    except (zipfile.BadZipFile, EOFError, OSError) as exc:
+    except (zipfile.BadZipFile, EOFError, OSError, NotImplementedError) as exc:  # NotImplementedError: a damaged zip header
         raise ValueError(_fmt(path, f"not a readable .npz file ({exc})")) from None
     except ValueError as exc:
         if str(exc).startswith(str(path)):

@@ -138,10 +138,14 @@ def _release(arr: np.ndarray, a: int, b: int) -> None:
 def _load_npy(path, name: str, mmap_mode):
     """``np.load`` of one array, with a damaged or non-array file reported as the argument's fault."""
     try:
-        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+        arr = np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise ValueError(f"{name} {os.fspath(path)!r} is not a readable .npy array of numbers ({exc}); "
                          f"expected a file written by numpy.save") from None
+    if not isinstance(arr, np.ndarray):  # an .npz archive loads as a mapping of arrays
+        arr.close()
+        raise ValueError(f"{name} {os.fspath(path)!r} is an .npz archive; expected one .npy array (numpy.save)")
+    return arr
 
 
 def open_npy_chunks(X_path, y_path, offsets_path, *, max_rows: int | None = None) -> TaskStream:
