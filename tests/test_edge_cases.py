@@ -5,7 +5,7 @@
 | two equal components | found as one component carrying their joint weight; the spare one takes few tasks |
 | k above the rank of the data | the true components are recovered; the spare ones get small weights |
 | rank-deficient X (k > rank X) | finite minimum-norm estimates; empty classes keep their start (FallbackWarning) |
-| a component absent from the heavy set | not recoverable by Algorithm 1: documented as such (finite, wrong) |
+| a component absent from the heavy set | not recoverable by Algorithm 1 (finite, wrong); fit() recovers it (EM over every task) |
 | a cluster left empty at classification | keeps its start W, r2 (FallbackWarning); its p is 0 |
 | a class with <= d rows at the refit | keeps its start (FallbackWarning), never a singular solve |
 | noise-free tasks | W exact to rounding; s2 floored at eps * mean y^2, so predictions stay exact |
@@ -107,6 +107,18 @@ def test_component_absent_from_the_heavy_set(backend):
     # another heavy sample, against 0.03 when it is present)
     assert nearest(m.W, W[2])[1] > 0.1
     assert np.all(np.isfinite(m.W)) and np.all(m.s2 > 0) and abs(m.p.sum() - 1) < 1e-12
+
+
+def test_component_only_in_small_tasks_is_recovered_by_fit(backend):
+    W, s, p = fastmlr.make_mixture(3, 8, seed=0)
+    big = fastmlr.sample_tasks(W, s, [0.5, 0.5, 0.0], 64, n_tasks=200, seed=2)  # no large task of component 2
+    small = fastmlr.sample_tasks(W, s, p, 6, n_tasks=6000, seed=3)
+    X = np.vstack([big.X, small.X])
+    y = np.concatenate([big.y, small.y])
+    off = np.concatenate([big.offsets, big.offsets[-1] + small.offsets[1:]])
+    model = fastmlr.fit(X, y, off, 3)
+    assert nearest(model.W, W[2])[1] < 0.1  # measured 0.028: EM over every task finds it
+    assert fastmlr.parameter_error(model.W, W).max < 0.1
 
 
 def test_cluster_left_empty_keeps_its_start(backend, small_problem):
