@@ -95,6 +95,21 @@ def test_fit_repeats_bitwise(backend, problem):
         np.testing.assert_array_equal(x, y)
 
 
+def test_fit_agrees_across_threads_and_backends(problem):
+    _, _, light2 = problem["sets"]
+    fits = {}
+    for name in BACKENDS:
+        with fastmlr.use_backend(name):
+            for threads in (1, 2):
+                with fastmlr.n_threads(threads):
+                    fits[name, threads] = fastmlr.fit(*light2, 4)
+    ref = fits[BACKENDS[0], 1]
+    for key, m in fits.items():
+        assert m.diagnostics["em_iterations"] == ref.diagnostics["em_iterations"], key
+        for a, b in zip(m[:3], ref[:3]):
+            np.testing.assert_allclose(a, b, rtol=TOL, atol=TOL, err_msg=str(key))  # measured 2.2e-16
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_sample_tasks_ignores_the_thread_count(dtype):
     W, s, p = fastmlr.make_mixture(3, 5, seed=0)
