@@ -18,12 +18,30 @@ from ..synthetic import make_mixture
 from .runner import Result, Table, format_table, loglog_slope, say
 from .sampling import streamed_subspace
 
-__all__ = ["run", "plot", "SETTINGS"]
+__all__ = ["run", "plot", "noise_term_fit", "SETTINGS"]
 
 SETTINGS = {
-    "full": dict(k=8, d=64, ts=(2, 4, 8, 16, 32), totals=tuple(1 << j for j in range(14, 22)), trials=6),
+    "full": dict(k=8, d=64, ts=(2, 4, 8, 16, 32), totals=tuple(1 << j for j in range(14, 22)), trials=4),
     "quick": dict(k=4, d=32, ts=(2, 4, 8, 16), totals=tuple(1 << j for j in range(12, 18, 1)), trials=3),
 }
+
+
+def noise_term_fit(rows, *, below=0.5):
+    """Fit ``error^2 * n t = A + B / t`` over the rows with mean error below ``below``.
+
+    The estimate ``b1 b2^T`` of a task has two error terms: signal times noise, whose
+    variance over n tasks goes as 1/(n t), and noise times noise, as 1/(n t^2).  Their
+    ratio at t is (B/A)/t, so the curves of different t coincide only for t >> B/A.
+
+    Returns
+    -------
+    (A, B) floats
+    """
+    sel = [r for r in rows if r["mean_error"] < below]
+    t = np.array([r["t"] for r in sel], dtype=np.float64)
+    v = np.array([r["mean_error"] ** 2 * r["n_times_t"] for r in sel])
+    A, B = np.linalg.lstsq(np.column_stack([np.ones_like(t), 1.0 / t]), v, rcond=None)[0]
+    return float(A), float(B)
 
 
 def run(*, quick=False, trials=None, seed=0, progress=None) -> Result:
@@ -84,6 +102,8 @@ def run(*, quick=False, trials=None, seed=0, progress=None) -> Result:
                                         [r["mean_error"] for r in rows if r["t"] == t]) for t in ts},
         "seconds": time.perf_counter() - t_start,
     }
+    A, B = noise_term_fit(rows)
+    numbers["noise_term_ratio"] = B / A
     summary = [
         f"subspace (Lemma 5.1): k={k} d={d}, orthonormal W, s=1, {trials} trials; mean subspace error "
         f"max_l ||(I-UU^T)w_l|| by total examples n*t (columns: t)",
@@ -95,6 +115,8 @@ def run(*, quick=False, trials=None, seed=0, progress=None) -> Result:
         f"over a {totals[-1] // totals[0]}x range",
         "log-log slope of error against n*t: "
         + ", ".join(f"t={t}: {v:.2f}" for t, v in numbers["slope_vs_N"].items()),
+        f"fit error^2 * n*t = A + B/t: B/A = {B / A:.1f} (k = {k}); the curves of different t "
+        f"coincide only for t >> B/A",
     ]
     setting = dict(k=k, d=d, ts=list(ts), totals=list(totals), trials=trials, seed=seed)
     cols = ["t", "n", "n_times_t", "trials", "mean_error", "std_error"]
