@@ -1,6 +1,7 @@
 """The command line: the demo's JSON, and one-line errors with exit status 2."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -10,7 +11,9 @@ from fastmlr.cli import main
 
 
 def run(*args):
-    return subprocess.run([sys.executable, "-m", "fastmlr", *args], capture_output=True, text=True)
+    # cwd outside the source tree, so that `-m fastmlr` runs the installed package
+    return subprocess.run([sys.executable, "-m", "fastmlr", *args], capture_output=True, text=True,
+                          cwd=os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_demo_json_small(capsys):

@@ -15,7 +15,9 @@ from fastmlr.pool_io import read_pool, write_pool
 
 
 def run(*args):
-    return subprocess.run([sys.executable, "-m", "fastmlr", *args], capture_output=True, text=True)
+    # cwd outside the source tree, so that `-m fastmlr` runs the installed package
+    return subprocess.run([sys.executable, "-m", "fastmlr", *args], capture_output=True, text=True,
+                          cwd=os.path.dirname(os.path.abspath(__file__)))
 
 
 def one_line_error(capsys, argv, words):
