@@ -68,7 +68,7 @@ def test_subspace_error_is_a_function_of_n_times_t():
     # at equal n*t the curves for different t stay within a small factor, while at
     # equal n they are far apart
     assert nb["median_spread_across_t"] < 0.5 * nb["median_spread_at_fixed_n"]
-    assert nb["ratio_first_to_last_N"] > 2 * nb["median_spread_across_t"]
+    assert nb["ratio_first_to_last_N"] > 3  # 16x more examples: about 4x less error
 
 
 def test_classification_needs_log_k_examples():

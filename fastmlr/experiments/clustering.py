@@ -33,7 +33,7 @@ ACCURACY = 0.99
 
 SETTINGS = {
     "full": dict(ks=(4, 8, 16, 32, 64), trials=10),
-    "quick": dict(ks=(4, 8, 16), trials=4),
+    "quick": dict(ks=(4, 8, 16), trials=3),
 }
 
 
@@ -47,7 +47,7 @@ def run(*, quick=False, trials=None, seed=0, progress=None, ks=None) -> Result:
 
     Parameters
     ----------
-    quick : bool -- k in {4, 8, 16} with 4 trials (full: {4, 8, 16, 32, 64}, 10 trials)
+    quick : bool -- k in {4, 8, 16} with 3 trials (full: {4, 8, 16, 32, 64}, 10 trials)
     trials : int or None -- trials per (k, t_H)
     seed : int
     progress : callable(str) or None

@@ -22,7 +22,7 @@ __all__ = ["run", "plot", "noise_term_fit", "SETTINGS"]
 
 SETTINGS = {
     "full": dict(k=8, d=64, ts=(2, 4, 8, 16, 32), totals=tuple(1 << j for j in range(14, 22)), trials=4),
-    "quick": dict(k=4, d=32, ts=(2, 4, 8, 16), totals=tuple(1 << j for j in range(12, 18, 1)), trials=3),
+    "quick": dict(k=4, d=32, ts=(2, 4, 8, 16), totals=tuple(1 << j for j in range(12, 17)), trials=3),
 }
 
 
