@@ -43,6 +43,7 @@ class Result:
     summary : list[str] -- the short plain-text table printed at the end of a run
     numbers : dict -- the key numbers (slopes, ratios, ...) the README quotes
     setting : dict -- sizes, seeds and trial counts, for the record
+    extra : dict -- anything else the figure draws (not written to CSV)
     """
 
     name: str
@@ -50,6 +51,7 @@ class Result:
     summary: list
     numbers: dict = field(default_factory=dict)
     setting: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
 
 
 def say(progress, msg: str) -> None:

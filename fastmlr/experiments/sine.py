@@ -202,9 +202,7 @@ def run(*, quick=False, trials=None, seed=0, progress=None) -> Result:
         "tasks; bayes_true: Bayes under the true mixture)",
     ]
     setting = dict(st, trials=trials, seed=seed, k=K, degree=DEGREE, noise=NOISE, taus=list(TAUS), ridge=list(RIDGE))
-    res = Result("sine", {"": Table(cols, rows)}, summary, numbers, setting)
-    res.example = example
-    return res
+    return Result("sine", {"": Table(cols, rows)}, summary, numbers, setting, extra={"example": example})
 
 
 def _mean(rows, cols):
@@ -219,7 +217,7 @@ def _mean(rows, cols):
 def plot(result: Result, fig) -> None:
     """(a) one new task predicted from 4 examples; (b) test MSE against tau."""
     ax, bx = fig.subplots(1, 2)
-    ex = getattr(result, "example", None)
+    ex = result.extra.get("example")
     if ex is not None:
         ax.plot(ex["grid"], ex["truth"], "k-", lw=1, label="true wave")
         ax.plot(ex["x"], ex["y"], "ko", label="the 4 examples")
