@@ -53,7 +53,14 @@ SLOW = settings.get_profile("fastmlr-slow")
 HANG_SECONDS = int(os.environ.get("FASTMLR_FUZZ_HANG_SECONDS", 900))
 
 _TMP = tempfile.mkdtemp(prefix="fastmlr-fuzz-")
-atexit.register(shutil.rmtree, _TMP, True)
+
+
+@atexit.register
+def _cleanup():
+    for root, dirs, _ in os.walk(_TMP):  # the read-only directories made for save_model
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o700)
+    shutil.rmtree(_TMP, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
