@@ -784,8 +784,7 @@ def test_open_npy_chunks(backend, raw, fault, which, max_rows):
         def read():
             stream = fastmlr.open_npy_chunks(paths["X"], paths["y"], paths["offsets"], max_rows=max_rows)
             return fastmlr.moment_stats(stream)
-        bad = fault != "ok" and not (fault == "nan" and which == "offsets" and False)
-        ok, res = attempt(read, names=names, must_fail=bad)
+        ok, res = attempt(read, names=names, must_fail=fault != "ok")
         if ok:
             ref = fastmlr.moment_stats(X, y, off)
             np.testing.assert_allclose(res.cross, ref.cross, rtol=1e-9, atol=1e-9 * max(1.0, np.abs(ref.cross).max()))
