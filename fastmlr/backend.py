@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import numbers
 import os
 
 __all__ = ["set_backend", "get_backend", "available_backends", "kernels", "use_backend", "n_threads"]
@@ -132,8 +133,9 @@ def n_threads(count: int | None):
     if count is None:
         yield
         return
-    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+    if isinstance(count, bool) or not isinstance(count, numbers.Integral) or count < 1:
         raise ValueError(f"n_threads is {count!r}; expected a positive integer or None")
+    count = int(count)  # a NumPy integer too
     from . import _threads
 
     previous = _threads.get()
