@@ -106,14 +106,14 @@ def test_sine_meta_learning_beats_per_task_ridge():
 
 def test_cli_writes_csv_and_figure(tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["reproduce", "sine", "--quick", "--trials", "1", "--out", str(out), "--seed", "2"]) == 0
+    assert main(["reproduce", "prediction", "--quick", "--out", str(out), "--seed", "2"]) == 0
     text = capsys.readouterr().out
-    assert "ridge_best" in text and "wrote" in text
-    with open(out / "sine.csv") as fh:
+    assert "bayes_test" in text and "wrote" in text
+    with open(out / "prediction.csv") as fh:
         rows = list(csv.DictReader(fh))
-    assert len(rows) == len(sine.TAUS) and float(rows[0]["oracle"]) > 0
+    assert [int(r["tau"]) for r in rows] == list(prediction.TAUS) and float(rows[0]["noise_floor"]) == 1.0
     pytest.importorskip("matplotlib")
-    with open(out / "sine.png", "rb") as fh:
+    with open(out / "prediction.png", "rb") as fh:
         assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
     assert not [f for f in os.listdir(out) if f.endswith(".tmp")]
 
@@ -123,8 +123,8 @@ def test_without_matplotlib_the_csv_is_still_written(tmp_path, monkeypatch):
         raise ImportError("No module named 'matplotlib'")
 
     monkeypatch.setattr(runner, "_matplotlib", missing)
-    res, lines = run_experiment("sine", str(tmp_path), quick=True, trials=1)
-    assert (tmp_path / "sine.csv").exists() and not (tmp_path / "sine.png").exists()
+    res, lines = run_experiment("prediction", str(tmp_path), quick=True)
+    assert (tmp_path / "prediction.csv").exists() and not (tmp_path / "prediction.png").exists()
     assert PLOT_HINT in lines and 'pip install "fastmlr[plot]"' in PLOT_HINT
 
 
