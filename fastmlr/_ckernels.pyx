@@ -26,7 +26,7 @@ from libc.stdint cimport int64_t
 
 from . import _threads
 
-__all__ = ["group_means", "median_combine", "single_linkage", "task_sse", "gather_rows"]
+__all__ = ["group_means", "median_combine", "single_linkage", "residual_sums", "gather_rows"]
 
 cdef extern from *:
     """
@@ -289,66 +289,53 @@ def single_linkage(const double[:, ::1] H, Py_ssize_t k):
     return labels_arr
 
 
-# -------------------------------------------------------------------- task_sse
+# --------------------------------------------------------------- residual_sums
 
-cdef inline void _task_sse_task(const floating[:, ::1] X, const floating[::1] y,
-                                const int64_t[::1] offsets, const double[:, ::1] Wt,
-                                Py_ssize_t i, double* pred, double[:, ::1] out) noexcept nogil:
-    cdef Py_ssize_t d = Wt.shape[0]
-    cdef Py_ssize_t k = Wt.shape[1]
+cdef inline void _residual_sums_task(const floating[:, ::1] P, const floating[::1] y,
+                                     const int64_t[::1] offsets, Py_ssize_t i,
+                                     double[:, ::1] out) noexcept nogil:
+    cdef Py_ssize_t k = P.shape[1]
     cdef int64_t r
-    cdef Py_ssize_t j, l
-    cdef double xj, yr, e
+    cdef Py_ssize_t l
+    cdef double yr, e
     for r in range(offsets[i], offsets[i + 1]):
-        for l in range(k):
-            pred[l] = 0.0
-        for j in range(d):
-            xj = <double>X[r, j]
-            for l in range(k):
-                pred[l] += xj * Wt[j, l]
         yr = <double>y[r]
         for l in range(k):
-            e = yr - pred[l]
+            e = yr - <double>P[r, l]
             out[i, l] += e * e
 
 
-def task_sse(const floating[:, ::1] X, const floating[::1] y, const int64_t[::1] offsets, W):
-    """Residual sums of squares of every task under every component.
+def residual_sums(const floating[:, ::1] P, const floating[::1] y, const int64_t[::1] offsets):
+    """Residual sums of squares of every task under every component, from predictions.
+
+    The caller computes the predictions ``P = X W^T`` by one BLAS product; this
+    kernel subtracts them from y and sums the squares per task, in float64.
 
     Parameters
     ----------
-    X : (N, d) float32 or float64
+    P : (N, k) float32 or float64 -- ``P[r, l] = x_r . w_l``
     y : (N,) same dtype
     offsets : (n + 1,) int64
-    W : (k, d) float64
-        Component regression vectors (rows).
 
     Returns
     -------
     (n, k) float64
-        ``out[i, l] = sum over rows r of task i of (y_r - x_r . W[l])^2``.
+        ``out[i, l] = sum over rows r of task i of (y_r - P[r, l])^2``.
     """
-    # (d, k): the innermost loop runs over k
-    Wt_arr = np.ascontiguousarray(np.asarray(W, dtype=np.float64).T)
-    cdef const double[:, ::1] Wt = Wt_arr
     cdef Py_ssize_t n = offsets.shape[0] - 1
-    cdef Py_ssize_t k = Wt.shape[1]
+    cdef Py_ssize_t k = P.shape[1]
     result = np.zeros((n, k), dtype=np.float64)
     cdef double[:, ::1] out = result
     cdef Py_ssize_t nblocks = (n + _TASK_BLOCK - 1) // _TASK_BLOCK
     cdef int nt = _nthreads(nblocks)
-    scratch = np.empty((nt, k + 1), dtype=np.float64)
-    cdef double[:, ::1] buf = scratch
     cdef Py_ssize_t b, i, hi_task
-    cdef double* pred = NULL
     with nogil, parallel(num_threads=nt):
-        pred = &buf[threadid(), 0]
         for b in prange(nblocks, schedule="static"):
             hi_task = (b + 1) * _TASK_BLOCK
             if hi_task > n:
                 hi_task = n
             for i in range(b * _TASK_BLOCK, hi_task):
-                _task_sse_task(X, y, offsets, Wt, i, pred, out)
+                _residual_sums_task(P, y, offsets, i, out)
     return result
 
 

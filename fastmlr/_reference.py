@@ -13,7 +13,7 @@ import numpy as np
 from scipy.cluster.hierarchy import linkage
 from scipy.spatial.distance import squareform
 
-__all__ = ["group_means", "median_combine", "median_distances", "single_linkage", "task_sse", "gather_rows"]
+__all__ = ["group_means", "median_combine", "median_distances", "single_linkage", "residual_sums", "gather_rows"]
 
 
 def _segment_sums(values: np.ndarray, bounds: np.ndarray) -> np.ndarray:
@@ -125,9 +125,9 @@ def single_linkage(H, k):
     return cut_linkage(H, k, "single")
 
 
-def task_sse(X, y, offsets, W):
-    """Residual sums of squares of every task under every component (see ``kernels.task_sse``)."""
-    resid = y[:, None].astype(np.float64) - X @ W.T
+def residual_sums(P, y, offsets):
+    """Residual sums of squares per task from predictions (see ``kernels.residual_sums``)."""
+    resid = y[:, None].astype(np.float64) - P.astype(np.float64)
     return _segment_sums(resid * resid, offsets)
 
 

@@ -16,6 +16,7 @@ import scipy.linalg
 from . import _config
 from ._guards import check_sums, check_work
 from .backend import kernels
+from .residuals import task_sse
 from .stream import task_chunks
 from .tasks import check_finite, check_tasks, chunk_bounds, slice_tasks
 
@@ -236,7 +237,7 @@ def classify_tasks(X, y=None, offsets=None, W=None, r2=None, p=None) -> Classify
 
 def _classify_chunk(ts, W, r2, p, offset: int) -> np.ndarray:
     """Labels (n_chunk,) of one validated chunk: argmin of the paper's score."""
-    sse = kernels().task_sse(ts.X, ts.y, ts.offsets, W)
+    sse = task_sse(ts.X, ts.y, ts.offsets, W)
     check_sums(sse, "the residual sums of squares")
     t = np.diff(ts.offsets).astype(np.float64)
     with np.errstate(divide="ignore", over="ignore"):

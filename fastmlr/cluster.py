@@ -23,6 +23,7 @@ from . import _config
 from ._guards import check_sums
 from ._reference import cut_linkage
 from .backend import kernels
+from .residuals import task_sse
 from .stream import collect
 from .tasks import check_finite, check_k, check_tasks
 
@@ -208,7 +209,7 @@ def cluster_tasks(X, y=None, offsets=None, U=None, k=None, *, L=None, linkage=No
     onehot[np.arange(n), labels] = 1.0
     rows = onehot.T @ sizes.astype(np.float64)  # (k,)
     W = ((onehot.T @ proj_sums) / rows[:, None]) @ U.T  # (k, d)
-    sse = kernels().task_sse(ts.X, ts.y, ts.offsets, np.ascontiguousarray(W))
+    sse = task_sse(ts.X, ts.y, ts.offsets, W)
     check_sums(sse, "the residual sums of squares")
     r2 = np.einsum("il,il->l", onehot, sse) / rows
     r2 = np.maximum(r2, np.finfo(np.float64).tiny)

@@ -33,7 +33,7 @@ from typing import NamedTuple
 import numpy as np
 import scipy.linalg
 
-from .backend import kernels
+from .residuals import task_sse
 from .classify import normal_equations
 
 __all__ = ["TaskStats", "task_stats", "unpack", "stats_pay_off", "EMResult", "run_em", "log_joint", "STATS_MAX_BYTES"]
@@ -152,7 +152,7 @@ def _from_sse(sse, t, s2, p):
 
 def log_joint(ts, W, s2, p):
     """(n, k) log p_l + log N(y_i | X_i w_l, s2_l I), including the 2 pi constant."""
-    sse = kernels().task_sse(ts.X, ts.y, ts.offsets, np.ascontiguousarray(W))
+    sse = task_sse(ts.X, ts.y, ts.offsets, W)
     return _from_sse(sse, np.diff(ts.offsets).astype(np.float64), s2, p)
 
 

@@ -20,7 +20,7 @@ from numba import njit, prange
 
 from . import _threads
 
-__all__ = ["group_means", "median_combine", "single_linkage", "task_sse", "gather_rows"]
+__all__ = ["group_means", "median_combine", "single_linkage", "residual_sums", "gather_rows"]
 
 _JIT = dict(cache=True, nogil=True)
 
@@ -196,41 +196,33 @@ def single_linkage(H, k):
 
 
 @njit(parallel=True, **_JIT)
-def task_sse(X, y, offsets, W):
-    """Residual sums of squares of every task under every component.
+def residual_sums(P, y, offsets):
+    """Residual sums of squares of every task under every component, from predictions.
+
+    The caller computes the predictions ``P = X W^T`` by one BLAS product; this
+    kernel subtracts them from y and sums the squares per task, in float64.
 
     Parameters
     ----------
-    X : (N, d) float32 or float64
+    P : (N, k) float32 or float64 -- ``P[r, l] = x_r . w_l``
     y : (N,) same dtype
     offsets : (n + 1,) int64
-    W : (k, d) float64
-        Component regression vectors (rows).
 
     Returns
     -------
     (n, k) float64
-        ``out[i, l] = sum over rows r of task i of (y_r - x_r . W[l])^2``.
+        ``out[i, l] = sum over rows r of task i of (y_r - P[r, l])^2``.
     """
     n = offsets.shape[0] - 1
-    d = X.shape[1]
-    k = W.shape[0]
-    Wt = np.ascontiguousarray(W.T)  # (d, k): the innermost loop runs over k
+    k = P.shape[1]
     out = np.zeros((n, k), dtype=np.float64)
     nblocks = (n + _TASK_BLOCK - 1) // _TASK_BLOCK
     for b in prange(nblocks):
-        pred = np.empty(k, dtype=np.float64)
         for i in range(b * _TASK_BLOCK, min(n, (b + 1) * _TASK_BLOCK)):
             for r in range(offsets[i], offsets[i + 1]):
-                for l in range(k):
-                    pred[l] = 0.0
-                for j in range(d):
-                    xj = np.float64(X[r, j])
-                    for l in range(k):
-                        pred[l] += xj * Wt[j, l]
                 yr = np.float64(y[r])
                 for l in range(k):
-                    e = yr - pred[l]
+                    e = yr - np.float64(P[r, l])
                     out[i, l] += e * e
     return out
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._guards import check_sums, check_work
-from .backend import kernels
+from .residuals import task_sse
 from .classify import check_params
 from .stream import task_chunks
 from .tasks import check_tasks
@@ -47,7 +47,7 @@ def log_likelihoods(X, y=None, offsets=None, W=None, s2=None, p=None):
 def _log_joint(ts, W, s2, p):
     n, k = ts.offsets.size - 1, W.shape[0]
     check_work(32.0 * n * k, f"the (n, k) = ({n}, {k}) log-likelihoods", "pass the tasks in batches")
-    sse = kernels().task_sse(ts.X, ts.y, ts.offsets, W)
+    sse = task_sse(ts.X, ts.y, ts.offsets, W)
     check_sums(sse, "the residual sums of squares")
     t = np.diff(ts.offsets).astype(np.float64)
     with np.errstate(divide="ignore", over="ignore"):

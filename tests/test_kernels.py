@@ -23,6 +23,7 @@ import fastmlr
 from fastmlr import _reference as ref
 from fastmlr.backend import _load
 from fastmlr.cluster import median_distance_matrix
+from fastmlr.residuals import task_sse
 
 from helpers import COMPILED, THREADS, is_single_linkage_partition, ragged_tasks, tasks_of_sizes
 
@@ -102,16 +103,16 @@ def _sl_smallest(rng, dt):
     return np.zeros((1, 1)), 1
 
 
-def _sse_ragged(k):
+def _rs_ragged(k):
     def build(rng, dt):
         X, y, off = ragged_tasks(rng, 300, 9, 0, 12, dt)
-        return X, y, off, rng.standard_normal((k, 9))
+        return X @ rng.standard_normal((9, k)).astype(dt), y, off
     return build
 
 
-def _sse_smallest(rng, dt):
+def _rs_smallest(rng, dt):
     X, y, off = tasks_of_sizes(rng, [1], 1, dt)
-    return X, y, off, rng.standard_normal((1, 1))
+    return X * dt(0.5), y, off
 
 
 def _gr_ragged(rng, dt):
@@ -156,9 +157,9 @@ CASES = {
         **{f"ties-k{k}": (_sl_ties(k), False, True) for k in (1, 3, 7)},
         "smallest": (_sl_smallest, False, False),
     },
-    "task_sse": {
-        **{f"ragged-k{k}": (_sse_ragged(k), True, False) for k in (1, 3, 17)},
-        "smallest": (_sse_smallest, True, False),
+    "residual_sums": {
+        **{f"ragged-k{k}": (_rs_ragged(k), True, False) for k in (1, 3, 17)},
+        "smallest": (_rs_smallest, True, False),
     },
     "gather_rows": {
         "ragged-zero-weights": (_gr_ragged, True, False),
@@ -228,9 +229,9 @@ def _check_against_oracle(kernel, args, got, want, dtype, ties):
             assert is_single_linkage_partition(args[0], got, args[1])
         else:
             np.testing.assert_array_equal(got, want)
-    elif kernel == "task_sse":
+    elif kernel == "residual_sums":
         assert got.dtype == np.float64
-        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-9)
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
         assert np.all(got[np.diff(args[2]) == 0] == 0)
     elif kernel == "gather_rows":
         for g, w in zip(got, want):
@@ -391,3 +392,18 @@ def test_tie_checker_rejects_a_wrong_cut():
     assert is_single_linkage_partition(H, np.array([0, 0, 1]), 2)
     assert not is_single_linkage_partition(H, np.array([0, 1, 1]), 2)
     assert not is_single_linkage_partition(H, np.array([0, 0, 0]), 2)
+
+
+@pytest.mark.parametrize("name", COMPILED + ["numpy"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_task_sse_matches_definition(monkeypatch, name, dtype):
+    # small chunks of rows, so that several BLAS products and kernel calls are made
+    monkeypatch.setattr(fastmlr._config, "BLOCK_BYTES", 4 * 8 * 100)
+    rng = np.random.default_rng(5)
+    X, y, off = ragged_tasks(rng, 120, 6, 0, 9, dtype)
+    W = rng.standard_normal((4, 6))
+    with fastmlr.use_backend(name):
+        got = task_sse(X, y, off, W)
+    Xf, yf = X.astype(np.float64), y.astype(np.float64)
+    want = np.array([[np.sum((yf[a:b] - Xf[a:b] @ w) ** 2) for w in W] for a, b in zip(off[:-1], off[1:])])
+    np.testing.assert_allclose(got, want, rtol=1e-10 if dtype == np.float64 else 2e-5, atol=1e-9)

@@ -3,6 +3,7 @@
 import numpy as np
 
 import fastmlr
+from fastmlr.residuals import task_sse
 from fastmlr.backend import _load
 
 from .common import BACKENDS, DTYPES, grid, head, long_tailed, pool, sizes
@@ -30,11 +31,13 @@ class TaskSSE:
 
     def setup(self, backend, dtype, tasks, k):
         (self.W, _, _), (self.X, self.y, self.off, _) = pool(k, 256, long_tailed(tasks, 24, 128), dtype)
-        self.k = _load(backend)
-        self.k.task_sse(*head(self.X, self.y, self.off), self.W)
+        self.backend = backend
+        with fastmlr.use_backend(backend):
+            task_sse(*head(self.X, self.y, self.off), self.W)
 
     def time_task_sse(self, backend, dtype, tasks, k):
-        self.k.task_sse(self.X, self.y, self.off, self.W)
+        with fastmlr.use_backend(self.backend):
+            task_sse(self.X, self.y, self.off, self.W)
 
 
 class GatherRows:
