@@ -49,6 +49,7 @@ from ._guards import check_sums
 from .starts import kmeans_pp, projected_em
 from .cluster import LINKAGES, cluster_tasks
 from .subspace import _moment_stats, top_eigenvectors
+from .stream import collect
 from .tasks import TaskSet, check_k, check_tasks
 
 __all__ = ["Model", "fit", "choose_heavy", "whitening_transform", "select_tasks"]
@@ -203,13 +204,18 @@ def _check_positive_int(v, name):
     return int(v)
 
 
-def fit(X, y, offsets, k, *, whiten="auto", linkages=(), n_seeds=None, seed=0, n_heavy=None,
+_MISSING = object()
+
+
+def fit(X, y=None, offsets=None, k=_MISSING, *, whiten="auto", linkages=(), n_seeds=None, seed=0, n_heavy=None,
         max_heavy=None, tol=1e-6, max_iter=300, k_max=None, em_path="auto", progress=None) -> Model:
     """Fit a mixture of k linear regressions to one pool of tasks of any sizes.
 
     Parameters
     ----------
-    X : (N, d) float array
+    X : (N, d) float array, or a :class:`TaskStream` of chunks (then omit y and offsets
+        and pass k by keyword); a stream is gathered in memory, since EM revisits every
+        task at every iteration
     y : (N,) float array
     offsets : (n + 1,) int array -- tasks of any sizes; empty tasks are ignored
     k : int or None
@@ -245,7 +251,9 @@ def fit(X, y, offsets, k, *, whiten="auto", linkages=(), n_seeds=None, seed=0, n
     """
     say = progress or (lambda msg: None)
     t_start = time.perf_counter()
-    ts0 = check_tasks(X, y, offsets, role="pool")
+    if k is _MISSING:
+        raise TypeError("fit() needs k: the number of components, or None to choose it")
+    ts0 = collect(X, y, offsets, role="pool")
     sizes0 = np.diff(ts0.offsets)
     nonempty = np.flatnonzero(sizes0 > 0)
     ts = ts0 if nonempty.size == sizes0.size else select_tasks(ts0, nonempty)

@@ -90,3 +90,12 @@ def test_stream_errors(tmp_path, pool):
         open_npy_chunks(tmp_path / "nope.npy", tmp_path / "y.npy", tmp_path / "o.npy")
     with pytest.raises(TypeError, match="needs k"):
         fastmlr.estimate_subspace(TaskStream([light]))
+
+
+def test_fit_accepts_a_stream(pool):
+    W, light, heavy, light2 = pool
+    m = fastmlr.fit(*light2, 3)
+    ms = fastmlr.fit(TaskStream(chunked(*light2, [300, 900])), k=3)
+    np.testing.assert_allclose(ms.W, m.W, rtol=1e-9, atol=1e-12)
+    with pytest.raises(TypeError, match="fit\\(\\) needs k"):
+        fastmlr.fit(TaskStream(chunked(*light2, [300])))
