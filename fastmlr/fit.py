@@ -50,7 +50,7 @@ from .starts import kmeans_pp, projected_em
 from .cluster import LINKAGES, cluster_tasks
 from .subspace import _moment_stats, top_eigenvectors
 from .stream import collect
-from .tasks import TaskSet, check_k, check_tasks
+from .tasks import TaskSet, check_k
 
 __all__ = ["Model", "fit", "choose_heavy", "whitening_transform", "select_tasks"]
 
