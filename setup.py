@@ -11,8 +11,8 @@ tried first; a compiler without it builds the same kernels serially (with a warn
 Floating-point contraction is turned off so that the results are bitwise equal to
 those of the Numba kernels.  The default build is portable (baseline instruction set);
 ``FASTMLR_NATIVE=1`` compiles for the building machine's CPU, as Numba does, which
-speeds up the vectorized loops (on AVX-512 hardware ``task_sse`` ~3x) but makes a
-binary that may not run on an older CPU.
+speeds up the vectorized loops (wider vectors) but makes a binary that may not run
+on an older CPU.
 """
 
 import os
