@@ -24,13 +24,19 @@ from setuptools.command.build_ext import build_ext
 
 REQUIRE_ENV = "FASTMLR_REQUIRE_CYTHON"
 NATIVE_ENV = "FASTMLR_NATIVE"  # =1: compile for this machine's CPU (not for wheels to share)
+BOUNDSCHECK_ENV = "FASTMLR_CYTHON_BOUNDSCHECK"  # =1: a checked build, for the tests only
 
 DIRECTIVES = {
     "language_level": 3,
     "boundscheck": False,
     "wraparound": False,
+    "initializedcheck": False,
+    "nonecheck": False,
     "cdivision": True,
 }
+if os.environ.get(BOUNDSCHECK_ENV, "").strip().lower() in ("1", "true", "yes", "on"):
+    # every memoryview access checked: a kernel that reads past an array raises
+    DIRECTIVES.update(boundscheck=True, initializedcheck=True)
 
 # (compile args, link args) per compiler family, with and without OpenMP
 FLAGS = {
@@ -67,7 +73,8 @@ class OptionalBuildExt(build_ext):
             from Cython.Build import cythonize
 
             self.distribution.ext_modules = cythonize(
-                self.distribution.ext_modules, compiler_directives=DIRECTIVES, quiet=True
+                self.distribution.ext_modules, compiler_directives=DIRECTIVES, quiet=True,
+                force=True,  # a checked and an unchecked build never share a stale .c
             )
         except Exception as exc:  # Cython missing, or the .pyx does not translate
             self._cython_error = exc

@@ -1,5 +1,6 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-# cython: initializedcheck=False, nonecheck=False
+# cython: language_level=3, cdivision=True
+# (boundscheck, wraparound, initializedcheck and nonecheck are off, set by setup.py, so
+# that FASTMLR_CYTHON_BOUNDSCHECK=1 can build a checked copy for the tests)
 """fastmlr's hot loops in Cython: a mirror of ``kernels.py``.
 
 Name for name, argument for argument and loop for loop the same kernels as
