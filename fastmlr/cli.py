@@ -39,6 +39,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def int_at_least(low: int):
+    """argparse type: an integer >= low ("a positive integer" for 1, "a non-negative" for 0)."""
+    what = {0: "a non-negative integer", 1: "a positive integer"}.get(low, f"an integer >= {low}")
+
+    def parse(text):
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {v}")
+        return v
+
+    return parse
+
+
 def positive_float(text):
     """argparse type: a float > 0."""
     try:

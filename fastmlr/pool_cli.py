@@ -28,6 +28,8 @@ import time
 
 import numpy as np
 
+from .cli import int_at_least
+
 __all__ = ["simulate_pool", "pool_sizes", "add_commands", "SIZE_DISTRIBUTIONS"]
 
 SIZE_DISTRIBUTIONS = ("loguniform", "uniform")
@@ -87,32 +89,13 @@ def _k_arg(text):
     if text.lower() in ("auto", "none"):
         return None
     try:
-        v = int(text)
-    except ValueError:
+        return _pos_int(text)
+    except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text}")
-    return v
 
 
-def _pos_int(text):
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return v
-
-
-def _nonneg_int(text):
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text}")
-    return v
+_pos_int = int_at_least(1)
+_nonneg_int = int_at_least(0)
 
 
 def _io_options(p):

@@ -5,29 +5,14 @@ from __future__ import annotations
 import argparse
 import time
 
+from .cli import int_at_least
 from .experiments import EXPERIMENTS
 
 __all__ = ["add_commands"]
 
 
-def _positive_int(text):
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
-
-
-def _seed(text):
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {v}")
-    return v
+_positive_int = int_at_least(1)
+_seed = int_at_least(0)
 
 
 def add_commands(sub, parents):
