@@ -12,10 +12,11 @@ from __future__ import annotations
 import csv
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from .._atomic import atomic_open
 
 __all__ = ["Result", "Table", "write_csv", "write_outputs", "format_table", "loglog_slope",
            "PLOT_HINT", "say", "trial_seeds"]
@@ -75,26 +76,13 @@ def loglog_slope(x, y) -> float:
     return float(np.polyfit(np.log(x[ok]), np.log(y[ok]), 1)[0])
 
 
-def _atomic_path(directory: str, final: str):
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(final) + ".", suffix=".tmp", dir=directory)
-    return fd, tmp
-
-
 def write_csv(path: str, table: Table) -> str:
     """Write ``table`` to ``path`` as CSV (temporary name, then rename); return ``path``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = _atomic_path(directory, path)
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=table.columns, extrasaction="raise")
-            w.writeheader()
-            for row in table.rows:
-                w.writerow({c: _cell(row.get(c)) for c in table.columns})
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "w") as fh:
+        w = csv.DictWriter(fh, fieldnames=table.columns, extrasaction="raise", lineterminator="\n")
+        w.writeheader()
+        for row in table.rows:
+            w.writerow({c: _cell(row.get(c)) for c in table.columns})
     return path
 
 
@@ -128,16 +116,8 @@ def write_figure(path: str, plot, result: Result) -> str | None:
     fig = Figure(figsize=(10, 4.2), layout="constrained")
     FigureCanvasAgg(fig)
     plot(result, fig)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = _atomic_path(directory, path)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=110)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=110)
     return path
 
 
