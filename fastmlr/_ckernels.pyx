@@ -24,10 +24,11 @@ from cython cimport floating
 from cython.parallel cimport parallel, prange, threadid
 from libc.math cimport INFINITY, sqrt
 from libc.stdint cimport int64_t
+from scipy.linalg.cython_blas cimport dgemm
 
 from . import _threads
 
-__all__ = ["group_means", "median_combine", "single_linkage", "residual_sums", "gather_rows"]
+__all__ = ["group_means", "median_combine", "single_linkage", "residual_sums", "gather_rows", "task_gram"]
 
 cdef extern from *:
     """
@@ -46,6 +47,7 @@ OPENMP = bool(FASTMLR_HAVE_OPENMP)
 # depend on the thread count.
 cdef enum:
     _TASK_BLOCK = 64
+    _ROW_SLAB = 128   # rows of a task per BLAS product in task_gram (as in kernels.py)
 
 
 cdef inline int _nthreads(Py_ssize_t work) except -1:
@@ -395,3 +397,100 @@ def gather_rows(const floating[:, ::1] X, const floating[::1] y, const int64_t[:
         for q in prange(m, schedule="static", num_threads=nt):
             _gather_task(X, y, offsets, tasks[q], sqrt(weights[q]), starts[q], Xg, yg)
     return Xg_arr, yg_arr
+
+
+# ------------------------------------------------------------------- task_gram
+
+cdef inline void _slab_gram(const floating[:, ::1] X, const floating[::1] y, int64_t r0, int m,
+                            double* buf, double* G) noexcept nogil:
+    """G (e, e) = B^T B for the slab B = [X[r0:r0+m] y[r0:r0+m]], by the same dgemm call
+    as Numba's ``np.dot(B.T, B, G)`` (so the two backends agree bit for bit)."""
+    cdef int d = X.shape[1]
+    cdef int e = d + 1
+    cdef int r, j
+    cdef char transa = b'n'
+    cdef char transb = b't'
+    cdef double one = 1.0
+    cdef double zero = 0.0
+    for r in range(m):
+        for j in range(d):
+            buf[r * e + j] = <double>X[r0 + r, j]
+        buf[r * e + d] = <double>y[r0 + r]
+    dgemm(&transa, &transb, &e, &e, &m, &one, buf, &e, buf, &e, &zero, G, &e)
+
+
+cdef inline void _task_gram_task(const floating[:, ::1] X, const floating[::1] y,
+                                 const int64_t[::1] offsets, Py_ssize_t i, double* buf,
+                                 double* G, double* S,
+                                 double[:, ::1] A, double[:, ::1] b, double[::1] c) noexcept nogil:
+    cdef Py_ssize_t d = X.shape[1]
+    cdef Py_ssize_t e = d + 1
+    cdef int64_t start = offsets[i]
+    cdef int64_t stop = offsets[i + 1]
+    cdef int64_t r0
+    cdef Py_ssize_t a, q, p
+    if stop <= start:
+        return
+    _slab_gram(X, y, start, <int>min(<int64_t>_ROW_SLAB, stop - start), buf, G)
+    r0 = start + _ROW_SLAB
+    while r0 < stop:
+        _slab_gram(X, y, r0, <int>min(<int64_t>_ROW_SLAB, stop - r0), buf, S)
+        for a in range(e):
+            for q in range(e):
+                G[a * e + q] += S[a * e + q]
+        r0 += _ROW_SLAB
+    p = 0
+    for a in range(d):
+        for q in range(a, d):
+            A[i, p + q - a] = G[a * e + q]
+        p += d - a
+        b[i, a] = G[a * e + d]
+    c[i] = G[d * e + d]
+
+
+def task_gram(const floating[:, ::1] X, const floating[::1] y, const int64_t[::1] offsets):
+    """Per-task sufficient statistics of least squares: X_i^T X_i, X_i^T y_i, y_i^T y_i.
+
+    Each task's rows, with y as an extra column, are copied in slabs of at most
+    ``_ROW_SLAB`` rows to a float64 buffer whose Gram matrix BLAS computes; the Gram
+    matrices of a task's slabs are added in order.
+
+    Parameters
+    ----------
+    X : (N, d) float32 or float64
+    y : (N,) same dtype
+    offsets : (n + 1,) int64
+
+    Returns
+    -------
+    A : (n, d(d+1)/2) float64
+        Upper triangle of ``X_i^T X_i`` packed row by row (the order of
+        ``np.triu_indices(d)``): entry (a, q), q >= a, is at ``a*d - a*(a-1)/2 + q - a``.
+    b : (n, d) float64 -- ``X_i^T y_i``
+    c : (n,) float64 -- ``y_i^T y_i``
+    """
+    cdef Py_ssize_t n = offsets.shape[0] - 1
+    cdef Py_ssize_t d = X.shape[1]
+    cdef Py_ssize_t e = d + 1
+    A_arr = np.zeros((n, d * (d + 1) // 2), dtype=np.float64)
+    b_arr = np.zeros((n, d), dtype=np.float64)
+    c_arr = np.zeros(n, dtype=np.float64)
+    cdef double[:, ::1] A = A_arr
+    cdef double[:, ::1] b = b_arr
+    cdef double[::1] c = c_arr
+    cdef Py_ssize_t nblocks = (n + _TASK_BLOCK - 1) // _TASK_BLOCK
+    cdef int nt = _nthreads(nblocks)
+    scratch = np.empty((nt, _ROW_SLAB * e + 2 * e * e), dtype=np.float64)
+    cdef double[:, ::1] work = scratch
+    cdef Py_ssize_t blk, i, hi_task
+    cdef double* buf = NULL
+    with nogil, parallel(num_threads=nt):
+        buf = &work[threadid(), 0]
+        for blk in prange(nblocks, schedule="static"):
+            hi_task = (blk + 1) * _TASK_BLOCK
+            if hi_task > n:
+                hi_task = n
+            for i in range(blk * _TASK_BLOCK, hi_task):
+                _task_gram_task(X, y, offsets, i, buf, buf + _ROW_SLAB * e,
+                                buf + _ROW_SLAB * e + e * e, A, b, c)
+    return A_arr, b_arr, c_arr

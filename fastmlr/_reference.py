@@ -13,7 +13,7 @@ import numpy as np
 from scipy.cluster.hierarchy import linkage
 from scipy.spatial.distance import squareform
 
-__all__ = ["group_means", "median_combine", "median_distances", "single_linkage", "residual_sums", "gather_rows"]
+__all__ = ["group_means", "median_combine", "median_distances", "single_linkage", "residual_sums", "gather_rows", "task_gram"]
 
 
 def _segment_sums(values: np.ndarray, bounds: np.ndarray) -> np.ndarray:
@@ -139,3 +139,27 @@ def gather_rows(X, y, offsets, tasks, weights):
     Xg = (X[rows] * sw[:, None]).astype(X.dtype, copy=False)
     yg = (y[rows] * sw).astype(X.dtype, copy=False)
     return Xg, yg
+
+
+def task_gram(X, y, offsets):
+    """Per-task X_i^T X_i (upper triangle packed row by row, as ``np.triu_indices``),
+    X_i^T y_i and y_i^T y_i, float64: one batched matrix product per distinct task size."""
+    n = offsets.size - 1
+    d = X.shape[1]
+    iu, ju = np.triu_indices(d)
+    sizes = np.diff(offsets)
+    A = np.zeros((n, iu.size))
+    b = np.zeros((n, d))
+    c = np.zeros(n)
+    for t in np.unique(sizes):
+        if t == 0:
+            continue
+        idx = np.flatnonzero(sizes == t)
+        rows = offsets[idx][:, None] + np.arange(t)
+        Xg = X[rows].astype(np.float64, copy=False)  # (m, t, d)
+        yg = y[rows].astype(np.float64, copy=False)  # (m, t)
+        XgT = Xg.transpose(0, 2, 1)
+        A[idx] = np.matmul(XgT, Xg)[:, iu, ju]
+        b[idx] = np.matmul(XgT, yg[:, :, None])[:, :, 0]
+        c[idx] = np.einsum("it,it->i", yg, yg)
+    return A, b, c

@@ -33,6 +33,7 @@ from typing import NamedTuple
 import numpy as np
 import scipy.linalg
 
+from .backend import kernels
 from .residuals import task_sse
 from .classify import normal_equations
 
@@ -87,34 +88,14 @@ def _quad_weights(W) -> np.ndarray:
 
 
 def task_stats(X, y, offsets) -> TaskStats:
-    """Per-task X^T X (packed), X^T y and y^T y of a validated task set.
-
-    Tasks are grouped by size, and each group is one batched matrix product, so there is
-    no Python loop over tasks (only over the distinct sizes).
+    """Per-task X^T X (packed), X^T y and y^T y of a validated task set (the
+    ``task_gram`` kernel of the current backend: one parallel pass over the rows).
 
     Returns
     -------
-    TaskStats -- ``A`` (n, d(d+1)/2), ``b`` (n, d), ``c`` (n,)
+    TaskStats -- ``A`` (n, d(d+1)/2), ``b`` (n, d), ``c`` (n,), float64
     """
-    n = offsets.size - 1
-    d = X.shape[1]
-    iu, ju, _ = _triu(d)
-    sizes = np.diff(offsets)
-    A = np.zeros((n, iu.size))
-    b = np.zeros((n, d))
-    c = np.zeros(n)
-    for t in np.unique(sizes):
-        if t == 0:
-            continue
-        idx = np.flatnonzero(sizes == t)
-        rows = offsets[idx][:, None] + np.arange(t)
-        Xg = X[rows].astype(np.float64, copy=False)  # (m, t, d)
-        yg = y[rows].astype(np.float64, copy=False)  # (m, t)
-        XgT = Xg.transpose(0, 2, 1)
-        A[idx] = np.matmul(XgT, Xg)[:, iu, ju]
-        b[idx] = np.matmul(XgT, yg[:, :, None])[:, :, 0]
-        c[idx] = np.einsum("it,it->i", yg, yg)
-    return TaskStats(A, b, c)
+    return TaskStats(*kernels().task_gram(X, y, offsets))
 
 
 def stats_pay_off(n: int, N: int, d: int) -> bool:

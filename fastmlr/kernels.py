@@ -20,12 +20,15 @@ from numba import njit, prange
 
 from . import _threads
 
-__all__ = ["group_means", "median_combine", "single_linkage", "residual_sums", "gather_rows"]
+__all__ = ["group_means", "median_combine", "single_linkage", "residual_sums", "gather_rows", "task_gram"]
 
 _JIT = dict(cache=True, nogil=True)
 
 # Tasks handed to one parallel iteration; fixed, so results never depend on threads.
 _TASK_BLOCK = 64
+
+# Rows of a task handed to one BLAS product by task_gram; fixed, for the same reason.
+_ROW_SLAB = 128
 
 _threads.set(_threads._count)
 
@@ -266,3 +269,70 @@ def gather_rows(X, y, offsets, tasks, weights):
             yg[o] = sw * y[r]
             o += 1
     return Xg, yg
+
+
+@njit(**_JIT)
+def _slab_gram(X, y, r0, m, buf, G):
+    """G (e, e) = B^T B for the slab B = [X[r0:r0+m] y[r0:r0+m]] (e = d + 1 columns),
+    copied to ``buf`` in float64 and multiplied by BLAS (dgemm, via np.dot)."""
+    d = X.shape[1]
+    for r in range(m):
+        for j in range(d):
+            buf[r, j] = X[r0 + r, j]
+        buf[r, d] = y[r0 + r]
+    bt = buf[:m]
+    np.dot(bt.T, bt, G)
+
+
+@njit(parallel=True, **_JIT)
+def task_gram(X, y, offsets):
+    """Per-task sufficient statistics of least squares: X_i^T X_i, X_i^T y_i, y_i^T y_i.
+
+    Each task's rows, with y as an extra column, are copied in slabs of at most
+    ``_ROW_SLAB`` rows to a float64 buffer whose Gram matrix BLAS computes; the Gram
+    matrices of a task's slabs are added in order.
+
+    Parameters
+    ----------
+    X : (N, d) float32 or float64
+    y : (N,) same dtype
+    offsets : (n + 1,) int64
+
+    Returns
+    -------
+    A : (n, d(d+1)/2) float64
+        Upper triangle of ``X_i^T X_i`` packed row by row (the order of
+        ``np.triu_indices(d)``): entry (a, q), q >= a, is at ``a*d - a*(a-1)/2 + q - a``.
+    b : (n, d) float64 -- ``X_i^T y_i``
+    c : (n,) float64 -- ``y_i^T y_i``
+    """
+    n = offsets.shape[0] - 1
+    d = X.shape[1]
+    e = d + 1
+    A = np.zeros((n, d * (d + 1) // 2), dtype=np.float64)
+    b = np.zeros((n, d), dtype=np.float64)
+    c = np.zeros(n, dtype=np.float64)
+    nblocks = (n + _TASK_BLOCK - 1) // _TASK_BLOCK
+    for blk in prange(nblocks):
+        buf = np.empty((_ROW_SLAB, e), dtype=np.float64)
+        G = np.empty((e, e), dtype=np.float64)
+        S = np.empty((e, e), dtype=np.float64)
+        for i in range(blk * _TASK_BLOCK, min(n, (blk + 1) * _TASK_BLOCK)):
+            start = offsets[i]
+            stop = offsets[i + 1]
+            if stop <= start:
+                continue
+            _slab_gram(X, y, start, min(_ROW_SLAB, stop - start), buf, G)
+            for r0 in range(start + _ROW_SLAB, stop, _ROW_SLAB):
+                _slab_gram(X, y, r0, min(_ROW_SLAB, stop - r0), buf, S)
+                for a in range(e):
+                    for q in range(e):
+                        G[a, q] += S[a, q]
+            p = 0
+            for a in range(d):
+                for q in range(a, d):
+                    A[i, p + q - a] = G[a, q]
+                p += d - a
+                b[i, a] = G[a, d]
+            c[i] = G[d, d]
+    return A, b, c

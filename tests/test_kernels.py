@@ -138,6 +138,24 @@ def _gr_smallest(rng, dt):
     return X, y, off, np.zeros(1, np.int64), np.ones(1)
 
 
+def _tg_ragged(d):
+    def build(rng, dt):
+        return ragged_tasks(rng, 150, d, 0, 11, dt)
+    return build
+
+
+def _tg_smallest(rng, dt):
+    return tasks_of_sizes(rng, [1], 1, dt)
+
+
+def _tg_long_tasks(rng, dt):  # tasks of several row slabs, and slab-sized ones
+    return tasks_of_sizes(rng, [300, 129, 128, 1, 0, 257], 5, dt)
+
+
+def _tg_empty_tasks(rng, dt):
+    return tasks_of_sizes(rng, [0, 4, 0, 0, 1, 0], 3, dt)
+
+
 # kernel -> case id -> (builder, takes task data of either dtype, tied distances)
 CASES = {
     "group_means": {
@@ -166,6 +184,12 @@ CASES = {
         "repeats-and-empty": (_gr_repeats, True, False),
         "no-tasks": (_gr_none, True, False),
         "smallest": (_gr_smallest, True, False),
+    },
+    "task_gram": {
+        **{f"ragged-d{d}": (_tg_ragged(d), True, False) for d in (1, 2, 7, 33)},
+        "empty-tasks": (_tg_empty_tasks, True, False),
+        "long-tasks": (_tg_long_tasks, True, False),
+        "smallest": (_tg_smallest, True, False),
     },
 }
 
@@ -237,6 +261,16 @@ def _check_against_oracle(kernel, args, got, want, dtype, ties):
         for g, w in zip(got, want):
             assert g.dtype == args[0].dtype
             np.testing.assert_array_equal(g, w)
+    elif kernel == "task_gram":
+        A, b, c = got
+        for g in got:
+            assert g.dtype == np.float64
+        empty = np.diff(args[2]) == 0
+        assert not A[empty].any() and not b[empty].any() and not c[empty].any()
+        # float64 sums of products of the inputs (exact in float64 for float32 input up to
+        # the order of summation): BLAS and the kernels differ only by that order
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12 * max(1.0, np.abs(w).max(initial=0.0)))
     else:  # pragma: no cover - a kernel added without a check
         raise AssertionError(f"no oracle check for {kernel}")
 
