@@ -125,50 +125,76 @@ class EMResult(NamedTuple):
     kept: list
 
 
-def _from_sse(sse, t, s2, p):
+def _from_sse(sseT, t, s2, p):
+    """(k, n) log-joint from the (k, n) residual sums."""
     with np.errstate(divide="ignore"):
         logp = np.log(p)
-    return (logp - 0.5 * t[:, None] * (np.log(s2) + _LOG_2PI)) - sse * (0.5 / s2)
+    out = np.multiply(sseT, (-0.5 / s2)[:, None], out=sseT)
+    out -= np.multiply.outer(0.5 * (np.log(s2) + _LOG_2PI), t)
+    out += logp[:, None]
+    return out
 
 
 def log_joint(ts, W, s2, p):
     """(n, k) log p_l + log N(y_i | X_i w_l, s2_l I), including the 2 pi constant."""
-    sse = task_sse(ts.X, ts.y, ts.offsets, W)
-    return _from_sse(sse, np.diff(ts.offsets).astype(np.float64), s2, p)
+    return _log_joint_T(ts, np.diff(ts.offsets).astype(np.float64), W, s2, p).T
+
+
+def _log_joint_T(ts, t, W, s2, p):
+    sseT = np.ascontiguousarray(task_sse(ts.X, ts.y, ts.offsets, W).T)
+    return _from_sse(sseT, t, s2, p)
 
 
 def _sse_stats(stats, W):
-    """SSE_il = c_i - 2 b_i.w_l + w_l^T A_i w_l from the statistics (clipped at 0 against round-off)."""
-    sse = stats.A @ _quad_weights(W).T
-    sse -= 2.0 * (stats.b @ W.T)
-    sse += stats.c[:, None]
-    return np.maximum(sse, 0.0, out=sse)
+    """(k, n) SSE_il = c_i - 2 b_i.w_l + w_l^T A_i w_l from the statistics (clipped at 0
+    against round-off).  Components index rows, so that the reductions over them in the
+    E-step run along the outer axis (a few long vector operations)."""
+    sseT = _quad_weights(W) @ stats.A.T
+    sseT -= 2.0 * (W @ stats.b.T)
+    sseT += stats.c[None, :]
+    return np.maximum(sseT, 0.0, out=sseT)
 
 
-def _e_step(ts, t, W, s2, p, stats=None):
-    """Log-likelihood of the pool and responsibilities (n, k); ``t`` (n,) float task sizes."""
+def _e_step(ts, t, W, s2, p, stats=None, groups=1):
+    """Log-likelihood of the pool and responsibilities ``RT`` (k, n), components by rows;
+    ``t`` (n,) float task sizes.
+
+    With ``groups = S > 1`` the k components are S independent mixtures of k / S
+    components each (consecutive blocks, each ``p`` block summing to one): the
+    responsibilities are normalized within every block and the log-likelihood is an
+    (S,) array, one per mixture.
+    """
     if stats is not None:
         lj = _from_sse(_sse_stats(stats, W), t, s2, p)
     else:
-        lj = log_joint(ts, W, s2, p)
-    m = lj.max(axis=1, keepdims=True)
+        lj = _log_joint_T(ts, t, W, s2, p)
+    lj3 = lj.reshape(groups, -1, lj.shape[1])
+    m = lj3.max(axis=1, keepdims=True)
     m[~np.isfinite(m)] = 0.0
-    R = np.exp(lj - m, out=lj)
+    lj3 -= m
+    R = np.exp(lj3, out=lj3)
     tot = R.sum(axis=1, keepdims=True)
     R /= tot
-    return float((np.log(tot) + m).sum()), R
+    ll = (np.log(tot) + m)[:, 0, :].sum(axis=1)
+    return (float(ll[0]) if groups == 1 else ll), lj
 
 
-def _normal_equations(ts, t, stats, R):
+def s2_floor(ts) -> float:
+    """Variance floor of EM: 1e-10 of the mean y^2, which keeps a component that fits a
+    few tasks exactly from diverging."""
+    t_all = float(ts.offsets[-1])
+    return 1e-10 * max(float(np.dot(ts.y, ts.y)) / max(t_all, 1.0), np.finfo(np.float64).tiny)
+
+
+def _normal_equations(ts, t, stats, RT):
     if stats is None:
-        return normal_equations(ts.X, ts.y, ts.offsets, R)
-    RT = np.ascontiguousarray(R.T)
+        return normal_equations(ts.X, ts.y, ts.offsets, np.ascontiguousarray(RT.T))
     XtX = unpack(RT @ stats.A, stats.b.shape[1])
     return XtX, RT @ stats.b, RT @ stats.c, RT @ t
 
 
-def _m_step(ts, t, stats, R, W, s2_floor):
-    XtX, Xty, yty, rows = _normal_equations(ts, t, stats, R)
+def _m_step(ts, t, stats, RT, W, floor):
+    XtX, Xty, yty, rows = _normal_equations(ts, t, stats, RT)
     k, d = Xty.shape
     W = W.copy()
     ok = rows > d
@@ -185,9 +211,9 @@ def _m_step(ts, t, stats, R, W, s2_floor):
     kept = [int(l) for l in np.flatnonzero(~ok)]
     # with w fixed (new or kept), this s2 maximizes the expected log-likelihood
     rss = yty - 2.0 * np.einsum("ld,ld->l", W, Xty) + np.einsum("ld,lde,le->l", W, XtX, W)
-    s2 = np.where(rows > 0, rss / np.maximum(rows, 1e-300), s2_floor)
-    s2 = np.maximum(s2, s2_floor)
-    p = R.mean(axis=0)
+    s2 = np.where(rows > 0, rss / np.maximum(rows, 1e-300), floor)
+    s2 = np.maximum(s2, floor)
+    p = RT.mean(axis=1)
     return W, s2, p, kept
 
 
@@ -213,10 +239,9 @@ def run_em(ts, W, s2, p, *, tol=1e-7, max_iter=200, stats=None, progress=None) -
     s2 = np.array(s2, dtype=np.float64)
     p = np.array(p, dtype=np.float64)
     n, d = ts.offsets.size - 1, W.shape[1]
-    # a variance floor keeps a component that fits a few tasks exactly from diverging
     t_all = float(ts.offsets[-1])
-    s2_floor = 1e-10 * max(float(np.dot(ts.y, ts.y)) / max(t_all, 1.0), np.finfo(np.float64).tiny)
-    s2 = np.maximum(s2, s2_floor)
+    floor = s2_floor(ts)
+    s2 = np.maximum(s2, floor)
     # the statistics give SSE in O(d^2) per task and component, the rows in O(t_i d)
     sse_stats = stats if stats is not None and stats_pay_off(n, int(t_all), d) else None
     t = np.diff(ts.offsets).astype(np.float64)
@@ -225,7 +250,7 @@ def run_em(ts, W, s2, p, *, tol=1e-7, max_iter=200, stats=None, progress=None) -
     converged = False
     kept_all: set = set()
     for it in range(max_iter):
-        W_new, s2_new, p_new, kept = _m_step(ts, t, stats, R, W, s2_floor)
+        W_new, s2_new, p_new, kept = _m_step(ts, t, stats, R, W, floor)
         ll_new, R_new = _e_step(ts, t, W_new, s2_new, p_new, sse_stats)
         kept_all.update(kept)
         W, s2, p, R = W_new, s2_new, p_new, R_new
@@ -236,4 +261,4 @@ def run_em(ts, W, s2, p, *, tol=1e-7, max_iter=200, stats=None, progress=None) -
             converged = True
             break
         ll = ll_new
-    return EMResult(W, s2, p, np.asarray(history), R, converged, sorted(kept_all))
+    return EMResult(W, s2, p, np.asarray(history), np.ascontiguousarray(R.T), converged, sorted(kept_all))

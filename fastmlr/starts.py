@@ -22,7 +22,7 @@ import numpy as np
 from . import em as _em
 from .tasks import TaskSet
 
-__all__ = ["kmeans_pp", "ProjectedStart", "projected_em"]
+__all__ = ["kmeans_pp", "ProjectedStart", "projected_em", "projected_em_batch"]
 
 
 def kmeans_pp(G, weights, k, rng, *, lloyd_steps=5):
@@ -50,11 +50,16 @@ def kmeans_pp(G, weights, k, rng, *, lloyd_steps=5):
             return int(q * m)
         return min(int(np.searchsorted(cdf, q * cdf[-1], side="right")), m - 1)
 
+    g2 = np.einsum("ij,ij->i", G, G)
+
+    def sqdist(c):  # squared distances of every point to c, clipped at 0 against round-off
+        return np.maximum(g2 - 2.0 * (G @ c) + c @ c, 0.0)
+
     C[0] = G[draw(weights, u[0])]
-    d2 = ((G - C[0]) ** 2).sum(axis=1)
+    d2 = sqdist(C[0])
     for j in range(1, k):
         C[j] = G[draw(weights * d2, u[j])]
-        d2 = np.minimum(d2, ((G - C[j]) ** 2).sum(axis=1))
+        np.minimum(d2, sqdist(C[j]), out=d2)
     lab_prev = None
     onehot = np.zeros((m, k))
     rows = np.arange(m)
@@ -87,3 +92,42 @@ def projected_em(zts: TaskSet, zstats, V0, s20, p0, label, *, tol=1e-5, max_iter
     """EM in the subspace coordinates from one start (see :func:`fastmlr.em.run_em`)."""
     res = _em.run_em(zts, V0, s20, p0, tol=tol, max_iter=max_iter, stats=zstats)
     return ProjectedStart(res.W, res.s2, res.p, float(res.loglik[-1]), int(res.loglik.size - 1), label)
+
+
+def projected_em_batch(zts: TaskSet, zstats, starts, *, tol=1e-5, max_iter=3) -> list:
+    """A few EM iterations in the subspace from every start at once.
+
+    The S starts of k components are stacked into one mixture of S k components whose
+    responsibilities are normalized within each start's block (``groups=S`` in the
+    E-step), so every iteration is one pass over the statistics for all starts; each
+    block evolves exactly as it would alone.  Stops when every start gains less than
+    ``tol`` (relative) or after ``max_iter`` iterations.
+
+    Parameters
+    ----------
+    zts : TaskSet -- the heavy tasks in subspace coordinates
+    zstats : TaskStats of ``zts``
+    starts : sequence of (V0 (k, r), s2 (k,), p (k,), label)
+
+    Returns
+    -------
+    list of ProjectedStart, in the order of ``starts``
+    """
+    S = len(starts)
+    k = starts[0][0].shape[0]
+    W = np.concatenate([np.asarray(s[0], dtype=np.float64) for s in starts])
+    floor = _em.s2_floor(zts)
+    s2 = np.maximum(np.concatenate([np.asarray(s[1], dtype=np.float64) for s in starts]), floor)
+    p = np.concatenate([np.asarray(s[2], dtype=np.float64) for s in starts])
+    t = np.diff(zts.offsets).astype(np.float64)
+    ll, R = _em._e_step(zts, t, W, s2, p, zstats, groups=S)
+    it = 0
+    for it in range(1, max_iter + 1):
+        W, s2, p, _ = _em._m_step(zts, t, zstats, R, W, floor)
+        ll_new, R = _em._e_step(zts, t, W, s2, p, zstats, groups=S)
+        done = np.all(ll_new - ll <= tol * np.abs(ll_new))
+        ll = ll_new
+        if done:
+            break
+    return [ProjectedStart(W[j * k:(j + 1) * k], s2[j * k:(j + 1) * k], p[j * k:(j + 1) * k], float(ll[j]), it,
+                           starts[j][3]) for j in range(S)]
