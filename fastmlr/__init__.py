@@ -4,6 +4,17 @@ A compiled implementation of the spectral algorithm of Kong, Somani, Song, Kakad
 Oh, *Meta-learning for Mixed Linear Regression* (ICML 2020), over plain arrays.
 """
 
+import os as _os
+
+# Both compiled backends run their parallel loops on OpenMP (libgomp), whose idle
+# threads by default spin for a while after every parallel region.  fastmlr
+# alternates short parallel kernels with BLAS calls, and OpenBLAS's own threads then
+# wait for cores the spinning threads hold: on 2 cores a BLAS product followed by a
+# kernel took 6x longer than on one thread.  Idle OpenMP threads therefore sleep
+# unless the user chose otherwise (libgomp reads this when it is first loaded, which
+# importing fastmlr does before any kernel runs).
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from .backend import available_backends, get_backend, n_threads, set_backend, use_backend
 from .classify import ClassifyResult, FallbackWarning, classify_tasks
 from .cluster import ClusterResult, cluster_tasks, distance_matrix
