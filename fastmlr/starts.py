@@ -121,10 +121,12 @@ def projected_em_batch(zts: TaskSet, zstats, starts, *, tol=1e-5, max_iter=3) ->
     p = np.concatenate([np.asarray(s[2], dtype=np.float64) for s in starts])
     t = np.diff(zts.offsets).astype(np.float64)
     ll, R = _em._e_step(zts, t, W, s2, p, zstats, groups=S)
+    ll = np.atleast_1d(ll)
     it = 0
     for it in range(1, max_iter + 1):
         W, s2, p, _ = _em._m_step(zts, t, zstats, R, W, floor)
         ll_new, R = _em._e_step(zts, t, W, s2, p, zstats, groups=S)
+        ll_new = np.atleast_1d(ll_new)
         done = np.all(ll_new - ll <= tol * np.abs(ll_new))
         ll = ll_new
         if done:

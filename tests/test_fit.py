@@ -70,6 +70,35 @@ def test_em_log_likelihood_never_decreases(pool_4_12, path):
     assert np.allclose(res.resp.sum(axis=1), 1.0)
 
 
+@pytest.mark.parametrize("n_starts", [1, 3])
+def test_batched_short_runs_equal_separate_runs(pool_4_12, n_starts):
+    # every start in the stacked EM evolves exactly as it would alone
+    from fastmlr.starts import projected_em, projected_em_batch
+    from fastmlr.tasks import TaskSet
+
+    sim, ts = pool_4_12
+    U = np.linalg.qr(sim["W"].T)[0]
+    zts = TaskSet(np.ascontiguousarray(ts.X @ U), ts.y, ts.offsets)
+    zstats = em.task_stats(*zts)
+    rng = np.random.default_rng(3)
+    starts = [(rng.standard_normal((4, 4)), rng.random(4) + 0.5, np.full(4, 0.25), f"s{j}") for j in range(n_starts)]
+    batch = projected_em_batch(zts, zstats, starts, tol=0.0, max_iter=3)
+    for (V0, s20, p0, label), b in zip(starts, batch):
+        one = projected_em(zts, zstats, V0, s20, p0, label, tol=0.0, max_iter=3)
+        assert b.label == label and b.iterations == one.iterations == 3
+        np.testing.assert_allclose(b.V, one.V, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(b.s2, one.s2, rtol=1e-9)
+        np.testing.assert_allclose(b.p, one.p, rtol=1e-9, atol=1e-14)
+        assert abs(b.loglik - one.loglik) <= 1e-9 * abs(one.loglik)
+
+
+def test_fit_with_a_single_start(pool_4_12):
+    sim, ts = pool_4_12
+    m = fastmlr.fit(*ts, 4, n_seeds=1)
+    assert len(m.diagnostics["starts"]) == 1
+    assert fastmlr.parameter_error(m.W, sim["W"]).max < 0.5
+
+
 def test_em_paths_agree(pool_4_12):
     sim, ts = pool_4_12
     W0 = sim["W"] + 0.1
