@@ -175,19 +175,23 @@ def _projected_starts(ts_w, U, sizes, kk, heavy_idx, linkages, n_seeds, seed, di
         p0 = np.maximum(c.p, 1.0 / (10.0 * kk))
         found.append((c.W @ U, np.maximum(c.r2, 1e-6 * ybar2), p0 / p0.sum(), linkage))
         diag_starts.append({"start": linkage, "seconds": time.perf_counter() - t1})
-    rng = np.random.default_rng(seed)
-    for j in range(n_seeds):
+    if n_seeds:
         t1 = time.perf_counter()
-        V0 = kmeans_pp(G, th, kk, rng)
-        # variances and weights from the heavy tasks' nearest centres
-        sse = zstats.c[:, None] - 2.0 * zstats.b @ V0.T + zstats.A @ _em._quad_weights(V0).T
-        lab = np.argmin(sse / th[:, None], axis=1)
-        rows = np.bincount(lab, weights=th, minlength=kk)
-        s2 = np.bincount(lab, weights=sse[np.arange(lab.size), lab], minlength=kk)
-        s2 = np.where(rows > 0, s2 / np.maximum(rows, 1.0), ybar2)
-        p0 = np.bincount(lab, minlength=kk) + 1.0
-        found.append((V0, np.maximum(s2, 1e-6 * ybar2), p0 / p0.sum(), f"kmeans++ seed {j}"))
-        diag_starts.append({"start": f"kmeans++ seed {j}", "seconds": time.perf_counter() - t1})
+        V0 = kmeans_pp(G, th, kk, np.random.default_rng(seed), n_starts=n_seeds)  # (S, k, r)
+        # variances and weights from the heavy tasks' nearest centres, every seed at once
+        Vf = V0.reshape(n_seeds * kk, -1)
+        sse = (_em._quad_weights(Vf) @ zstats.A.T - 2.0 * (Vf @ zstats.b.T) + zstats.c[None, :]).reshape(n_seeds, kk, -1)
+        lab = np.argmin(sse / th[None, None, :], axis=1)  # (S, n_H)
+        flat = (np.arange(n_seeds)[:, None] * kk + lab).ravel()
+        rows = np.bincount(flat, weights=np.tile(th, n_seeds), minlength=n_seeds * kk)
+        s2 = np.bincount(flat, weights=np.take_along_axis(sse, lab[:, None, :], axis=1).ravel(),
+                         minlength=n_seeds * kk)
+        s2 = np.where(rows > 0, s2 / np.maximum(rows, 1.0), ybar2).reshape(n_seeds, kk)
+        p0 = (np.bincount(flat, minlength=n_seeds * kk) + 1.0).reshape(n_seeds, kk)
+        each = (time.perf_counter() - t1) / n_seeds
+        for j in range(n_seeds):
+            found.append((V0[j], np.maximum(s2[j], 1e-6 * ybar2), p0[j] / p0[j].sum(), f"kmeans++ seed {j}"))
+            diag_starts.append({"start": f"kmeans++ seed {j}", "seconds": each})
     # every start has a short run, all at once
     t1 = time.perf_counter()
     found = projected_em_batch(zts, zstats, found, max_iter=_SHORT_RUN)

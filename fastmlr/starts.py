@@ -25,54 +25,61 @@ from .tasks import TaskSet
 __all__ = ["kmeans_pp", "ProjectedStart", "projected_em", "projected_em_batch"]
 
 
-def kmeans_pp(G, weights, k, rng, *, lloyd_steps=5):
-    """Weighted k-means++ seeding followed by Lloyd steps.
+def kmeans_pp(G, weights, k, rng, *, n_starts=1, lloyd_steps=5):
+    """Weighted k-means++ seeding followed by Lloyd steps, for several independent starts
+    at once (every step of all starts is one vectorized operation).
 
     Parameters
     ----------
     G : (m, r) float64 -- points
     weights : (m,) float64 > 0
     k : int <= m
-    rng : numpy Generator
-    lloyd_steps : int
+    rng : numpy Generator -- start s draws its k seeds from row s of ``rng.random((n_starts, k))``
+    n_starts : int -- independent starts
+    lloyd_steps : int -- at most this many Lloyd steps (fewer once no label changes)
 
     Returns
     -------
-    C : (k, r) float64 -- centres
+    C : (n_starts, k, r) float64 -- the centres of every start
     """
-    m = G.shape[0]
-    C = np.empty((k, G.shape[1]))
-    u = rng.random(k)
-
-    def draw(prob, q):  # index drawn with probability proportional to prob
-        cdf = np.cumsum(prob)
-        if not cdf[-1] > 0:
-            return int(q * m)
-        return min(int(np.searchsorted(cdf, q * cdf[-1], side="right")), m - 1)
-
+    m, r = G.shape
+    S = n_starts
+    C = np.empty((S, k, r))
+    u = rng.random((S, k))
     g2 = np.einsum("ij,ij->i", G, G)
+    starts = np.arange(S)
 
-    def sqdist(c):  # squared distances of every point to c, clipped at 0 against round-off
-        return np.maximum(g2 - 2.0 * (G @ c) + c @ c, 0.0)
+    def draw(prob, q):  # (S,) indices, drawn with probability proportional to rows of prob (S, m)
+        cdf = np.cumsum(prob, axis=1)
+        tot = cdf[:, -1]
+        idx = np.minimum((cdf <= (q * tot)[:, None]).sum(axis=1), m - 1)
+        flat = ~(tot > 0)
+        idx[flat] = (q[flat] * m).astype(np.int64)
+        return idx
 
-    C[0] = G[draw(weights, u[0])]
-    d2 = sqdist(C[0])
+    def sqdist(c):  # (S, m) squared distances to one centre per start, clipped at 0 against round-off
+        return np.maximum(g2[None, :] - 2.0 * (c @ G.T) + np.einsum("sj,sj->s", c, c)[:, None], 0.0)
+
+    C[:, 0] = G[draw(np.broadcast_to(weights, (S, m)), u[:, 0])]
+    d2 = sqdist(C[:, 0])
     for j in range(1, k):
-        C[j] = G[draw(weights * d2, u[j])]
-        np.minimum(d2, sqdist(C[j]), out=d2)
+        C[:, j] = G[draw(weights[None, :] * d2, u[:, j])]
+        np.minimum(d2, sqdist(C[:, j]), out=d2)
     lab_prev = None
-    onehot = np.zeros((m, k))
-    rows = np.arange(m)
+    onehot = np.zeros((S, k, m))
+    cols = np.arange(m)[None, :]
     for _ in range(lloyd_steps):
-        lab = np.argmin((C * C).sum(axis=1)[None, :] - 2.0 * (G @ C.T), axis=1)
+        D = (C @ G.T) * -2.0
+        D += np.einsum("skj,skj->sk", C, C)[:, :, None]
+        lab = D.argmin(axis=1)  # (S, m)
         if lab_prev is not None and np.array_equal(lab, lab_prev):
             break  # assignments are stable: the centres are final
         lab_prev = lab
         onehot[:] = 0.0
-        onehot[rows, lab] = weights
-        mass = onehot.sum(axis=0)
+        onehot[starts[:, None], lab, cols] = weights[None, :]
+        mass = onehot.sum(axis=2)
         full = mass > 0
-        C[full] = (onehot.T @ G)[full] / mass[full, None]
+        C[full] = (onehot @ G)[full] / mass[full][:, None]
     return C
 
 
