@@ -29,7 +29,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_SETTINGS = ["8,32,3000", "8,32,6000", "4,64,3000", "16,16,4000"]
