@@ -45,7 +45,8 @@ def _moment_stats(X, y, offsets) -> MomentStats:
     check_work(32.0 * d * d, f"the (d, d) = ({d}, {d}) moment matrix and its eigendecomposition",
                "use fewer features (e.g. project X onto a subspace first)")
     cross = np.zeros((d, d))
-    bounds = chunk_bounds(offsets, _config.CHUNK_ROWS)
+    # blocks of a few MB: the group means go from the kernel to the product in cache
+    bounds = chunk_bounds(offsets, max(1, _config.CACHE_BLOCK_BYTES // (d * X.itemsize)))
     k = kernels()
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         part = slice_tasks(X, y, offsets, lo, hi)
