@@ -90,14 +90,24 @@ class NormalEquations(NamedTuple):
 
 
 def _accumulate(stats: NormalEquations, part, l: int, tasks: np.ndarray, weights: np.ndarray) -> None:
-    """Add the rows of ``tasks`` of one validated chunk, weighted, to class l (in place)."""
+    """Add the rows of ``tasks`` of one validated chunk, weighted, to class l (in place).
+
+    The rows are gathered in pieces of about ``_config.CACHE_BLOCK_BYTES``, each reduced
+    by BLAS while it is still in cache.
+    """
     if tasks.size == 0:
         return
-    Xg, yg = kernels().gather_rows(part.X, part.y, part.offsets, tasks, weights)
-    stats.XtX[l] += Xg.T @ Xg  # one BLAS product per class and chunk
-    stats.Xty[l] += Xg.T @ yg
-    stats.yty[l] += float(yg @ yg)
-    stats.rows[l] += float(weights @ np.diff(part.offsets)[tasks])
+    sizes = np.diff(part.offsets)[tasks]
+    stats.rows[l] += float(weights @ sizes)
+    ends = np.cumsum(sizes)
+    step = max(1, _config.CACHE_BLOCK_BYTES // (part.X.shape[1] * part.X.itemsize))
+    cuts = np.unique(np.concatenate([[0], np.searchsorted(ends, np.arange(step, ends[-1], step)) + 1, [tasks.size]]))
+    gather = kernels().gather_rows
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        Xg, yg = gather(part.X, part.y, part.offsets, tasks[a:b], weights[a:b])
+        stats.XtX[l] += Xg.T @ Xg  # one BLAS product (syrk) per piece
+        stats.Xty[l] += Xg.T @ yg
+        stats.yty[l] += float(yg @ yg)
 
 
 def normal_equations(X, y, offsets, R):
