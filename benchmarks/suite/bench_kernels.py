@@ -79,3 +79,21 @@ class Linkage:
 
     def time_single_linkage(self, backend, n, L):
         self.k.single_linkage(self.H, 32)
+
+
+class TaskGram:
+    """Per-task X^T X, X^T y, y^T y (the statistics of fit's EM), tiny tasks."""
+
+    params = (BACKENDS, DTYPES, sizes([1 << 12], [1 << 15]), grid([16, 64]))
+    param_names = ["backend", "dtype", "tasks", "d"]
+
+    def setup(self, backend, dtype, tasks, d):
+        _, (self.X, self.y, self.off, _) = pool(8, d, long_tailed(tasks, 4, 32), dtype)
+        self.k = _load(backend)
+        self.k.task_gram(*head(self.X, self.y, self.off))
+
+    def time_task_gram(self, backend, dtype, tasks, d):
+        self.k.task_gram(self.X, self.y, self.off)
+
+    def peakmem_task_gram(self, backend, dtype, tasks, d):
+        self.k.task_gram(self.X, self.y, self.off)

@@ -1,4 +1,4 @@
-"""Each stage and Algorithm 1 end to end, per backend and dtype, over sizes."""
+"""Each stage, Algorithm 1 end to end and fit(), per backend and dtype, over sizes."""
 
 import numpy as np
 
@@ -91,3 +91,28 @@ class Sampling:
     def time_sample_tasks(self, threads, tasks):
         with fastmlr.n_threads(threads):
             fastmlr.sample_tasks(*self.mix, 4, n_tasks=tasks, seed=1)
+
+
+class Fit:
+    """fit() on one pool of tiny tasks (4-32 rows), as in benchmarks/flexmix_compare.py."""
+
+    params = (BACKENDS, sizes([3000], [24000]), grid(["8,32", "16,16", "4,64"]))
+    param_names = ["backend", "tasks", "k,d"]
+
+    def setup(self, backend, tasks, kd):
+        from fastmlr.pool_cli import simulate_pool
+
+        self.k, d = (int(v) for v in kd.split(","))
+        sim = simulate_pool(self.k, d, tasks, low=4, high=32, seed=0)
+        self.ts = fastmlr.group_tasks(sim["X"], sim["y"], sim["task"])
+        self.backend = backend
+        with fastmlr.use_backend(backend):
+            fastmlr.fit(*self.ts, self.k)
+
+    def time_fit(self, backend, tasks, kd):
+        with fastmlr.use_backend(self.backend):
+            fastmlr.fit(*self.ts, self.k)
+
+    def peakmem_fit(self, backend, tasks, kd):
+        with fastmlr.use_backend(self.backend):
+            fastmlr.fit(*self.ts, self.k)
