@@ -74,7 +74,7 @@ def time_fastmlr(pool, k, repeat, threads):
         if threads > 0:  # read when NumPy loads its BLAS: hence the new process
             env[var] = str(threads)
     code = (
-        "import json, sys, time, numpy as np, fastmlr\n"
+        "import fastmlr, json, sys, time, numpy as np  # fastmlr first, as its README advises\n"
         "f = np.load(sys.argv[1]); X, y, off = f['X'], f['y'], f['offsets']; k, r = int(sys.argv[2]), int(sys.argv[3])\n"
         "fastmlr.fit(X, y, off, k)  # warm-up: compilation and caches are not timed\n"
         "t = []\n"

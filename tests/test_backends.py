@@ -215,3 +215,12 @@ def test_stage_results_match_numpy_backend(name, small_problem):
     with fastmlr.use_backend(name):
         got = fastmlr.second_moment(X, y, off)
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("preset", [None, {"OMP_WAIT_POLICY": "ACTIVE", "OPENBLAS_THREAD_TIMEOUT": "28"}])
+def test_import_sets_thread_wait_defaults_unless_given(preset):
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT")}
+    env.update(preset or {})
+    code = "import os, fastmlr; print(os.environ['OMP_WAIT_POLICY'], os.environ['OPENBLAS_THREAD_TIMEOUT'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.split()
+    assert out == (["PASSIVE", "12"] if preset is None else ["ACTIVE", "28"])
