@@ -9,8 +9,9 @@ O(n k d^2), so several starts can be run to convergence and compared by likeliho
 * weighted k-means++ seeds on the projected heavy-task estimates
   ``g_i = U^T (X_i^T y_i / t_i)``, improved by a few Lloyd steps.
 
-Each start runs a few EM iterations in the subspace; the one of highest (projected)
-log-likelihood runs on to convergence there, and is the start of the full-dimensional EM.
+Each start runs a few EM iterations in the subspace, all starts at once as one stacked
+mixture (:func:`projected_em_batch`); the one of highest (projected) log-likelihood
+runs on to convergence there, and is the start of the full-dimensional EM.
 """
 
 from __future__ import annotations
