@@ -75,22 +75,6 @@ def group_means(X, y, offsets, G):
     return out
 
 
-@njit(**_JIT)
-def _median_inplace(v, m):
-    """Median of v[:m] (sorts v[:m] in place; m is small)."""
-    for a in range(1, m):
-        x = v[a]
-        b = a - 1
-        while b >= 0 and v[b] > x:
-            v[b + 1] = v[b]
-            b -= 1
-        v[b + 1] = x
-    h = m // 2
-    if m % 2 == 1:
-        return v[h]
-    return (v[h - 1] + v[h]) * 0.5
-
-
 @njit(parallel=True, **_JIT)
 def median_combine(S, s, row0, H):
     """One block of rows of the median-of-L distance matrix, from BLAS cross products.
@@ -98,7 +82,10 @@ def median_combine(S, s, row0, H):
     With ``a = g^(l)`` and ``b = g^(l+L)`` the projected group means of the tasks,
     ``(a_i - a_j).(b_i - b_j) = s_l[i] + s_l[j] - (a_i.b_j + b_i.a_j)``; the caller
     computes the cross term ``S`` by matrix products and this kernel takes the
-    median over l.
+    median over l.  For each row the L layers are sorted by an odd-even transposition
+    network (L rounds of compare-exchanges between neighbouring layers), each
+    compare-exchange a select over the whole row: no data-dependent branch, and the
+    loops over the row vectorize.
 
     Parameters
     ----------
@@ -114,17 +101,28 @@ def median_combine(S, s, row0, H):
     L = S.shape[0]
     m = S.shape[1]
     w = S.shape[2]
+    h = L // 2
     for i in prange(m):
-        vals = np.empty(L, dtype=np.float64)
+        D = np.empty((L, w), dtype=np.float64)
         gi = row0 + i
-        for j in range(w):
-            gj = row0 + j
-            if gj == gi:
-                H[gi, gj] = 0.0
-                continue
-            for l in range(L):
-                vals[l] = (s[l, gi] + s[l, gj]) - S[l, i, j]
-            H[gi, gj] = _median_inplace(vals, L)
+        for l in range(L):
+            si = s[l, gi]
+            for j in range(w):
+                D[l, j] = (si + s[l, row0 + j]) - S[l, i, j]
+        for rnd in range(L):
+            for p in range(rnd % 2, L - 1, 2):
+                for j in range(w):
+                    x = D[p, j]
+                    z = D[p + 1, j]
+                    D[p, j] = x if x <= z else z
+                    D[p + 1, j] = z if x <= z else x
+        if L % 2 == 1:
+            for j in range(w):
+                H[gi, row0 + j] = D[h, j]
+        else:
+            for j in range(w):
+                H[gi, row0 + j] = (D[h - 1, j] + D[h, j]) * 0.5
+        H[gi, gi] = 0.0
 
 
 @njit(**_JIT)
