@@ -11,8 +11,9 @@ one place.
 CHUNK_ROWS = 1 << 18
 
 #: Bytes of X handed to a kernel at once when its output feeds a BLAS product right
-#: away (the subspace stage): the kernel's output then stays in cache for the product,
-#: and its allocation is small enough to be reused instead of mapped afresh.
+#: away (the subspace stage's group means, the normal equations' gathered rows): the
+#: kernel's output then stays in cache for the product, and its allocation is small
+#: enough to be reused instead of mapped afresh.
 CACHE_BLOCK_BYTES = 8 << 20
 
 #: Default linkage of the clustering stage (see ``cluster_tasks``).

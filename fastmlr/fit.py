@@ -180,7 +180,7 @@ def _projected_starts(ts_w, U, sizes, kk, heavy_idx, linkages, n_seeds, seed, di
         V0 = kmeans_pp(G, th, kk, np.random.default_rng(seed), n_starts=n_seeds)  # (S, k, r)
         # variances and weights from the heavy tasks' nearest centres, every seed at once
         Vf = V0.reshape(n_seeds * kk, -1)
-        sse = (_em._quad_weights(Vf) @ zstats.A.T - 2.0 * (Vf @ zstats.b.T) + zstats.c[None, :]).reshape(n_seeds, kk, -1)
+        sse = _em._sse_stats(zstats, Vf).reshape(n_seeds, kk, -1)
         lab = np.argmin(sse / th[None, None, :], axis=1)  # (S, n_H)
         flat = (np.arange(n_seeds)[:, None] * kk + lab).ravel()
         rows = np.bincount(flat, weights=np.tile(th, n_seeds), minlength=n_seeds * kk)
