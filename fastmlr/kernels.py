@@ -282,7 +282,6 @@ def _slab_gram(X, y, r0, m, buf, G):
     np.dot(bt.T, bt, G)
 
 
-@njit(parallel=True, **_JIT)
 def task_gram(X, y, offsets):
     """Per-task sufficient statistics of least squares: X_i^T X_i, X_i^T y_i, y_i^T y_i.
 
@@ -304,12 +303,24 @@ def task_gram(X, y, offsets):
     b : (n, d) float64 -- ``X_i^T y_i``
     c : (n,) float64 -- ``y_i^T y_i``
     """
+    # The outputs are allocated by NumPy, which backs large arrays with huge pages: the
+    # packed Gram matrices can be larger than X (n d^2 / 2 numbers), and faulting them in
+    # 4 KiB pages from a compiled allocation cost as much as computing them.
+    n = offsets.shape[0] - 1
+    d = X.shape[1]
+    A = np.empty((n, d * (d + 1) // 2), dtype=np.float64)
+    b = np.empty((n, d), dtype=np.float64)
+    c = np.empty(n, dtype=np.float64)
+    _task_gram_into(X, y, offsets, A, b, c)
+    return A, b, c
+
+
+@njit(parallel=True, **_JIT)
+def _task_gram_into(X, y, offsets, A, b, c):
+    """:func:`task_gram` into caller-allocated ``A``, ``b``, ``c`` (every entry written)."""
     n = offsets.shape[0] - 1
     d = X.shape[1]
     e = d + 1
-    A = np.zeros((n, d * (d + 1) // 2), dtype=np.float64)
-    b = np.zeros((n, d), dtype=np.float64)
-    c = np.zeros(n, dtype=np.float64)
     nblocks = (n + _TASK_BLOCK - 1) // _TASK_BLOCK
     for blk in prange(nblocks):
         buf = np.empty((_ROW_SLAB, e), dtype=np.float64)
@@ -319,6 +330,9 @@ def task_gram(X, y, offsets):
             start = offsets[i]
             stop = offsets[i + 1]
             if stop <= start:
+                A[i, :] = 0.0
+                b[i, :] = 0.0
+                c[i] = 0.0
                 continue
             _slab_gram(X, y, start, min(_ROW_SLAB, stop - start), buf, G)
             for r0 in range(start + _ROW_SLAB, stop, _ROW_SLAB):
@@ -328,9 +342,11 @@ def task_gram(X, y, offsets):
                         G[a, q] += S[a, q]
             p = 0
             for a in range(d):
-                for q in range(a, d):
-                    A[i, p + q - a] = G[a, q]
+                # slices, so that the copy's index starts at 0 and needs no wrap-around test
+                Ai = A[i, p:p + d - a]
+                Ga = G[a, a:d]
+                for q in range(d - a):
+                    Ai[q] = Ga[q]
                 p += d - a
                 b[i, a] = G[a, d]
             c[i] = G[d, d]
-    return A, b, c
