@@ -32,6 +32,7 @@ from typing import NamedTuple
 
 import numpy as np
 import scipy.linalg
+from scipy.linalg.blas import dgemm as _gemm
 
 from .backend import kernels
 from .residuals import task_sse
@@ -72,13 +73,20 @@ def _triu(d: int):
     return iu, ju, np.where(iu == ju, 1.0, 2.0)
 
 
+@functools.lru_cache(maxsize=64)
+def _full_index(d: int) -> np.ndarray:
+    """(d*d,) position in the packed upper triangle of every entry of a symmetric (d, d)
+    matrix, row by row."""
+    iu, ju, _ = _triu(d)
+    pos = np.empty((d, d), dtype=np.intp)
+    pos[iu, ju] = pos[ju, iu] = np.arange(iu.size)
+    return pos.ravel()
+
+
 def unpack(packed, d: int) -> np.ndarray:
     """Symmetric (..., d, d) matrices from their packed upper triangles (..., d(d+1)/2)."""
-    iu, ju, _ = _triu(d)
-    out = np.empty(packed.shape[:-1] + (d, d))
-    out[..., iu, ju] = packed
-    out[..., ju, iu] = packed
-    return out
+    packed = np.asarray(packed)
+    return np.take(packed, _full_index(d), axis=-1).reshape(packed.shape[:-1] + (d, d))
 
 
 def _quad_weights(W) -> np.ndarray:
@@ -155,6 +163,31 @@ def _sse_stats(stats, W):
     return np.maximum(sseT, 0.0, out=sseT)
 
 
+def _log_joint_stats(stats, tc, W, s2, p):
+    """(k, n) log-joint from the statistics: it is linear in them,
+
+        log p_l - (t_i / 2) log(2 pi s2_l) - (c_i - 2 b_i.w_l + A_i . q_l) / (2 s2_l),
+
+    so three BLAS products write it with no (k, n) temporary.  ``tc`` is the (3, n)
+    array of rows ``c``, ``t``, ``1`` (:func:`_tc`).  Unlike :func:`_sse_stats` the
+    residual sums are not clipped at 0: a negative one is round-off of order
+    ``1e-16 c_i``, and its effect on the log-joint is as small."""
+    a = -0.5 / s2
+    with np.errstate(divide="ignore"):
+        logp = np.log(p)
+    coef = np.column_stack([a, -0.5 * (np.log(s2) + _LOG_2PI), logp])  # (k, 3)
+    # Fortran-ordered (n, k) products are the (k, n) log-joint in C order
+    out = _gemm(1.0, stats.A.T, _quad_weights(W) * a[:, None], trans_a=1, trans_b=1)
+    out = _gemm(1.0, stats.b.T, W * (-2.0 * a)[:, None], beta=1.0, c=out, trans_a=1, trans_b=1, overwrite_c=1)
+    out = _gemm(1.0, tc, coef, beta=1.0, c=out, trans_a=1, trans_b=1, overwrite_c=1)
+    return out.T
+
+
+def _tc(stats, t) -> np.ndarray:
+    """(3, n) rows c, t, 1: the per-task factors of :func:`_log_joint_stats`."""
+    return np.ascontiguousarray(np.stack([stats.c, t, np.ones_like(t)]))
+
+
 def _e_step(ts, t, W, s2, p, stats=None, groups=1):
     """Log-likelihood of the pool and responsibilities ``RT`` (k, n), components by rows;
     ``t`` (n,) float task sizes.
@@ -165,7 +198,7 @@ def _e_step(ts, t, W, s2, p, stats=None, groups=1):
     (S,) array, one per mixture.
     """
     if stats is not None:
-        lj = _from_sse(_sse_stats(stats, W), t, s2, p)
+        lj = _log_joint_stats(stats, _tc(stats, t), W, s2, p)
     else:
         lj = _log_joint_T(ts, t, W, s2, p)
     lj3 = lj.reshape(groups, -1, lj.shape[1])

@@ -15,7 +15,10 @@ gives each task its roles by its size:
    in U's coordinates: weighted k-means++ on their projected estimates (``n_seeds``
    seeds) and, if asked, the paper's linkage clustering (Algorithm 3, ``linkages``).
    Each start runs a few EM iterations there (k dimensions instead of d: cheap), and
-   the most likely one runs on to convergence.
+   the most likely one runs on to convergence.  Split-and-merge moves then repair the
+   optimum EM cannot leave by itself (one component over two regimes while two share a
+   third, or one left empty), kept only when they raise the likelihood
+   (:func:`fastmlr.starts.split_merge`).
 4. **EM on every task** (:mod:`fastmlr.em`) from that start mapped back to d
    dimensions, until the log-likelihood stops rising.  Its first E-step classifies
    every task (softly: Algorithm 4's rule with the prior, as posterior weights), and
@@ -46,7 +49,7 @@ import scipy.linalg
 
 from . import em as _em
 from ._guards import check_sums
-from .starts import kmeans_pp, projected_em, projected_em_batch
+from .starts import kmeans_pp, projected_em, projected_em_batch, split_merge
 from .cluster import LINKAGES, cluster_tasks
 from .subspace import _moment_stats, top_eigenvectors
 from .stream import collect
@@ -200,7 +203,8 @@ def _projected_starts(ts_w, U, sizes, kk, heavy_idx, linkages, n_seeds, seed, di
                   seconds=dg["seconds"] + (time.perf_counter() - t1) / len(found))
     # the most likely start runs on to convergence
     best = max(found, key=lambda f: f.loglik)
-    return projected_em(zts, zstats, best.V, best.s2, best.p, best.label, tol=_PROJECTED_TOL)
+    best = projected_em(zts, zstats, best.V, best.s2, best.p, best.label, tol=_PROJECTED_TOL)
+    return split_merge(zts, zstats, G, th, best, tol=_PROJECTED_TOL)
 
 
 def _check_positive_int(v, name):

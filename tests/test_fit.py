@@ -92,6 +92,56 @@ def test_batched_short_runs_equal_separate_runs(pool_4_12, n_starts):
         assert abs(b.loglik - one.loglik) <= 1e-9 * abs(one.loglik)
 
 
+def _projected(sim, ts):
+    from fastmlr.tasks import TaskSet
+
+    U = np.linalg.qr(sim["W"].T)[0]
+    zts = TaskSet(np.ascontiguousarray(ts.X @ U), ts.y, ts.offsets)
+    zstats = em.task_stats(*zts)
+    t = np.diff(ts.offsets).astype(np.float64)
+    return zts, zstats, zstats.b / t[:, None], t, sim["W"] @ U
+
+
+@pytest.fixture(scope="module")
+def pool_6_8():
+    return _pool(6, 8, 2500, seed=2, low=8, high=24)
+
+
+def test_split_merge_repairs_a_merged_optimum(pool_6_8):
+    # one component on the midpoint of regimes 0 and 1, two on regime 2: EM stays there,
+    # and one merge-and-split move gets out
+    from fastmlr.starts import projected_em, split_merge
+
+    sim, ts = pool_6_8
+    zts, zstats, G, t, V_true = _projected(sim, ts)
+    V0 = V_true.copy()
+    V0[0] = 0.5 * (V_true[0] + V_true[1])
+    V0[1] = V_true[2] + 0.05
+    stuck = projected_em(zts, zstats, V0, np.ones(6), np.full(6, 1 / 6), "stuck", tol=1e-6, max_iter=200)
+    assert fastmlr.parameter_error(stuck.V, V_true).max > 0.5  # EM alone does not leave it
+    fixed = split_merge(zts, zstats, G, t, stuck)
+    assert fixed.loglik > stuck.loglik + 1e-3 * abs(stuck.loglik)
+    assert "merge" in fixed.label and "split" in fixed.label
+    assert fastmlr.parameter_error(fixed.V, V_true).max < 0.15
+
+
+def test_split_merge_keeps_a_good_optimum(pool_6_8):
+    from fastmlr.starts import projected_em, split_merge
+
+    sim, ts = pool_6_8
+    zts, zstats, G, t, V_true = _projected(sim, ts)
+    good = projected_em(zts, zstats, V_true, np.ones(6), np.full(6, 1 / 6), "truth", tol=1e-6, max_iter=200)
+    assert split_merge(zts, zstats, G, t, good) is good
+
+
+def test_fit_leaves_a_merged_optimum_at_k16():
+    # on this pool the k-means++ starts alone ended with two regimes under one component
+    # (matched error 1.36); the split-and-merge moves reach the optimum EM finds from the truth
+    sim, ts = _pool(16, 32, 6000, seed=3, low=4, high=32)
+    m = fastmlr.fit(*ts, 16)
+    assert fastmlr.parameter_error(m.W, sim["W"]).max < 0.2
+
+
 def test_fit_with_a_single_start(pool_4_12):
     sim, ts = pool_4_12
     m = fastmlr.fit(*ts, 4, n_seeds=1)
