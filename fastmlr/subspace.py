@@ -16,7 +16,7 @@ from . import _config
 from ._guards import check_sums, check_work
 from .backend import kernels
 from .stream import is_stream, task_chunks
-from .tasks import check_k, check_tasks, chunk_bounds, slice_tasks
+from .tasks import check_finite_through, check_k, check_tasks, chunk_bounds, slice_tasks
 
 __all__ = ["second_moment", "estimate_subspace", "top_eigenvectors", "MomentStats", "moment_stats"]
 
@@ -40,7 +40,10 @@ class MomentStats(NamedTuple):
 
 
 def _moment_stats(X, y, offsets) -> MomentStats:
-    """MomentStats of a validated task set, streamed through the kernel in chunks."""
+    """MomentStats of a task set validated but for its values, streamed through the
+    kernel in blocks.  Every value of X and y reaches the group means (as y*x), so NaN
+    and inf are caught from each block's means, in cache (:func:`check_finite_through`):
+    the stage reads X once."""
     d = X.shape[1]
     check_work(32.0 * d * d, f"the (d, d) = ({d}, {d}) moment matrix and its eigendecomposition",
                "use fewer features (e.g. project X onto a subspace first)")
@@ -50,7 +53,9 @@ def _moment_stats(X, y, offsets) -> MomentStats:
     k = kernels()
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         part = slice_tasks(X, y, offsets, lo, hi)
-        B = k.group_means(part.X, part.y, part.offsets, 2)
+        with np.errstate(over="ignore", invalid="ignore"):  # reported by the check below
+            B = k.group_means(part.X, part.y, part.offsets, 2)
+        check_finite_through(B, X, y, "the group means of y*x")
         cross += B[:, 0, :].T @ B[:, 1, :]  # BLAS, in the data's precision
     check_sums(cross, "the moment matrix M")
     return MomentStats(cross, offsets.size - 1)
@@ -62,6 +67,8 @@ def moment_stats(X, y=None, offsets=None) -> MomentStats:
     Statistics of disjoint task sets add (``a + b``), so the subspace of a pool can be
     assembled from parts computed anywhere.
     """
+    if not is_stream(X):  # NaN and inf are checked through the kernel's output
+        return _moment_stats(*check_tasks(X, y, offsets, min_size=2, role="subspace tasks", finite=False))
     total = None
     for ts in task_chunks(X, y, offsets, min_size=2, role="subspace tasks"):
         part = _moment_stats(*ts)

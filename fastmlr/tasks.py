@@ -18,6 +18,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ._guards import check_sums
+
 __all__ = ["TaskSet", "check_tasks", "pack_tasks", "group_tasks", "task_sizes"]
 
 
@@ -75,6 +77,24 @@ def check_finite(arr: np.ndarray, name: str) -> None:
                 f"{name} contains NaN or inf (first at index {tuple(int(i) for i in where)}); "
                 f"remove or impute non-finite values first"
             )
+
+
+def check_finite_through(out: np.ndarray, X: np.ndarray, y: np.ndarray, what: str) -> None:
+    """Check X and y for NaN and inf through a kernel's output ``out``, which every
+    value of X and y reaches through products and sums (such as the group means of
+    y*x): any NaN or inf among them makes ``out`` non-finite, so a finite ``out`` (read
+    from cache, a fraction of X's size) clears them without a separate read of X.
+    Otherwise X and y are checked exactly, and if they are finite ``out`` overflowed.
+
+    Raises
+    ------
+    ValueError -- naming X or y and the first bad index, or saying what overflowed
+    """
+    if np.isfinite(_total(out.reshape(-1, out.shape[-1]) if out.ndim > 2 else out)):
+        return
+    check_finite(X, "X")
+    check_finite(y, "y")
+    check_sums(out, what)
 
 
 def check_offsets(offsets, N: int, name: str = "offsets") -> np.ndarray:

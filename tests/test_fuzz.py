@@ -1285,7 +1285,7 @@ REGRESSIONS = {
     "classify X overflow": (lambda: fastmlr.classify_tasks(_X * 1e200, _Y, _OFF, _W, _S2), ValueError,
                             r"overflowed float64.*rescale X and y"),
     "subspace X overflow": (lambda: fastmlr.estimate_subspace(_X * 1e200, _Y * 1e200, _OFF, 1), ValueError,
-                            r"moment matrix M overflowed"),
+                            r"group means of y\*x overflowed"),
     "cluster X overflow, one task": (lambda: fastmlr.distance_matrix(_X[:2] * 1e200, _Y[:2] * 1e200, [0, 2], np.eye(2)),
                                      ValueError, r"projected group means overflowed"),
     "fit X overflow": (lambda: fastmlr.fit(_X * 1e200, _Y * 1e200, _OFF, 1), ValueError, r"X\^T X / N overflowed"),

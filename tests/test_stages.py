@@ -13,6 +13,8 @@ import pytest
 import fastmlr
 from fastmlr.classify import FallbackWarning
 
+from helpers import BACKENDS
+
 
 @pytest.fixture(scope="module")
 def U(small_problem):
@@ -50,6 +52,34 @@ def test_subspace_errors(small_problem):
         fastmlr.estimate_subspace(X, y, off, 17)
     with pytest.raises(ValueError, match="fewer than 2 rows"):
         fastmlr.estimate_subspace(X[:5], y[:5], np.array([0, 1, 5]), 1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_subspace_finds_every_non_finite_value(backend, dtype):
+    # the stage reads X once: NaN and inf are found through the kernel's group means,
+    # and reported like the up-front check would, with the index in the whole array
+    rng = np.random.default_rng(4)
+    off = np.arange(0, 3001, 3)
+    X = rng.standard_normal((3000, 5)).astype(dtype)
+    y = rng.standard_normal(3000).astype(dtype)
+    X[1234] = 0.0
+    y[2345] = 0.0
+    for name, row, col, value in [("X", 7, 2, np.nan), ("X", 2999, 4, np.inf), ("X", 2345, 1, -np.inf),
+                                  ("y", 0, None, np.nan), ("y", 1234, None, np.inf)]:
+        Xb, yb = X.copy(), y.copy()
+        if name == "X":
+            Xb[row, col] = value  # row 2345 has y = 0: inf * 0 is NaN, still caught
+            where = rf"\({row}, {col}\)"
+        else:
+            yb[row] = value  # row 1234 has x = 0: the same
+            where = rf"\({row},\)"
+        with pytest.raises(ValueError, match=rf"{name} contains NaN or inf \(first at index {where}\)"):
+            fastmlr.estimate_subspace(Xb, yb, off, 2)
+    big = np.finfo(dtype).max / 4
+    with pytest.raises(ValueError, match="overflowed"):  # finite, but y*x overflows
+        fastmlr.estimate_subspace(np.full((6, 2), big, dtype=dtype), np.full(6, big, dtype=dtype), [0, 3, 6], 1)
+    assert fastmlr.estimate_subspace(X, y, off, 2).shape == (5, 2)
 
 
 @pytest.mark.parametrize("linkage", ["average", "single"])
