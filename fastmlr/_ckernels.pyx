@@ -24,11 +24,12 @@ from cython cimport floating
 from cython.parallel cimport parallel, prange, threadid
 from libc.math cimport INFINITY, sqrt
 from libc.stdint cimport int64_t
+from libc.string cimport memcpy
 from scipy.linalg.cython_blas cimport dgemm
 
 from . import _threads
 
-__all__ = ["group_means", "median_combine", "single_linkage", "residual_sums", "gather_rows", "task_gram"]
+__all__ = ["group_means", "median_combine", "single_linkage", "average_linkage", "residual_sums", "gather_rows", "task_gram"]
 
 cdef extern from *:
     """
@@ -48,6 +49,15 @@ OPENMP = bool(FASTMLR_HAVE_OPENMP)
 cdef enum:
     _TASK_BLOCK = 64
     _ROW_SLAB = 128   # rows of a task per BLAS product in task_gram (as in kernels.py)
+    _SCAN_BLOCK = 128  # average_linkage: slots per block of the nearest-neighbour scan
+    _GATHER_RATIO = 8  # average_linkage: backlog above m / _GATHER_RATIO merges is gathered
+
+# float64 bits as int64, xored with this where negative: integers in the order of the
+# values; _OWN, the NaN whose key is _KEY_MASK, marks a row's own slot in
+# average_linkage's working matrix (as in kernels.py)
+cdef int64_t _KEY_MASK = 0x7FFFFFFFFFFFFFFF
+cdef double _OWN
+memcpy(&_OWN, &_KEY_MASK, sizeof(double))
 
 
 cdef inline int _nthreads(Py_ssize_t work) except -1:
@@ -221,6 +231,48 @@ cdef inline int64_t _find(int64_t[::1] parent, int64_t a) noexcept nogil:
     return a
 
 
+cdef _cut_merges(eu_arr, ev_arr, ew_arr, Py_ssize_t n, Py_ssize_t k):
+    """Labels of n tasks after the n - k lowest of n - 1 merges.
+
+    Merge e joins the clusters of tasks ``eu[e]`` and ``ev[e]`` at height ``ew[e]``.
+    The merges are sorted by height with a stable sort (equal heights keep their
+    order) and the first n - k applied by union-find.
+
+    Returns
+    -------
+    labels : (n,) int64 in [0, k), numbered by first appearance (task 0 has label 0)
+    """
+    cdef int64_t[::1] eu = eu_arr
+    cdef int64_t[::1] ev = ev_arr
+    # any stable sort gives the same order; NumPy's mergesort is one
+    order_arr = np.argsort(ew_arr, kind="mergesort").astype(np.int64)
+    cdef int64_t[::1] order = order_arr
+    uf_arr = np.arange(n, dtype=np.int64)
+    cdef int64_t[::1] uf = uf_arr
+    labels_arr = np.empty(n, dtype=np.int64)
+    root_label_arr = np.full(n, -1, dtype=np.int64)
+    cdef int64_t[::1] labels = labels_arr
+    cdef int64_t[::1] root_label = root_label_arr
+    cdef int64_t a, b, r, nxt_label = 0
+    cdef Py_ssize_t e, i
+    with nogil:
+        for e in range(n - k):
+            a = _find(uf, eu[order[e]])
+            b = _find(uf, ev[order[e]])
+            if a != b:
+                if a < b:
+                    uf[b] = a
+                else:
+                    uf[a] = b
+        for i in range(n):
+            r = _find(uf, i)
+            if root_label[r] < 0:
+                root_label[r] = nxt_label
+                nxt_label += 1
+            labels[i] = root_label[r]
+    return labels_arr
+
+
 def single_linkage(const double[:, ::1] H, Py_ssize_t k):
     """Single-linkage clustering of a dense dissimilarity matrix into k clusters.
 
@@ -275,33 +327,236 @@ def single_linkage(const double[:, ::1] H, Py_ssize_t k):
             ev[step] = nxt
             ew[step] = nxt_w
             cur = nxt
-    # any stable sort gives the same order; NumPy's mergesort is one
-    order_arr = np.argsort(ew_arr, kind="mergesort").astype(np.int64)
-    cdef int64_t[::1] order = order_arr
-    uf_arr = np.arange(n, dtype=np.int64)
-    cdef int64_t[::1] uf = uf_arr
-    labels_arr = np.empty(n, dtype=np.int64)
-    root_label_arr = np.full(n, -1, dtype=np.int64)
-    cdef int64_t[::1] labels = labels_arr
-    cdef int64_t[::1] root_label = root_label_arr
-    cdef int64_t a, b, r, nxt_label = 0
-    cdef Py_ssize_t e, i
-    with nogil:
-        for e in range(n - k):
-            a = _find(uf, eu[order[e]])
-            b = _find(uf, ev[order[e]])
-            if a != b:
-                if a < b:
-                    uf[b] = a
+    return _cut_merges(eu_arr, ev_arr, ew_arr, n, k)
+
+
+# ------------------------------------------------------------ average_linkage
+
+cdef inline void _replay(double[:, ::1] D, Py_ssize_t a, Py_ssize_t t0, Py_ssize_t t1,
+                         const int64_t[::1] slot_p, const int64_t[::1] slot_q,
+                         const int64_t[::1] slot_last, const double[::1] size_p,
+                         const double[::1] size_q) noexcept nogil:
+    """Apply merges t0 .. t1-1 of ``average_linkage`` to row a of its working matrix."""
+    cdef Py_ssize_t e, p, q
+    for e in range(t0, t1):
+        p = slot_p[e]
+        q = slot_q[e]
+        D[a, p] = (size_p[e] * D[a, p] + size_q[e] * D[a, q]) / (size_p[e] + size_q[e])
+        D[a, q] = D[a, slot_last[e]]
+
+
+cdef inline void _refresh(double[:, ::1] D, Py_ssize_t a, Py_ssize_t t0, Py_ssize_t t1,
+                          Py_ssize_t m, const int64_t[::1] formed, int64_t[::1] newer,
+                          const int64_t[::1] slot_p, const int64_t[::1] slot_q,
+                          const int64_t[::1] slot_last, const double[::1] size_p,
+                          const double[::1] size_q) noexcept nogil:
+    """Bring row a of ``average_linkage``'s working matrix from t0 merges up to t1
+    (replayed, or copied from column a when the backlog is long; see kernels.py)."""
+    cdef Py_ssize_t i, j, cnt = 0
+    if (t1 - t0) * _GATHER_RATIO > m:
+        for j in range(m):
+            newer[cnt] = j
+            cnt += formed[j] > t0
+        for i in range(cnt):
+            j = newer[i]
+            D[a, j] = D[j, a]
+    else:
+        _replay(D, a, t0, t1, slot_p, slot_q, slot_last, size_p, size_q)
+
+
+cdef inline int64_t _key(double v) noexcept nogil:
+    """The bits of v as an int64, xored with _KEY_MASK where negative."""
+    cdef int64_t u
+    memcpy(&u, &v, sizeof(double))
+    return u ^ ((u >> 63) & _KEY_MASK)
+
+
+cdef Py_ssize_t _nearest(const double[:, ::1] D, Py_ssize_t a, Py_ssize_t m,
+                         Py_ssize_t prev) noexcept nogil:
+    """The slot nearest to row a's cluster among the first m slots of its row: the first
+    slot of minimal value, or ``prev`` if no value is below its own (see kernels.py)."""
+    cdef int64_t best = _KEY_MASK, low, u
+    cdef Py_ssize_t best_b = 0, nb = m // _SCAN_BLOCK, b, j, j0
+    cdef double v
+    for b in range(nb):
+        j0 = b * _SCAN_BLOCK
+        low = _KEY_MASK
+        for j in range(_SCAN_BLOCK):
+            u = _key(D[a, j0 + j])
+            if u < low:
+                low = u
+        if low < best:
+            best = low
+            best_b = b
+    j0 = nb * _SCAN_BLOCK
+    low = _KEY_MASK
+    for j in range(m - j0):
+        u = _key(D[a, j0 + j])
+        if u < low:
+            low = u
+    if low < best:
+        best = low
+        best_b = nb
+    j = best_b * _SCAN_BLOCK
+    while _key(D[a, j]) != best:
+        j += 1
+    v = D[a, j]
+    if prev >= 0 and not v < D[a, prev]:
+        return prev
+    if v == 0.0:
+        j = 0
+        while D[a, j] != 0.0:
+            j += 1
+    return j
+
+
+cdef void _merge_rows(double[:, ::1] D, Py_ssize_t p, Py_ssize_t q, Py_ssize_t last,
+                      double wp, double wq) noexcept nogil:
+    """Write the rows of ``average_linkage``'s working matrix changed by a merge: the
+    union of slots p < q into slot p, the last slot's cluster into slot q (see kernels.py)."""
+    cdef Py_ssize_t j, m = last + 1
+    cdef double w = wp + wq, d
+    for j in range(m):
+        D[p, j] = (wp * D[p, j] + wq * D[q, j]) / w
+    D[p, p] = _OWN
+    d = D[p, last]  # the union's distance to the cluster that moves into slot q
+    D[p, q] = d
+    if q != last:
+        for j in range(last):
+            D[q, j] = D[last, j]
+        D[q, q] = _OWN
+        D[q, p] = d
+
+
+cdef void _nn_chain(double[:, ::1] D, int64_t[::1] eu, int64_t[::1] ev, double[::1] ew,
+                    int64_t[:, ::1] iwork, double[:, ::1] fwork) noexcept nogil:
+    """The n - 1 merges of average linkage on the working matrix D (n >= 1), by the
+    nearest-neighbour chain: merge t joins the clusters of tasks eu[t] and ev[t] at
+    height ew[t] (in the order made).  ``iwork`` (9, n) and ``fwork`` (3, n) are scratch."""
+    cdef Py_ssize_t n = D.shape[0]
+    cdef int64_t[::1] rep = iwork[0]  # a task of each slot's cluster (its lowest)
+    cdef int64_t[::1] stamp = iwork[1]  # merges each slot's row is current after
+    cdef int64_t[::1] formed = iwork[2]  # merges after which it was last written whole
+    cdef int64_t[::1] chain = iwork[3]
+    cdef int64_t[::1] newer = iwork[4]
+    cdef int64_t[::1] slot_p = iwork[5]
+    cdef int64_t[::1] slot_q = iwork[6]
+    cdef int64_t[::1] slot_last = iwork[7]
+    cdef int64_t[::1] in_chain = iwork[8]
+    cdef double[::1] size = fwork[0]  # size of each slot's cluster
+    cdef double[::1] size_p = fwork[1]
+    cdef double[::1] size_q = fwork[2]
+    cdef Py_ssize_t i, t, m, top = 0, a = 0, c, prev, p, q, last
+    for i in range(n):
+        rep[i] = i
+        stamp[i] = 0
+        formed[i] = 0
+        in_chain[i] = 0
+        size[i] = 1.0
+        D[i, i] = _OWN
+    for t in range(n - 1):
+        m = n - t
+        c = 0
+        prev = -1
+        while c != prev:  # grow the chain until its two last clusters are mutual nearest
+            if top == 0:
+                chain[0] = 0
+                in_chain[0] = 1
+                top = 1
+            a = chain[top - 1]
+            _refresh(D, a, stamp[a], t, m, formed, newer, slot_p, slot_q, slot_last, size_p, size_q)
+            stamp[a] = t
+            prev = chain[top - 2] if top >= 2 else -1
+            c = _nearest(D, a, m, prev)
+            if c != prev:
+                if in_chain[c]:  # only a non-symmetric H leads back into the chain: merge
+                    c = prev
                 else:
-                    uf[a] = b
-        for i in range(n):
-            r = _find(uf, i)
-            if root_label[r] < 0:
-                root_label[r] = nxt_label
-                nxt_label += 1
-            labels[i] = root_label[r]
-    return labels_arr
+                    chain[top] = c
+                    in_chain[c] = 1
+                    top += 1
+        top -= 2
+        in_chain[a] = 0
+        in_chain[c] = 0
+        p = a if a < c else c
+        q = c if a < c else a
+        last = m - 1
+        _refresh(D, c, stamp[c], t, m, formed, newer, slot_p, slot_q, slot_last, size_p, size_q)
+        if q != last:
+            _refresh(D, last, stamp[last], t, m, formed, newer, slot_p, slot_q, slot_last, size_p, size_q)
+        eu[t] = rep[p]
+        ev[t] = rep[q]
+        ew[t] = D[a, c]
+        slot_p[t] = p
+        slot_q[t] = q
+        slot_last[t] = last
+        size_p[t] = size[p]
+        size_q[t] = size[q]
+        _merge_rows(D, p, q, last, size[p], size[q])
+        size[p] += size[q]
+        if rep[q] < rep[p]:
+            rep[p] = rep[q]
+        stamp[p] = t + 1
+        formed[p] = t + 1
+        if q != last:
+            size[q] = size[last]
+            rep[q] = rep[last]
+            stamp[q] = t + 1
+            formed[q] = t + 1
+            if in_chain[last]:
+                in_chain[last] = 0
+                in_chain[q] = 1
+                for i in range(top):
+                    if chain[i] == last:
+                        chain[i] = q
+
+
+def average_linkage(double[:, ::1] H, Py_ssize_t k):
+    """Average-linkage (UPGMA) clustering of a dense dissimilarity matrix into k clusters.
+
+    The nearest-neighbour chain, in O(n^2) time and O(n) extra memory, with H itself
+    as the working matrix: **H is overwritten**.  The distance of a union to another
+    cluster x is ``(n_a d(a, x) + n_b d(b, x)) / (n_a + n_b)`` (SciPy's arithmetic);
+    the n - 1 merges are then sorted by height and the first n - k applied, as in
+    :func:`single_linkage`.
+
+    The m active clusters occupy slots (rows and columns) 0 .. m-1: merging slots p < q
+    puts the union in slot p and moves the last slot's cluster into slot q, so every
+    scan reads the first m entries of a row.  A merge writes the rows of slots p and q
+    only; any other row is brought up to date when it is next read
+    (:func:`_refresh`).  Ties: the chain's top takes its predecessor in the chain if
+    that is among its nearest (which the nearest-neighbour chain needs), otherwise
+    the lowest slot among them; an empty chain restarts from slot 0; among equal
+    merge heights the merge made first is applied first (stable sort by height).
+
+    Parameters
+    ----------
+    H : (n, n) float64, C-contiguous, symmetric; any finite values (negative ones
+        included) whose weighted means do not overflow; the diagonal is ignored.
+        Overwritten (the working matrix).  Outside this contract (H not symmetric,
+        or an overflow) the labels mean nothing, but they are still k clusters and
+        every access stays within the arrays.
+    k : int, 1 <= k <= n
+
+    Returns
+    -------
+    labels : (n,) int64 in [0, k), numbered by first appearance (task 0 has label 0)
+    """
+    cdef Py_ssize_t n = H.shape[0]
+    cdef Py_ssize_t nm = n - 1 if n > 1 else 0
+    eu_arr = np.empty(nm, dtype=np.int64)
+    ev_arr = np.empty(nm, dtype=np.int64)
+    ew_arr = np.empty(nm, dtype=np.float64)
+    cdef int64_t[::1] eu = eu_arr
+    cdef int64_t[::1] ev = ev_arr
+    cdef double[::1] ew = ew_arr
+    cdef int64_t[:, ::1] iwork = np.empty((9, n), dtype=np.int64)
+    cdef double[:, ::1] fwork = np.empty((3, n), dtype=np.float64)
+    if n == 0:
+        return np.empty(0, dtype=np.int64)
+    with nogil:
+        _nn_chain(H, eu, ev, ew, iwork, fwork)
+    return _cut_merges(eu_arr, ev_arr, ew_arr, n, k)
 
 
 # --------------------------------------------------------------- residual_sums

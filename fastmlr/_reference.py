@@ -13,7 +13,7 @@ import numpy as np
 from scipy.cluster.hierarchy import linkage
 from scipy.spatial.distance import squareform
 
-__all__ = ["group_means", "median_combine", "median_distances", "single_linkage", "residual_sums", "gather_rows", "task_gram"]
+__all__ = ["group_means", "median_combine", "median_distances", "single_linkage", "average_linkage", "residual_sums", "gather_rows", "task_gram"]
 
 
 def _segment_sums(values: np.ndarray, bounds: np.ndarray) -> np.ndarray:
@@ -123,6 +123,14 @@ def cut_linkage(H, k, method):
 def single_linkage(H, k):
     """Single-linkage clustering into k clusters (see ``kernels.single_linkage``)."""
     return cut_linkage(H, k, "single")
+
+
+def average_linkage(H, k):
+    """Average-linkage (UPGMA) clustering into k clusters (see ``kernels.average_linkage``).
+
+    SciPy's, on a condensed copy: unlike the compiled kernels, H is left as it is.
+    """
+    return cut_linkage(H, k, "average")
 
 
 def residual_sums(P, y, offsets):

@@ -6,10 +6,12 @@ group l).  ``H_ij = median_l (g_i^l - g_j^l) . (g_i^(l+L) - g_j^(l+L))`` estimat
 and the tasks are clustered with H as a dissimilarity.
 
 H can be negative: two tasks of the same component have expected H of zero, and
-the estimate scatters around it.  Both linkages are used on H exactly as computed
-(for SciPy's average linkage it is shifted by a constant to be non-negative, which
-changes no merge: average and single linkage compare means and minima of
-dissimilarities, which a common shift moves alike).
+the estimate scatters around it.  Both linkages are O(n_H^2) kernels that take H
+exactly as computed (average and single linkage compare means and minima of
+dissimilarities, which a common shift moves alike, so negative values need no
+shift): ``average_linkage`` by the nearest-neighbour chain, with H as its working
+matrix, and ``single_linkage`` by a minimum spanning tree.  (The NumPy backend's
+SciPy linkage wants non-negative values and is given H shifted by a constant.)
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import numpy as np
 
 from . import _config
 from ._guards import check_sums
-from ._reference import cut_linkage
 from .backend import kernels
 from .residuals import task_sse
 from .stream import collect
@@ -172,8 +173,9 @@ def cluster_tasks(X, y=None, offsets=None, U=None, k=None, *, L=None, linkage=No
         best at the demo's sizes (128-256 rows per task); larger L trades the variance
         of each estimate for robustness to outliers and needs more rows per task.
     linkage : {"average", "single"}, optional
-        "average" (default: it measured more accurate) or "single", the paper's, as an
-        O(n_H^2) minimum-spanning-tree kernel.
+        "average" (default: it measured more accurate), by an O(n_H^2)
+        nearest-neighbour-chain kernel, or "single", the paper's, by an O(n_H^2)
+        minimum-spanning-tree kernel.
 
     Returns
     -------
@@ -196,7 +198,7 @@ def cluster_tasks(X, y=None, offsets=None, U=None, k=None, *, L=None, linkage=No
     if linkage == "single":
         labels = kernels().single_linkage(H, k)
     else:
-        labels = cut_linkage(H, k, "average")
+        labels = kernels().average_linkage(H, k)  # overwrites H
     del H
 
     # cluster means of y*x, weighted by rows: group sums are group means times sizes

@@ -20,7 +20,7 @@ from numba import njit, prange
 
 from . import _threads
 
-__all__ = ["group_means", "median_combine", "single_linkage", "residual_sums", "gather_rows", "task_gram"]
+__all__ = ["group_means", "median_combine", "single_linkage", "average_linkage", "residual_sums", "gather_rows", "task_gram"]
 
 _JIT = dict(cache=True, nogil=True)
 
@@ -29,6 +29,21 @@ _TASK_BLOCK = 64
 
 # Rows of a task handed to one BLAS product by task_gram; fixed, for the same reason.
 _ROW_SLAB = 128
+
+# average_linkage: slots per block of its nearest-neighbour scan, and the backlog of
+# merges (as a fraction 1/_GATHER_RATIO of the active slots) above which a stale row
+# is brought up to date by copying entries of newer rows instead of replaying merges.
+_SCAN_BLOCK = 128
+_GATHER_RATIO = 8
+
+# The bits of a float64 read as an int64 and xored with this where negative are
+# integers in the order of the values (-0.0 just below +0.0; +inf above every
+# finite value), so a scan for the minimum can compare integers, which vectorizes.
+_KEY_MASK = np.int64(0x7FFFFFFFFFFFFFFF)
+
+# The NaN whose key is _KEY_MASK, above every other: it marks a row's own slot in
+# average_linkage's working matrix, which a scan for the minimum thus never takes.
+_OWN = float(np.array([_KEY_MASK]).view(np.float64)[0])
 
 _threads.set(_threads._count)
 
@@ -134,6 +149,37 @@ def _find(parent, a):
 
 
 @njit(**_JIT)
+def _cut_merges(eu, ev, ew, n, k):
+    """Labels of n tasks after the n - k lowest of n - 1 merges.
+
+    Merge e joins the clusters of tasks ``eu[e]`` and ``ev[e]`` at height ``ew[e]``.
+    The merges are sorted by height with a stable sort (equal heights keep their
+    order) and the first n - k applied by union-find.
+
+    Returns
+    -------
+    labels : (n,) int64 in [0, k), numbered by first appearance (task 0 has label 0)
+    """
+    order = np.argsort(ew, kind="mergesort")
+    uf = np.arange(n)
+    for e in range(n - k):
+        a = _find(uf, eu[order[e]])
+        b = _find(uf, ev[order[e]])
+        if a != b:
+            uf[max(a, b)] = min(a, b)
+    labels = np.empty(n, dtype=np.int64)
+    root_label = np.full(n, -1, dtype=np.int64)
+    nxt_label = 0
+    for i in range(n):
+        r = _find(uf, i)
+        if root_label[r] < 0:
+            root_label[r] = nxt_label
+            nxt_label += 1
+        labels[i] = root_label[r]
+    return labels
+
+
+@njit(**_JIT)
 def single_linkage(H, k):
     """Single-linkage clustering of a dense dissimilarity matrix into k clusters.
 
@@ -177,23 +223,238 @@ def single_linkage(H, k):
         ev[step] = nxt
         ew[step] = nxt_w
         cur = nxt
-    order = np.argsort(ew, kind="mergesort")
-    uf = np.arange(n)
-    for e in range(n - k):
-        a = _find(uf, eu[order[e]])
-        b = _find(uf, ev[order[e]])
-        if a != b:
-            uf[max(a, b)] = min(a, b)
-    labels = np.empty(n, dtype=np.int64)
-    root_label = np.full(n, -1, dtype=np.int64)
-    nxt_label = 0
+    return _cut_merges(eu, ev, ew, n, k)
+
+
+@njit(**_JIT)
+def _replay(D, a, t0, t1, slot_p, slot_q, slot_last, size_p, size_q):
+    """Apply merges t0 .. t1-1 of ``average_linkage`` to row a of its working matrix.
+
+    Merge e joined the clusters of slots ``slot_p[e] < slot_q[e]``, of sizes
+    ``size_p[e]`` and ``size_q[e]``, into slot ``slot_p[e]``, and moved the cluster of
+    slot ``slot_last[e]`` into slot ``slot_q[e]``; row a's cluster took no part in them.
+    """
+    for e in range(t0, t1):
+        p = slot_p[e]
+        q = slot_q[e]
+        D[a, p] = (size_p[e] * D[a, p] + size_q[e] * D[a, q]) / (size_p[e] + size_q[e])
+        D[a, q] = D[a, slot_last[e]]
+
+
+@njit(**_JIT)
+def _refresh(D, a, t0, t1, m, formed, newer, slot_p, slot_q, slot_last, size_p, size_q):
+    """Bring row a of ``average_linkage``'s working matrix from t0 merges up to t1.
+
+    A short backlog is replayed (:func:`_replay`).  A long one (more than
+    m / ``_GATHER_RATIO`` merges) is not: the row's only stale entries are those of
+    the slots whose row was written since (``formed[j] > t0``), and each of those rows
+    holds the current distance to a's cluster (unchanged since t0), so they are copied
+    from column a, first listed in ``newer`` (scratch, (n,)) so that the copy loop
+    does not branch.  The working matrix stays exactly symmetric, so both ways give
+    the same bits.  m is the number of active slots.
+    """
+    if (t1 - t0) * _GATHER_RATIO > m:
+        cnt = 0
+        for j in range(m):
+            newer[cnt] = j
+            cnt += formed[j] > t0
+        for i in range(cnt):
+            j = newer[i]
+            D[a, j] = D[j, a]
+    else:
+        _replay(D, a, t0, t1, slot_p, slot_q, slot_last, size_p, size_q)
+
+
+@njit(**_JIT)
+def _nearest(D, a, m, prev):
+    """The slot nearest to row a's cluster among the first m slots of its row.
+
+    The first slot of minimal value, or ``prev`` if no value is below its own (prev < 0:
+    no preference).  The minimum is taken over integer keys (see ``_KEY_MASK``) by
+    blocks of ``_SCAN_BLOCK`` slots, then its first slot is looked up in the first
+    block that holds it; -0.0 and +0.0 are equal values with different keys, so a
+    minimum of zero is looked up from slot 0.  Row a's own slot holds ``_OWN``, never
+    taken.  A NaN (only an overflow of the weighted means makes one) compares as not
+    below, so the chain still only grows to strictly nearer clusters and ends.
+    """
+    keys = D[a, :m].view(np.int64)
+    best = _KEY_MASK
+    best_b = 0
+    nb = m // _SCAN_BLOCK
+    for b in range(nb):
+        blk = keys[b * _SCAN_BLOCK:(b + 1) * _SCAN_BLOCK]
+        low = _KEY_MASK
+        for j in range(_SCAN_BLOCK):
+            u = blk[j]
+            low = min(low, u ^ ((u >> 63) & _KEY_MASK))
+        if low < best:
+            best = low
+            best_b = b
+    tail = keys[nb * _SCAN_BLOCK:m]
+    low = _KEY_MASK
+    for j in range(m - nb * _SCAN_BLOCK):
+        u = tail[j]
+        low = min(low, u ^ ((u >> 63) & _KEY_MASK))
+    if low < best:
+        best = low
+        best_b = nb
+    j = best_b * _SCAN_BLOCK
+    while keys[j] ^ ((keys[j] >> 63) & _KEY_MASK) != best:
+        j += 1
+    v = D[a, j]
+    if prev >= 0 and not v < D[a, prev]:
+        return prev
+    if v == 0.0:
+        j = 0
+        while D[a, j] != 0.0:
+            j += 1
+    return j
+
+
+@njit(**_JIT)
+def _merge_rows(D, p, q, last, wp, wq):
+    """Write the rows of ``average_linkage``'s working matrix changed by a merge.
+
+    Slot p gets the union of the clusters of slots p < q (sizes wp and wq); the cluster
+    of slot ``last``, the last active one, moves into slot q unless q is ``last``.
+    Rows p and q, and row ``last`` if it moves, must be current.
+    """
+    m = last + 1
+    Dp = D[p, :m]
+    Dq = D[q, :m]
+    w = wp + wq
+    for j in range(m):
+        Dp[j] = (wp * Dp[j] + wq * Dq[j]) / w
+    Dp[p] = _OWN
+    d = Dp[last]  # the union's distance to the cluster that moves into slot q
+    Dp[q] = d
+    if q != last:
+        Dq = D[q, :last]
+        Dl = D[last, :last]
+        for j in range(last):
+            Dq[j] = Dl[j]
+        Dq[q] = _OWN
+        Dq[p] = d
+
+
+@njit(**_JIT)
+def _nn_chain(D, eu, ev, ew):
+    """The n - 1 merges of average linkage on the working matrix D (n >= 1), by the
+    nearest-neighbour chain: merge t joins the clusters of tasks eu[t] and ev[t] at
+    height ew[t] (in the order made)."""
+    n = D.shape[0]
+    rep = np.arange(n)  # a task of each slot's cluster (its lowest)
+    stamp = np.zeros(n, dtype=np.int64)  # merges each slot's row is current after
+    formed = np.zeros(n, dtype=np.int64)  # merges after which it was last written whole
+    chain = np.empty(n, dtype=np.int64)
+    in_chain = np.zeros(n, dtype=np.bool_)
+    newer = np.empty(n, dtype=np.int64)
+    slot_p = np.empty(n, dtype=np.int64)
+    slot_q = np.empty(n, dtype=np.int64)
+    slot_last = np.empty(n, dtype=np.int64)
+    size = np.ones(n, dtype=np.float64)  # size of each slot's cluster
+    size_p = np.empty(n, dtype=np.float64)
+    size_q = np.empty(n, dtype=np.float64)
     for i in range(n):
-        r = _find(uf, i)
-        if root_label[r] < 0:
-            root_label[r] = nxt_label
-            nxt_label += 1
-        labels[i] = root_label[r]
-    return labels
+        D[i, i] = _OWN
+    top = 0
+    a = 0
+    for t in range(n - 1):
+        m = n - t
+        c = 0
+        prev = -1
+        while c != prev:  # grow the chain until its two last clusters are mutual nearest
+            if top == 0:
+                chain[0] = 0
+                in_chain[0] = True
+                top = 1
+            a = chain[top - 1]
+            _refresh(D, a, stamp[a], t, m, formed, newer, slot_p, slot_q, slot_last, size_p, size_q)
+            stamp[a] = t
+            prev = chain[top - 2] if top >= 2 else -1
+            c = _nearest(D, a, m, prev)
+            if c != prev:
+                if in_chain[c]:  # only a non-symmetric H leads back into the chain: merge
+                    c = prev
+                else:
+                    chain[top] = c
+                    in_chain[c] = True
+                    top += 1
+        top -= 2
+        in_chain[a] = False
+        in_chain[c] = False
+        p = min(a, c)
+        q = max(a, c)
+        last = m - 1
+        _refresh(D, c, stamp[c], t, m, formed, newer, slot_p, slot_q, slot_last, size_p, size_q)
+        if q != last:
+            _refresh(D, last, stamp[last], t, m, formed, newer, slot_p, slot_q, slot_last, size_p, size_q)
+        eu[t] = rep[p]
+        ev[t] = rep[q]
+        ew[t] = D[a, c]
+        slot_p[t] = p
+        slot_q[t] = q
+        slot_last[t] = last
+        size_p[t] = size[p]
+        size_q[t] = size[q]
+        _merge_rows(D, p, q, last, size[p], size[q])
+        size[p] += size[q]
+        rep[p] = min(rep[p], rep[q])
+        stamp[p] = t + 1
+        formed[p] = t + 1
+        if q != last:
+            size[q] = size[last]
+            rep[q] = rep[last]
+            stamp[q] = t + 1
+            formed[q] = t + 1
+            if in_chain[last]:
+                in_chain[last] = False
+                in_chain[q] = True
+                for i in range(top):
+                    if chain[i] == last:
+                        chain[i] = q
+
+
+@njit(**_JIT)
+def average_linkage(H, k):
+    """Average-linkage (UPGMA) clustering of a dense dissimilarity matrix into k clusters.
+
+    The nearest-neighbour chain, in O(n^2) time and O(n) extra memory, with H itself
+    as the working matrix: **H is overwritten**.  The distance of a union to another
+    cluster x is ``(n_a d(a, x) + n_b d(b, x)) / (n_a + n_b)`` (SciPy's arithmetic);
+    the n - 1 merges are then sorted by height and the first n - k applied, as in
+    :func:`single_linkage`.
+
+    The m active clusters occupy slots (rows and columns) 0 .. m-1: merging slots p < q
+    puts the union in slot p and moves the last slot's cluster into slot q, so every
+    scan reads the first m entries of a row.  A merge writes the rows of slots p and q
+    only; any other row is brought up to date when it is next read
+    (:func:`_refresh`).  Ties: the chain's top takes its predecessor in the chain if
+    that is among its nearest (which the nearest-neighbour chain needs), otherwise
+    the lowest slot among them; an empty chain restarts from slot 0; among equal
+    merge heights the merge made first is applied first (stable sort by height).
+
+    Parameters
+    ----------
+    H : (n, n) float64, C-contiguous, symmetric; any finite values (negative ones
+        included) whose weighted means do not overflow; the diagonal is ignored.
+        Overwritten (the working matrix).  Outside this contract (H not symmetric,
+        or an overflow) the labels mean nothing, but they are still k clusters and
+        every access stays within the arrays.
+    k : int, 1 <= k <= n
+
+    Returns
+    -------
+    labels : (n,) int64 in [0, k), numbered by first appearance (task 0 has label 0)
+    """
+    n = H.shape[0]
+    nm = max(n - 1, 0)
+    eu = np.empty(nm, dtype=np.int64)
+    ev = np.empty(nm, dtype=np.int64)
+    ew = np.empty(nm, dtype=np.float64)
+    if n > 0:
+        _nn_chain(H, eu, ev, ew)
+    return _cut_merges(eu, ev, ew, n, k)
 
 
 @njit(parallel=True, **_JIT)

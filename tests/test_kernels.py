@@ -9,7 +9,9 @@ different order from the oracle's BLAS/reduceat, so group means and distances ag
 to 1e-12 relative in float64 and to float32 rounding (2e-6) when the output is
 float32; residual sums to 1e-10 relative (atol 1e-9); gathered rows are one
 correctly rounded product each, so they are equal.  Labels must be equal (or, where
-the case has tied distances, a valid single-linkage cut).
+the case has tied distances, a valid single-linkage cut, or k average-linkage
+clusters).  Every call gets its own copy of the array arguments, since a kernel may
+use one as scratch (average_linkage overwrites H).
 
 Between the Numba and the Cython backend the summation order is the same everywhere,
 so every output must be equal to the last bit, and so must the outputs of one
@@ -103,6 +105,12 @@ def _sl_smallest(rng, dt):
     return np.zeros((1, 1)), 1
 
 
+def _al_diagonal(rng, dt):  # the diagonal is ignored, whatever it holds
+    H, k = _sl_random(40, 4)(rng, dt)
+    np.fill_diagonal(H, rng.standard_normal(40) * 10.0)
+    return H, k
+
+
 def _rs_ragged(k):
     def build(rng, dt):
         X, y, off = ragged_tasks(rng, 300, 9, 0, 12, dt)
@@ -175,6 +183,13 @@ CASES = {
         **{f"ties-k{k}": (_sl_ties(k), False, True) for k in (1, 3, 7)},
         "smallest": (_sl_smallest, False, False),
     },
+    "average_linkage": {  # the same matrices; n = 300 spans several scan blocks of 128
+        **{f"n{n}-k{k}": (_sl_random(n, k), False, False)
+           for n, k in [(2, 1), (2, 2), (10, 3), (60, 1), (60, 5), (200, 12), (50, 50), (300, 7)]},
+        **{f"ties-k{k}": (_sl_ties(k), False, True) for k in (1, 3, 7)},
+        "nonzero-diagonal": (_al_diagonal, False, False),
+        "smallest": (_sl_smallest, False, False),
+    },
     "residual_sums": {
         **{f"ragged-k{k}": (_rs_ragged(k), True, False) for k in (1, 3, 17)},
         "smallest": (_rs_smallest, True, False),
@@ -214,12 +229,14 @@ IN_PLACE = {"median_combine"}
 
 
 def _call(module, kernel, args):
-    """Run a kernel; an in-place kernel gets a fresh copy of its output and returns it."""
+    """Run a kernel on fresh copies of its array arguments (a kernel may use one as
+    scratch); an in-place kernel returns its filled output."""
+    args = tuple(a.copy() if isinstance(a, np.ndarray) else a for a in args)
+    result = getattr(module, kernel)(*args)
     if kernel in IN_PLACE:
-        out = args[-1].copy()
-        assert getattr(module, kernel)(*args[:-1], out) is None
-        return out
-    return getattr(module, kernel)(*args)
+        assert result is None
+        return args[-1]
+    return result
 
 
 def _outputs(result):
@@ -246,13 +263,14 @@ def _check_against_oracle(kernel, args, got, want, dtype, ties):
         np.testing.assert_array_equal(got[idx, idx], 0.0)
         # same arithmetic on both sides ((s_i + s_j) - S, then a median): equal bits
         np.testing.assert_array_equal(got[written], want[written])
-    elif kernel == "single_linkage":
+    elif kernel in ("single_linkage", "average_linkage"):
         assert got.dtype == np.int64
         assert got[0] == 0 and np.all(np.diff(np.maximum.accumulate(got)) <= 1)  # first appearance
-        if ties:
-            assert is_single_linkage_partition(args[0], got, args[1])
-        else:
+        assert np.unique(got).size == args[1]
+        if not ties:
             np.testing.assert_array_equal(got, want)
+        elif kernel == "single_linkage":
+            assert is_single_linkage_partition(args[0], got, args[1])
     elif kernel == "residual_sums":
         assert got.dtype == np.float64
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
@@ -418,6 +436,95 @@ def test_single_linkage_ties(name):
     E = np.ones((4, 4))
     np.fill_diagonal(E, 0.0)
     np.testing.assert_array_equal(K(name).single_linkage(E, 2), [0, 0, 0, 1])
+
+
+def _brute_average_linkage(H, k):
+    """Greedy agglomeration from the definition: repeatedly merge the two clusters of
+    least mean dissimilarity between their members."""
+    clusters = [[i] for i in range(H.shape[0])]
+    while len(clusters) > k:
+        best = None
+        for x in range(len(clusters)):
+            for y in range(x + 1, len(clusters)):
+                d = H[np.ix_(clusters[x], clusters[y])].mean()
+                if best is None or d < best[0]:
+                    best = (d, x, y)
+        _, x, y = best
+        clusters[x] += clusters.pop(y)
+    lab = np.empty(H.shape[0], dtype=np.int64)
+    for c, members in enumerate(clusters):
+        lab[members] = c
+    return lab
+
+
+@pytest.mark.parametrize("name", COMPILED + ["numpy"])
+def test_average_linkage_against_brute_force(name):
+    rng = np.random.default_rng(11)
+    for trial in range(40):
+        n = int(rng.integers(1, 13))
+        H = rng.standard_normal((n, n))
+        H = H + H.T  # negative values too
+        np.fill_diagonal(H, 0.0)
+        for k in range(1, n + 1):
+            got = K(name).average_linkage(H.copy(), k)
+            assert _same_partition(got, _brute_average_linkage(H, k)), (trial, n, k)
+
+
+@pytest.mark.skipif(not BOTH, reason="needs both the numba and the cython backend")
+def test_average_linkage_ties_same_in_both_backends():
+    # small integers: many equal distances and equal merge heights, where only the
+    # documented tie rules decide; both compiled backends must follow them alike
+    rng = np.random.default_rng(3)
+    for n in (2, 3, 5, 17, 40, 130, 300):
+        for trial in range(3):
+            H = rng.integers(-2, 3, size=(n, n)).astype(np.float64)
+            H = H + H.T
+            if trial == 2:
+                H[:] = 1.0  # everything tied
+            for k in sorted({1, 2, max(1, n // 3), n - 1, n} - {0}):
+                a = K("numba").average_linkage(H.copy(), k)
+                b = K("cython").average_linkage(H.copy(), k)
+                np.testing.assert_array_equal(a, b, strict=True)
+                assert a[0] == 0 and np.unique(a).size == k
+
+
+@pytest.mark.parametrize("name", COMPILED)
+def test_average_linkage_ties(name):
+    # all distances equal: the chain from slot 0 takes slot 1 (the first of its nearest),
+    # whose nearest include its predecessor 0, so {0, 1} merge first; the union, in slot
+    # 0, then meets task 3, moved into slot 1, and last task 2; the heights tie, so the
+    # cut keeps the order in which the merges were made
+    E = np.ones((4, 4))
+    np.fill_diagonal(E, 0.0)
+    np.testing.assert_array_equal(K(name).average_linkage(E.copy(), 2), [0, 0, 1, 0])
+    np.testing.assert_array_equal(K(name).average_linkage(E.copy(), 3), [0, 0, 1, 2])
+
+
+@pytest.mark.parametrize("name", COMPILED)
+def test_average_linkage_outside_contract(name):
+    # a non-symmetric H, or entries so large that the weighted means overflow to +-inf
+    # and NaN: meaningless labels, but the chain must end, stay in bounds (the bounds-
+    # checked runs catch it) and still make k clusters
+    rng = np.random.default_rng(2)
+    for trial in range(40):
+        n = int(rng.integers(2, 60))
+        if trial % 2:
+            H = rng.standard_normal((n, n))
+        else:
+            H = np.triu(rng.choice([-1.7e308, 1.7e308, 1e308, 1.0, -3.0], size=(n, n)), 1)
+            H = H + H.T
+        for k in sorted({1, 2, n // 2, n} - {0}):
+            with np.errstate(over="ignore", invalid="ignore"):  # NUMBA_DISABLE_JIT=1 runs
+                got = K(name).average_linkage(H.copy(), k)
+            assert got[0] == 0 and np.unique(got).size == k and got.max() == k - 1
+
+
+def test_average_linkage_oracle_leaves_H():
+    # the compiled kernels use H as their working matrix; the NumPy oracle does not
+    H = np.array([[0.0, 1.0, 4.0], [1.0, 0.0, 3.0], [4.0, 3.0, 0.0]])
+    before = H.copy()
+    np.testing.assert_array_equal(ref.average_linkage(H, 2), [0, 0, 1])
+    np.testing.assert_array_equal(H, before)
 
 
 def test_tie_checker_rejects_a_wrong_cut():

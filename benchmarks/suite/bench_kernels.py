@@ -56,7 +56,7 @@ class GatherRows:
 
 
 class Linkage:
-    """The O(n_H^2) steps: the median-of-L distance matrix and single linkage."""
+    """The O(n_H^2) steps: the median-of-L distance matrix, single and average linkage."""
 
     params = (BACKENDS, sizes([512, 2048], [4096]), grid([1, 4]))
     param_names = ["backend", "n_heavy", "L"]
@@ -68,6 +68,7 @@ class Linkage:
             self.H = fastmlr.cluster.median_distance_matrix(self.P, L)
         self.k = _load(backend)
         self.k.single_linkage(self.H[:4, :4].copy(), 2)
+        self.k.average_linkage(self.H[:4, :4].copy(), 2)
 
     def time_median_distance_matrix(self, backend, n, L):
         with fastmlr.use_backend(backend):
@@ -79,6 +80,11 @@ class Linkage:
 
     def time_single_linkage(self, backend, n, L):
         self.k.single_linkage(self.H, 32)
+
+    def time_average_linkage(self, backend, n, L):
+        self.k.average_linkage(self.H, 32)  # overwrites H (the NumPy backend's SciPy does not)
+
+    time_average_linkage.number = 1  # one call per sample, each on the H of a fresh setup
 
 
 class TaskGram:
