@@ -31,8 +31,9 @@ while the k-means++ starts reach the likelihood of the best of flexmix's random
 restarts; hence the default ``linkages=()``.  Without the split-and-merge moves, 16
 seeds at k = 16 still ended in a merged optimum on 1 pool in 8; with them, 4 seeds
 reached the optimum of EM started at the truth on all of 162 seeded pools (k = 8-16,
-d = 16-64, 1,500-8,000 tasks, orthonormal and Gaussian W).  The default
-``n_seeds = max(4, ceil(k / 2))`` keeps twice that at k = 16.
+d = 16-64, 1,500-8,000 tasks, orthonormal and Gaussian W;
+``benchmarks/fit_robustness.py``), and the default ``n_seeds = max(4, ceil(k / 2))``,
+twice that at k = 16, on all of 232.
 
 If the pooled second moment of x is far from the identity, steps 1-2 run on whitened
 features ``x T`` with ``T = S^{-1/2}``, ``S = X^T X / N`` (no centring: the model has no

@@ -167,7 +167,7 @@ def _split_merge_start(start: ProjectedStart, G, w, R, i, j, l):
 
 
 def split_merge(zts: TaskSet, zstats, G, w, start: ProjectedStart, *, pairs=2, splits=2, rounds=None,
-                short_run=3, tol=1e-3, gain=1e-4) -> ProjectedStart:
+                short_run=6, tol=1e-3, gain=1e-4) -> ProjectedStart:
     """Split-and-merge moves in the subspace, kept while they raise the log-likelihood.
 
     EM cannot leave an optimum where one component covers two regimes while two
