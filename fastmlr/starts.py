@@ -152,8 +152,9 @@ def _split_merge_start(start: ProjectedStart, G, w, R, i, j, l):
     two (along the main axis of its tasks' estimates ``G`` weighted by ``w R[l]``)."""
     V, s2, p = start.V.copy(), start.s2.copy(), start.p.copy()
     pij = p[i] + p[j]
-    V[i] = (p[i] * V[i] + p[j] * V[j]) / pij
-    s2[i] = (p[i] * s2[i] + p[j] * s2[j]) / pij
+    a = p[i] / pij if pij > 0 else 0.5  # two empty components: their plain mean
+    V[i] = a * V[i] + (1.0 - a) * V[j]
+    s2[i] = a * s2[i] + (1.0 - a) * s2[j]
     p[i] = pij
     wl = w * R[l]
     D = G - V[l]

@@ -134,6 +134,18 @@ def test_split_merge_keeps_a_good_optimum(pool_6_8):
     assert split_merge(zts, zstats, G, t, good) is good
 
 
+def test_split_merge_start_with_empty_components():
+    from fastmlr.starts import ProjectedStart, _split_merge_start
+
+    rng = np.random.default_rng(0)
+    start = ProjectedStart(rng.standard_normal((4, 3)), np.ones(4), np.array([0.0, 0.0, 0.5, 0.5]), 0.0, 0, "s")
+    G = rng.standard_normal((20, 3))
+    V, s2, p, label = _split_merge_start(start, G, np.ones(20), np.full((4, 20), 0.25), 0, 1, 2)
+    assert np.all(np.isfinite(V)) and np.all(np.isfinite(s2)) and abs(p.sum() - 1.0) < 1e-12
+    np.testing.assert_allclose(V[0], 0.5 * (start.V[0] + start.V[1]))
+    assert label == "s, merge 0+1, split 2"
+
+
 def test_fit_leaves_a_merged_optimum_at_k16():
     # on this pool the k-means++ starts alone ended with two regimes under one component
     # (matched error 1.36); the split-and-merge moves reach the optimum EM finds from the truth
