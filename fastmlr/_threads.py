@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 
 _count: int | None = None
+_local = threading.local()  # a per-thread override (the workers of _parallel)
 
 
 def _cores() -> int:
@@ -17,7 +19,11 @@ def _cores() -> int:
 
 
 def get() -> int:
-    """Threads the kernels may use: the set value, else every core available."""
+    """Threads the kernels may use: this thread's override, else the set value, else
+    every core available."""
+    own = getattr(_local, "count", None)
+    if own is not None:
+        return own
     return _count if _count is not None else _cores()
 
 
@@ -34,3 +40,13 @@ def set(count: int | None) -> None:  # noqa: A001 - mirrors get()
     if numba is not None:
         limit = numba.config.NUMBA_NUM_THREADS
         numba.set_num_threads(min(get(), limit))
+
+
+def set_local(count: int | None) -> None:
+    """Override the thread count for the calling thread only (``None``: drop the
+    override).  Numba's setting is per thread already; the Cython kernels read
+    :func:`get`."""
+    _local.count = count
+    numba = sys.modules.get("numba")
+    if numba is not None:
+        numba.set_num_threads(min(get(), numba.config.NUMBA_NUM_THREADS))

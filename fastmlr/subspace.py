@@ -14,6 +14,7 @@ import scipy.linalg
 
 from . import _config
 from ._guards import check_sums, check_work
+from ._parallel import reduce_blocks
 from .backend import kernels
 from .stream import is_stream, task_chunks
 from .tasks import check_finite_through, check_k, check_tasks, chunk_bounds, slice_tasks
@@ -41,22 +42,25 @@ class MomentStats(NamedTuple):
 
 def _moment_stats(X, y, offsets) -> MomentStats:
     """MomentStats of a task set validated but for its values, streamed through the
-    kernel in blocks.  Every value of X and y reaches the group means (as y*x), so NaN
-    and inf are caught from each block's means, in cache (:func:`check_finite_through`):
-    the stage reads X once."""
+    kernel in cache-sized blocks, several blocks at once (:func:`reduce_blocks`: each
+    block's kernel and BLAS product on one thread).  Every value of X and y reaches the
+    group means (as y*x), so NaN and inf are caught from each block's means, in cache
+    (:func:`check_finite_through`): the stage reads X once."""
     d = X.shape[1]
     check_work(32.0 * d * d, f"the (d, d) = ({d}, {d}) moment matrix and its eigendecomposition",
                "use fewer features (e.g. project X onto a subspace first)")
-    cross = np.zeros((d, d))
     # blocks of a few MB: the group means go from the kernel to the product in cache
     bounds = chunk_bounds(offsets, max(1, _config.CACHE_BLOCK_BYTES // (d * X.itemsize)))
     k = kernels()
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
-        part = slice_tasks(X, y, offsets, lo, hi)
+
+    def block(b):
+        part = slice_tasks(X, y, offsets, bounds[b], bounds[b + 1])
         with np.errstate(over="ignore", invalid="ignore"):  # reported by the check below
             B = k.group_means(part.X, part.y, part.offsets, 2)
         check_finite_through(B, X, y, "the group means of y*x")
-        cross += B[:, 0, :].T @ B[:, 1, :]  # BLAS, in the data's precision
+        return B[:, 0, :].T @ B[:, 1, :]  # BLAS, in the data's precision
+
+    cross = reduce_blocks(block, bounds.size - 1, (d, d))
     check_sums(cross, "the moment matrix M")
     return MomentStats(cross, offsets.size - 1)
 
