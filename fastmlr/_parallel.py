@@ -23,7 +23,7 @@ import numpy as np
 
 from . import _threads
 
-__all__ = ["PARTIALS", "reduce_blocks"]
+__all__ = ["PARTIALS", "reduce_blocks", "run_each"]
 
 #: Number of partial sums of :func:`reduce_blocks`; at most this many threads share a
 #: sum.  Fixed, so that the order of additions never depends on the thread count.
@@ -117,3 +117,20 @@ def reduce_blocks(fn, nblocks: int, shape, dtype=np.float64) -> np.ndarray:
     for p in range(1, parts):
         out += acc[p]
     return out
+
+
+def run_each(fn, items) -> None:
+    """Call ``fn(item)`` for every item, on up to ``_threads.get()`` threads, each call
+    with one kernel thread and single-threaded BLAS.  The calls must write disjoint
+    outputs (so the result cannot depend on the threads); the first exception, in item
+    order, is re-raised."""
+    items = list(items)
+    workers = min(_threads.get(), len(items))
+    with single_blas():
+        if workers <= 1 or not _concurrent_kernels_ok():
+            for it in items:
+                fn(it)
+            return
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for f in [pool.submit(_one_thread_each(fn), it) for it in items]:
+                f.result()

@@ -15,6 +15,7 @@ import scipy.linalg
 
 from . import _config
 from ._guards import check_sums, check_work
+from ._parallel import run_each
 from .backend import kernels
 from .residuals import task_sse
 from .stream import task_chunks
@@ -135,9 +136,12 @@ def normal_equations(X, y, offsets, R):
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         part = slice_tasks(X, y, offsets, lo, hi)
         Rc = R[lo:hi]
-        for l in range(k):
+
+        def add(l):  # each class into its own normal equations: several at once
             idx = np.flatnonzero(Rc[:, l])
             _accumulate(stats, part, l, idx, np.ascontiguousarray(Rc[idx, l]))
+
+        run_each(add, range(k))
     check_sums(stats.XtX, "the normal equations X^T X")
     return stats
 
@@ -158,10 +162,11 @@ def solve_classes(stats: NormalEquations, W_prev, s2_prev, dtype=np.float64):
     W = np.array(W_prev, dtype=np.float64, copy=True)
     s2 = np.array(s2_prev, dtype=np.float64, copy=True)
     kept = []
-    for l in range(k):  # k small systems of size d
+
+    def solve(l):  # one small system of size d
         if rows[l] <= d:
             kept.append(l)
-            continue
+            return
         try:
             c = scipy.linalg.cho_factor(XtX[l], check_finite=False)
             w = scipy.linalg.cho_solve(c, Xty[l], check_finite=False)
@@ -174,6 +179,9 @@ def solve_classes(stats: NormalEquations, W_prev, s2_prev, dtype=np.float64):
         # stay comparable with the other classes' (and a new task is not misclassified)
         floor = max(np.finfo(dtype).eps * yty[l] / rows[l], np.finfo(np.float64).tiny)
         s2[l] = max(max(rss, 0.0) / (rows[l] - d), floor)
+
+    run_each(solve, range(k))  # the classes on several threads at once
+    kept.sort()
     if kept:
         warnings.warn(
             f"components {kept} have no more rows than d = {d} ({rows[kept].round(1).tolist()}); "
@@ -233,9 +241,10 @@ def classify_tasks(X, y=None, offsets=None, W=None, r2=None, p=None) -> Classify
             stats = NormalEquations.zeros(Wc.shape[0], ts.X.shape[1])
             dtype = ts.X.dtype
         lab = _classify_chunk(ts, Wc, r2c, pc, offset=sum(a.size for a in labels))
-        for l in np.unique(lab):
-            idx = np.flatnonzero(lab == l)
-            _accumulate(stats, ts, int(l), idx, np.ones(idx.size))
+        members = np.split(np.argsort(lab, kind="stable"), np.cumsum(np.bincount(lab, minlength=Wc.shape[0]))[:-1])
+        # classes on several threads at once: each adds to its own normal equations
+        run_each(lambda l: _accumulate(stats, ts, l, members[l], np.ones(members[l].size)),
+                 [l for l in range(len(members)) if members[l].size])
         labels.append(lab)
     check_sums(stats.XtX, "the normal equations X^T X")
     labels = np.concatenate(labels)
