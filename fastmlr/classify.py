@@ -100,9 +100,8 @@ def _accumulate(stats: NormalEquations, part, l: int, tasks: np.ndarray, weights
         return
     sizes = np.diff(part.offsets)[tasks]
     stats.rows[l] += float(weights @ sizes)
-    ends = np.cumsum(sizes)
     step = max(1, _config.CACHE_BLOCK_BYTES // (part.X.shape[1] * part.X.itemsize))
-    cuts = np.unique(np.concatenate([[0], np.searchsorted(ends, np.arange(step, ends[-1], step)) + 1, [tasks.size]]))
+    cuts = chunk_bounds(np.concatenate([[0], np.cumsum(sizes)]), step)
     gather = kernels().gather_rows
     for a, b in zip(cuts[:-1], cuts[1:]):
         Xg, yg = gather(part.X, part.y, part.offsets, tasks[a:b], weights[a:b])

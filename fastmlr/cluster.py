@@ -24,9 +24,9 @@ import numpy as np
 from . import _config
 from ._guards import check_sums
 from .backend import kernels
-from .residuals import task_sse
+from .residuals import class_sse
 from .stream import collect
-from .tasks import check_finite, check_k, check_tasks
+from .tasks import check_finite, check_finite_through, check_k, check_tasks
 
 __all__ = ["ClusterResult", "cluster_tasks", "distance_matrix", "LINKAGES"]
 
@@ -98,7 +98,7 @@ def distance_matrix(X, y=None, offsets=None, U=None, *, L=None):
     H : (n_H, n_H) float64
     P : (n_H, 2L, r) float64 -- U^T times each group's mean of y*x
     """
-    ts = collect(X, y, offsets, min_size=2, role="heavy tasks")
+    ts = collect(X, y, offsets, min_size=2, role="heavy tasks", finite=False)  # checked in _distances
     U = _check_U(U, ts.X.shape[1])
     sizes = np.diff(ts.offsets)
     L = _check_L(L, sizes)
@@ -107,7 +107,10 @@ def distance_matrix(X, y=None, offsets=None, U=None, *, L=None):
 
 
 def _distances(ts, U, L):
-    G = kernels().group_means(ts.X, ts.y, ts.offsets, 2 * L)  # (n, 2L, d)
+    with np.errstate(over="ignore", invalid="ignore"):  # reported by the check below
+        G = kernels().group_means(ts.X, ts.y, ts.offsets, 2 * L)  # (n, 2L, d)
+    # every value of X and y reaches the group means (as y*x): the stage reads X once
+    check_finite_through(G, ts.X, ts.y, "the group means of y*x")
     P = np.ascontiguousarray(G.astype(np.float64, copy=False) @ U)  # (n, 2L, r)
     check_sums(P, "the projected group means")
     H = median_distance_matrix(P, L)
@@ -182,7 +185,7 @@ def cluster_tasks(X, y=None, offsets=None, U=None, k=None, *, L=None, linkage=No
     ClusterResult
         ``labels`` (n_H,), ``W`` (k, d), ``r2`` (k,), ``p`` (k,).
     """
-    ts = collect(X, y, offsets, min_size=2, role="heavy tasks")
+    ts = collect(X, y, offsets, min_size=2, role="heavy tasks", finite=False)  # checked in _distances
     n = ts.offsets.size - 1
     U = _check_U(U, ts.X.shape[1])
     k = check_k(k, upper=n, what=f"(the number of heavy tasks)")
@@ -211,9 +214,9 @@ def cluster_tasks(X, y=None, offsets=None, U=None, k=None, *, L=None, linkage=No
     onehot[np.arange(n), labels] = 1.0
     rows = onehot.T @ sizes.astype(np.float64)  # (k,)
     W = ((onehot.T @ proj_sums) / rows[:, None]) @ U.T  # (k, d)
-    sse = task_sse(ts.X, ts.y, ts.offsets, W)
+    sse = class_sse(ts.X, ts.y, ts.offsets, labels, W)  # each cluster under its own w
     check_sums(sse, "the residual sums of squares")
-    r2 = np.einsum("il,il->l", onehot, sse) / rows
+    r2 = sse / rows
     r2 = np.maximum(r2, np.finfo(np.float64).tiny)
     p = onehot.sum(axis=0) / n
     return ClusterResult(labels.astype(np.int64), W, r2, p)

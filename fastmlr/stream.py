@@ -104,12 +104,16 @@ def task_chunks(X, y=None, offsets=None, *, min_size: int = 0, role: str = "task
         yield slice_tasks(*ts, lo, hi)
 
 
-def collect(X, y=None, offsets=None, *, min_size: int = 0, role: str = "tasks") -> TaskSet:
-    """The whole task set as validated arrays (a stream is concatenated in memory)."""
+def collect(X, y=None, offsets=None, *, min_size: int = 0, role: str = "tasks", finite: bool = True) -> TaskSet:
+    """The whole task set as validated arrays (a stream is concatenated in memory).
+
+    ``finite=False`` leaves the values of arrays unchecked, for a caller that checks
+    them through a kernel's output (:func:`fastmlr.tasks.check_finite_through`); a
+    stream's chunks are always checked as they are read."""
     if not is_stream(X):
         if y is None or offsets is None:
             raise TypeError("pass X, y and offsets (or a TaskStream as X)")
-        return check_tasks(X, y, offsets, min_size=min_size, role=role)
+        return check_tasks(X, y, offsets, min_size=min_size, role=role, finite=finite)
     parts = list(task_chunks(X, min_size=min_size, role=role))
     dtype = np.result_type(*[p.X.dtype for p in parts])
     Xs = np.concatenate([p.X for p in parts]).astype(dtype, copy=False)

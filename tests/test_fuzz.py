@@ -1287,7 +1287,7 @@ REGRESSIONS = {
     "subspace X overflow": (lambda: fastmlr.estimate_subspace(_X * 1e200, _Y * 1e200, _OFF, 1), ValueError,
                             r"group means of y\*x overflowed"),
     "cluster X overflow, one task": (lambda: fastmlr.distance_matrix(_X[:2] * 1e200, _Y[:2] * 1e200, [0, 2], np.eye(2)),
-                                     ValueError, r"projected group means overflowed"),
+                                     ValueError, r"group means of y\*x overflowed"),
     "fit X overflow": (lambda: fastmlr.fit(_X * 1e200, _Y * 1e200, _OFF, 1), ValueError, r"X\^T X / N overflowed"),
     "fit n_heavy too large": (lambda: fastmlr.fit(_X, _Y, _OFF, 1, n_heavy=10**6), ValueError,
                               r"n_heavy is 1000000 .*; expected n_heavy <= 2"),

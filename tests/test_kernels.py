@@ -25,7 +25,7 @@ import fastmlr
 from fastmlr import _reference as ref
 from fastmlr.backend import _load
 from fastmlr.cluster import median_distance_matrix
-from fastmlr.residuals import task_sse
+from fastmlr.residuals import class_sse, task_sse
 
 from helpers import COMPILED, THREADS, is_single_linkage_partition, ragged_tasks, tasks_of_sizes
 
@@ -548,3 +548,26 @@ def test_task_sse_matches_definition(monkeypatch, name, dtype):
     Xf, yf = X.astype(np.float64), y.astype(np.float64)
     want = np.array([[np.sum((yf[a:b] - Xf[a:b] @ w) ** 2) for w in W] for a, b in zip(off[:-1], off[1:])])
     np.testing.assert_allclose(got, want, rtol=1e-10 if dtype == np.float64 else 2e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", COMPILED + ["numpy"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_class_sse_matches_definition(monkeypatch, name, dtype):
+    # pieces of about 30 rows, so that each class is gathered and predicted in several
+    monkeypatch.setattr(fastmlr._config, "CACHE_BLOCK_BYTES", 30 * 6 * np.dtype(dtype).itemsize)
+    rng = np.random.default_rng(6)
+    X, y, off = ragged_tasks(rng, 150, 6, 0, 9, dtype)
+    W = rng.standard_normal((5, 6))
+    labels = rng.integers(0, 4, size=150)  # class 4 is empty
+    runs = []
+    with fastmlr.use_backend(name):
+        for threads in (1, 2):
+            with fastmlr.n_threads(threads):
+                runs.append(class_sse(X, y, off, labels, W))
+    np.testing.assert_array_equal(runs[0], runs[1])
+    Xf, yf = X.astype(np.float64), y.astype(np.float64)
+    want = np.zeros(5)
+    for i, (a, b) in enumerate(zip(off[:-1], off[1:])):
+        want[labels[i]] += np.sum((yf[a:b] - Xf[a:b] @ W[labels[i]]) ** 2)
+    assert want[4] == 0.0 and runs[0][4] == 0.0
+    np.testing.assert_allclose(runs[0], want, rtol=1e-10 if dtype == np.float64 else 2e-5)

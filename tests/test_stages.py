@@ -82,6 +82,32 @@ def test_subspace_finds_every_non_finite_value(backend, dtype):
     assert fastmlr.estimate_subspace(X, y, off, 2).shape == (5, 2)
 
 
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cluster_finds_every_non_finite_value(backend, dtype):
+    # the clustering stage reads X once too: NaN and inf are found through the group means
+    rng = np.random.default_rng(7)
+    off = np.arange(0, 401, 8)
+    X = rng.standard_normal((400, 4)).astype(dtype)
+    y = rng.standard_normal(400).astype(dtype)
+    X[100] = 0.0
+    y[300] = 0.0
+    U = np.eye(4)[:, :2]
+    for name, row, col, value in [("X", 3, 1, np.nan), ("X", 399, 3, np.inf), ("X", 300, 0, -np.inf),
+                                  ("y", 0, None, np.nan), ("y", 100, None, np.inf)]:
+        Xb, yb = X.copy(), y.copy()
+        if name == "X":
+            Xb[row, col] = value  # row 300 has y = 0: inf * 0 is NaN, still caught
+            where = rf"\({row}, {col}\)"
+        else:
+            yb[row] = value  # row 100 has x = 0: the same
+            where = rf"\({row},\)"
+        for call in (lambda: fastmlr.cluster_tasks(Xb, yb, off, U, 2), lambda: fastmlr.distance_matrix(Xb, yb, off, U)):
+            with pytest.raises(ValueError, match=rf"{name} contains NaN or inf \(first at index {where}\)"):
+                call()
+    assert fastmlr.cluster_tasks(X, y, off, U, 2).W.shape == (2, 4)
+
+
 @pytest.mark.parametrize("linkage", ["average", "single"])
 def test_cluster_recovers_components(small_problem, U, linkage):
     W, heavy = small_problem["W"], small_problem["heavy"]
