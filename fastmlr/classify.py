@@ -18,7 +18,7 @@ from ._guards import check_sums, check_work
 from ._parallel import run_each
 from .backend import kernels
 from .residuals import task_sse
-from .stream import task_chunks
+from .stream import is_stream, task_chunks
 from .tasks import check_finite, check_tasks, chunk_bounds, slice_tasks
 
 __all__ = ["ClassifyResult", "classify_tasks", "refit", "normal_equations", "NormalEquations", "solve_classes", "FallbackWarning", "check_params"]
@@ -234,17 +234,25 @@ def classify_tasks(X, y=None, offsets=None, W=None, r2=None, p=None) -> Classify
     if W is None or r2 is None:
         raise TypeError("classify_tasks() needs W and r2, the initial components and their variances")
     labels, stats, dtype = [], None, np.float64
-    for ts in task_chunks(X, y, offsets, min_size=1, role="classification tasks"):
+    role = "classification tasks"
+    if is_stream(X):  # every chunk is checked as it is read
+        whole, chunks = None, task_chunks(X, y, offsets, min_size=1, role=role)
+    else:  # values checked through the output: see _recheck
+        whole = check_tasks(X, y, offsets, min_size=1, role=role, finite=False)
+        chunks = task_chunks(*whole, min_size=1, role=role, finite=False)
+    for ts in chunks:
         if stats is None:
             Wc, r2c, pc = check_params(W, r2, p, ts.X.shape[1], s2_name="r2")
             stats = NormalEquations.zeros(Wc.shape[0], ts.X.shape[1])
             dtype = ts.X.dtype
-        lab = _classify_chunk(ts, Wc, r2c, pc, offset=sum(a.size for a in labels))
+        lab = _classify_chunk(ts, Wc, r2c, pc, offset=sum(a.size for a in labels), whole=whole)
         members = np.split(np.argsort(lab, kind="stable"), np.cumsum(np.bincount(lab, minlength=Wc.shape[0]))[:-1])
         # classes on several threads at once: each adds to its own normal equations
         run_each(lambda l: _accumulate(stats, ts, l, members[l], np.ones(members[l].size)),
                  [l for l in range(len(members)) if members[l].size])
         labels.append(lab)
+    if not (np.isfinite(stats.XtX).all() and np.isfinite(stats.yty).all()):
+        _recheck(whole)
     check_sums(stats.XtX, "the normal equations X^T X")
     labels = np.concatenate(labels)
     k = Wc.shape[0]
@@ -253,9 +261,26 @@ def classify_tasks(X, y=None, offsets=None, W=None, r2=None, p=None) -> Classify
     return ClassifyResult(labels, W_new, s2, p_new)
 
 
-def _classify_chunk(ts, W, r2, p, offset: int) -> np.ndarray:
+def _recheck(whole) -> None:
+    """Find a NaN or inf in arrays whose values were not checked up front.
+
+    Classification reads X once: every row of every task is added to the normal
+    equations of its class, and the diagonal of ``X^T X`` and ``y^T y`` are sums of
+    squares, which no BLAS skips for a NaN or inf (only zeros may be skipped), so any
+    bad value leaves them non-finite.  Then (or when the residual sums are non-finite
+    first) X and y are checked exactly, and the error names the first bad index.
+    """
+    if whole is not None:
+        check_finite(whole.X, "X")
+        check_finite(whole.y, "y")
+
+
+def _classify_chunk(ts, W, r2, p, offset: int, whole=None) -> np.ndarray:
     """Labels (n_chunk,) of one validated chunk: argmin of the paper's score."""
-    sse = task_sse(ts.X, ts.y, ts.offsets, W)
+    with np.errstate(invalid="ignore", over="ignore"):  # a NaN or inf is reported below
+        sse = task_sse(ts.X, ts.y, ts.offsets, W)
+    if not np.isfinite(sse).all():
+        _recheck(whole)
     check_sums(sse, "the residual sums of squares")
     t = np.diff(ts.offsets).astype(np.float64)
     with np.errstate(divide="ignore", over="ignore"):

@@ -68,12 +68,14 @@ def is_stream(X) -> bool:
     return isinstance(X, TaskStream)
 
 
-def task_chunks(X, y=None, offsets=None, *, min_size: int = 0, role: str = "tasks", max_rows: int | None = None):
+def task_chunks(X, y=None, offsets=None, *, min_size: int = 0, role: str = "tasks", max_rows: int | None = None,
+                finite: bool = True):
     """Validated chunks of a task set given as three arrays or as a :class:`TaskStream`.
 
     Arrays are validated once and cut into views of about ``max_rows`` rows (default
     ``_config.CHUNK_ROWS``); a stream's chunks are validated one by one, each before
-    any kernel sees it.
+    any kernel sees it.  ``finite=False`` leaves the values of arrays unchecked (for a
+    caller that checks them through its kernels' output); a stream's are always checked.
 
     Yields
     ------
@@ -98,7 +100,7 @@ def task_chunks(X, y=None, offsets=None, *, min_size: int = 0, role: str = "task
         return
     if y is None or offsets is None:
         raise TypeError("pass X, y and offsets (or a TaskStream as X)")
-    ts = check_tasks(X, y, offsets, min_size=min_size, role=role)
+    ts = check_tasks(X, y, offsets, min_size=min_size, role=role, finite=finite)
     bounds = chunk_bounds(ts.offsets, max_rows or _config.CHUNK_ROWS)
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         yield slice_tasks(*ts, lo, hi)

@@ -108,6 +108,30 @@ def test_cluster_finds_every_non_finite_value(backend, dtype):
     assert fastmlr.cluster_tasks(X, y, off, U, 2).W.shape == (2, 4)
 
 
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_classify_finds_every_non_finite_value(backend, dtype):
+    # classification reads X once: NaN and inf are found through the residual sums and
+    # the normal equations, and reported with their index in the whole array
+    rng = np.random.default_rng(8)
+    off = np.arange(0, 601, 6)
+    X = rng.standard_normal((600, 4)).astype(dtype)
+    y = rng.standard_normal(600).astype(dtype)
+    W = np.array([[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]])  # zeros: X W^T may skip a column
+    for name, row, col, value in [("X", 5, 3, np.nan), ("X", 599, 2, np.inf), ("X", 300, 0, -np.inf),
+                                  ("y", 0, None, np.nan), ("y", 421, None, -np.inf)]:
+        Xb, yb = X.copy(), y.copy()
+        if name == "X":
+            Xb[row, col] = value
+            where = rf"\({row}, {col}\)"
+        else:
+            yb[row] = value
+            where = rf"\({row},\)"
+        with pytest.raises(ValueError, match=rf"{name} contains NaN or inf \(first at index {where}\)"):
+            fastmlr.classify_tasks(Xb, yb, off, W, np.ones(2))
+    assert fastmlr.classify_tasks(X, y, off, W, np.ones(2)).W.shape == (2, 4)
+
+
 @pytest.mark.parametrize("linkage", ["average", "single"])
 def test_cluster_recovers_components(small_problem, U, linkage):
     W, heavy = small_problem["W"], small_problem["heavy"]
