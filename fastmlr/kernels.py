@@ -48,7 +48,6 @@ _OWN = float(np.array([_KEY_MASK]).view(np.float64)[0])
 _threads.set(_threads._count)
 
 
-@njit(parallel=True, **_JIT)
 def group_means(X, y, offsets, G):
     """Per-task means of y*x over G equal contiguous groups of rows.
 
@@ -66,9 +65,18 @@ def group_means(X, y, offsets, G):
     -------
     (n, G, d) array of X's dtype
     """
+    # allocated by NumPy (huge pages), like task_gram's outputs: faulting a large
+    # output in 4 KiB pages from a compiled allocation cost as much as the kernel
+    out = np.empty((offsets.shape[0] - 1, G, X.shape[1]), dtype=X.dtype)
+    _group_means_into(X, y, offsets, G, out)
+    return out
+
+
+@njit(parallel=True, **_JIT)
+def _group_means_into(X, y, offsets, G, out):
+    """:func:`group_means` into the caller-allocated ``out`` (every entry written)."""
     n = offsets.shape[0] - 1
     d = X.shape[1]
-    out = np.empty((n, G, d), dtype=X.dtype)
     nblocks = (n + _TASK_BLOCK - 1) // _TASK_BLOCK
     for b in prange(nblocks):
         acc = np.empty(d, dtype=np.float64)
@@ -87,7 +95,6 @@ def group_means(X, y, offsets, G):
                 inv = 1.0 / (hi - lo) if hi > lo else 0.0
                 for j in range(d):
                     out[i, g, j] = acc[j] * inv
-    return out
 
 
 @njit(parallel=True, **_JIT)
