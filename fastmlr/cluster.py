@@ -113,8 +113,14 @@ def _distances(ts, U, L):
     check_finite_through(G, ts.X, ts.y, "the group means of y*x")
     P = np.ascontiguousarray(G.astype(np.float64, copy=False) @ U)  # (n, 2L, r)
     check_sums(P, "the projected group means")
-    H = median_distance_matrix(P, L)
-    check_sums(H, "the distance matrix H")
+    with np.errstate(over="ignore", invalid="ignore"):  # reported by the check below
+        H = median_distance_matrix(P, L)
+    # every entry of H and every partial sum behind it is at most 4 r max|P|^2 in
+    # magnitude (s_i + s_j - a_i.b_j - b_i.a_j, inner products of r terms): when that
+    # bound is finite H cannot have overflowed, and its n_H^2 entries are not read again
+    m = float(np.abs(P).max()) if P.size else 0.0
+    if not 4.0 * P.shape[-1] * m * m < np.finfo(np.float64).max:
+        check_sums(H, "the distance matrix H")
     return H, P
 
 

@@ -270,3 +270,14 @@ def test_metrics():
     assert fastmlr.clustering_accuracy([1, 1, 0, 0], [0, 0, 1, 1]) == 1.0
     assert fastmlr.clustering_accuracy([0, 0, 0, 1], [0, 0, 1, 1]) == 0.75
     assert fastmlr.subspace_error(np.eye(3)[:, :2], W) == pytest.approx(1.0)
+
+
+def test_distance_matrix_overflow_is_reported():
+    # group means near 1e155 are finite, their inner products are not: H overflows, and
+    # the bound 4 r max|P|^2 that lets the stage skip reading H is infinite here
+    X = np.array([[1.0, 0.5], [0.5, 1.0], [-1.0, 0.2], [0.3, -1.0]])
+    y = np.full(4, 1e155)
+    with pytest.raises(ValueError, match="the distance matrix H overflowed"):
+        fastmlr.distance_matrix(X, y, [0, 2, 4], np.eye(2))
+    H = fastmlr.distance_matrix(X, y * 1e-150, [0, 2, 4], np.eye(2))[0]  # same shape, finite
+    assert np.all(np.isfinite(H)) and H[0, 1] == H[1, 0] != 0.0
