@@ -12,7 +12,9 @@ ones, the fastest full read of X we know; about 3x faster than ``X.sum()``) plus
 BLAS products the stage needs (the d x d cross product for the subspace, the
 projection and the n_H x n_H products for clustering, X W^T and the Gram matrix for
 classification).  The pool is heterogeneous: light tasks have long-tailed sizes.
-Times are the best of ``--repeat`` runs; only ratios are meaningful across machines.
+Times are the best of ``--repeat`` rounds; the compiled backend's stages and the floors'
+parts are timed in alternation, one of each per round, so that a drift of a shared
+machine's speed affects both alike.  Only ratios are meaningful across machines.
 """
 
 from __future__ import annotations
@@ -58,39 +60,62 @@ def read(X):
     return X @ np.ones(X.shape[1], dtype=X.dtype)
 
 
-def floors(light, heavy, light2, U, W, L, repeat):
-    """Per-stage floor: one read of the data plus the unavoidable BLAS products."""
+def floor_parts(light, heavy, light2, U, W, L):
+    """Per-stage floor as its parts: one read of the data plus the unavoidable BLAS
+    products, each a callable timed alone."""
     X1, y1, o1 = light
     n1 = o1.size - 1
     d = X1.shape[1]
     B1 = np.ones((n1, d), dtype=X1.dtype)
     B2 = np.ones((n1, d), dtype=X1.dtype)
     M = np.eye(d)
-    f = {}
-    f["subspace"] = best(lambda: read(X1), repeat) + best(lambda: B1.T @ B2, repeat) \
-        + best(lambda: scipy.linalg.eigh(M, subset_by_index=[d - U.shape[1], d - 1]), repeat)
-    del B1, B2
     Xh, yh, oh = heavy
     nH = oh.size - 1
     G = np.ones((nH * 2 * L, d), dtype=np.float64)
     A = np.ones((nH, U.shape[1]))
-    f["cluster"] = best(lambda: read(Xh), repeat) + best(lambda: G @ U, repeat) + L * best(lambda: A @ A.T, repeat)
     X2, y2, o2 = light2
-    f["classify"] = best(lambda: read(X2), repeat) + best(lambda: X2 @ W.T.astype(X2.dtype), repeat) \
-        + best(lambda: X2.T @ X2, repeat)
-    return f
+    W2 = W.T.astype(X2.dtype)
+    return {
+        "subspace": [lambda: read(X1), lambda: B1.T @ B2,
+                     lambda: scipy.linalg.eigh(M, subset_by_index=[d - U.shape[1], d - 1])],
+        "cluster": [lambda: read(Xh), lambda: G @ U] + [lambda: A @ A.T] * L,
+        "classify": [lambda: read(X2), lambda: X2 @ W2, lambda: X2.T @ X2],
+    }
+
+
+def stage_calls(light, heavy, light2, k):
+    """Each stage of Algorithm 1 under the current backend, as a callable (warmed up)."""
+    U = fastmlr.estimate_subspace(*light, k)
+    c = fastmlr.cluster_tasks(*heavy, U, k)
+    fastmlr.classify_tasks(*light2, c.W, c.r2)
+    calls = {
+        "subspace": lambda: fastmlr.estimate_subspace(*light, k),
+        "cluster": lambda: fastmlr.cluster_tasks(*heavy, U, k),
+        "classify": lambda: fastmlr.classify_tasks(*light2, c.W, c.r2),
+        "end to end": lambda: fastmlr.meta_learn(light, heavy, light2, k),
+    }
+    return calls, U, c
 
 
 def stage_times(light, heavy, light2, k, repeat):
-    """Time each stage of Algorithm 1 under the current backend (after one warm-up)."""
-    out = {}
-    U = fastmlr.estimate_subspace(*light, k)
-    out["subspace"] = best(lambda: fastmlr.estimate_subspace(*light, k), repeat)
-    c = fastmlr.cluster_tasks(*heavy, U, k)
-    out["cluster"] = best(lambda: fastmlr.cluster_tasks(*heavy, U, k), repeat)
-    out["classify"] = best(lambda: fastmlr.classify_tasks(*light2, c.W, c.r2), repeat)
-    out["end to end"] = best(lambda: fastmlr.meta_learn(light, heavy, light2, k), repeat)
-    return out, U, c
+    """Best time of each stage under the current backend."""
+    calls, U, c = stage_calls(light, heavy, light2, k)
+    return {name: best(fn, repeat) for name, fn in calls.items()}, U, c
+
+
+def interleaved(calls, parts, repeat):
+    """Best times of the stages and of their floors' parts, measured in alternation (one
+    of each per round), so that a drift of the machine's speed affects both alike."""
+    t_call = {name: [] for name in calls}
+    t_part = {name: [[] for _ in fns] for name, fns in parts.items()}
+    for _ in range(repeat):
+        for name, fn in calls.items():
+            t_call[name].append(best(fn, 1))
+        for name, fns in parts.items():
+            for i, fn in enumerate(fns):
+                t_part[name][i].append(best(fn, 1))
+    floors = {name: sum(min(ts) for ts in lists) for name, lists in t_part.items()}
+    return {name: min(ts) for name, ts in t_call.items()}, floors
 
 
 def clustering_case(repeat, seed=0, nH=4096, k=64, L=4, d=256, t=16):
@@ -139,10 +164,11 @@ def main(argv=None):
         print(f"\n[{dtype}] light {light[2].size - 1} tasks / {light[0].shape[0]} rows, heavy {heavy[2].size - 1}, "
               f"light2 {light2[2].size - 1} tasks / {light2[0].shape[0]} rows")
         times = {}
-        for b in (args.backend, "numpy"):
-            with fastmlr.use_backend(b):
-                times[b], U, c = stage_times(light, heavy, light2, args.k, args.repeat)
-        fl = floors(light, heavy, light2, U, W, 1, args.repeat)
+        with fastmlr.use_backend("numpy"):
+            times["numpy"], _, _ = stage_times(light, heavy, light2, args.k, max(1, args.repeat - 1))
+        with fastmlr.use_backend(args.backend):
+            calls, U, c = stage_calls(light, heavy, light2, args.k)
+            times[args.backend], fl = interleaved(calls, floor_parts(light, heavy, light2, U, W, 1), args.repeat)
         fl["end to end"] = sum(fl.values())
         print(f"{'stage':<12}{'fastmlr s':>10}{'numpy s':>10}{'floor s':>10}{'/floor':>8}{'numpy/fastmlr':>15}")
         rows = {}
