@@ -15,6 +15,7 @@ block's product is computed by single-threaded BLAS whatever the number of worke
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -68,17 +69,65 @@ def _concurrent_kernels_ok() -> bool:
         return False
 
 
-def _one_thread_each(fn):
-    """``fn`` wrapped to run with one kernel thread in the calling thread."""
+_pool: list = []  # the persistent worker threads (one ThreadPoolExecutor), made on first use
 
-    def run(*args):
-        _threads.set_local(1)
-        try:
-            return fn(*args)
-        finally:
-            _threads.set_local(None)
 
-    return run
+def _executor(workers: int) -> ThreadPoolExecutor:
+    """The shared pool of worker threads, grown to at least ``workers`` threads.
+
+    Workers persist between calls: starting threads, and the threading state a
+    compiled backend builds in each new thread, cost milliseconds per call otherwise.
+    """
+    with _lock:
+        if not _pool or _pool[0]._max_workers < workers:
+            if _pool:
+                _pool.pop().shutdown(wait=False)
+            _pool.append(ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fastmlr"))
+        return _pool[0]
+
+
+def _forget_pool() -> None:  # a forked child has none of the parent's threads
+    _pool.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
+def _run(fn, items) -> None:
+    """``fn(item)`` for every item: on the calling thread when one thread is allowed
+    (or kernels may not run concurrently), else on up to ``_threads.get()`` workers,
+    worker w taking items w, w + workers, ... in order, each with one kernel thread.
+    BLAS is single-threaded throughout.  The first exception in item order is raised.
+
+    A worker's own thread count is 1, so a call made from inside a worker runs
+    serially instead of waiting on the pool it occupies."""
+    items = list(items)
+    workers = min(_threads.get(), len(items))
+    with single_blas():
+        if workers <= 1 or not _concurrent_kernels_ok():
+            for it in items:
+                fn(it)
+            return
+        errors: dict = {}
+
+        def job(w):
+            _threads.set_local(1)
+            try:
+                for j in range(w, len(items), workers):
+                    try:
+                        fn(items[j])
+                    except BaseException as exc:  # re-raised by the caller, in item order
+                        errors[j] = exc
+                        return
+            finally:
+                _threads.set_local(None)
+
+        pool = _executor(workers)
+        for f in [pool.submit(job, w) for w in range(workers)]:
+            f.result()
+        if errors:
+            raise errors[min(errors)]
 
 
 def reduce_blocks(fn, nblocks: int, shape, dtype=np.float64) -> np.ndarray:
@@ -104,15 +153,7 @@ def reduce_blocks(fn, nblocks: int, shape, dtype=np.float64) -> np.ndarray:
         for b in range(p, nblocks, parts):
             acc[p] += fn(b)
 
-    workers = min(_threads.get(), parts)
-    with single_blas():
-        if workers <= 1 or not _concurrent_kernels_ok():
-            for p in range(parts):
-                partial(p)
-        else:
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                for f in [pool.submit(_one_thread_each(partial), p) for p in range(parts)]:
-                    f.result()
+    _run(partial, range(parts))
     out = acc[0].copy()
     for p in range(1, parts):
         out += acc[p]
@@ -124,13 +165,4 @@ def run_each(fn, items) -> None:
     with one kernel thread and single-threaded BLAS.  The calls must write disjoint
     outputs (so the result cannot depend on the threads); the first exception, in item
     order, is re-raised."""
-    items = list(items)
-    workers = min(_threads.get(), len(items))
-    with single_blas():
-        if workers <= 1 or not _concurrent_kernels_ok():
-            for it in items:
-                fn(it)
-            return
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for f in [pool.submit(_one_thread_each(fn), it) for it in items]:
-                f.result()
+    _run(fn, items)

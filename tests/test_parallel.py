@@ -104,3 +104,48 @@ def test_subspace_in_many_blocks_reports_the_first_bad_value(backend, many_block
     for threads in (1, 2):
         with fastmlr.n_threads(threads), pytest.raises(ValueError, match=r"X contains NaN or inf \(first at index \(1501, 0\)\)"):
             fastmlr.estimate_subspace(X, y, off, 2)
+
+
+def test_a_call_from_inside_a_worker_runs_serially():
+    # a worker's own thread count is 1: a nested call must not wait on the busy pool
+    out = np.zeros((4, 3))
+
+    def inner(i):
+        _parallel.run_each(lambda j: out.__setitem__((i, j), i * 10 + j), range(3))
+
+    with fastmlr.n_threads(2):
+        _parallel.run_each(inner, range(4))
+    np.testing.assert_array_equal(out, np.arange(4)[:, None] * 10 + np.arange(3))
+
+
+_FORK_SCRIPT = """
+import os, time, numpy as np, fastmlr
+from fastmlr import _parallel
+out = np.zeros(6)
+with fastmlr.n_threads(2):
+    # slow items, so that the parent's pool starts both its workers
+    _parallel.run_each(lambda i: (time.sleep(0.05), out.__setitem__(i, i)), range(6))
+time.sleep(0.5)  # its workers go idle: a stale pool in the child would then never start one
+pid = os.fork()
+if pid == 0:
+    child = np.zeros(6)
+    with fastmlr.n_threads(2):
+        _parallel.run_each(lambda i: child.__setitem__(i, 2 * i), range(6))
+    os._exit(0 if child.tolist() == [0, 2, 4, 6, 8, 10] else 1)
+_, status = os.waitpid(pid, 0)
+raise SystemExit(os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_a_forked_child_gets_its_own_workers():
+    # a fresh interpreter on the NumPy backend: Numba's OpenMP layer refuses to fork
+    # once it has run, so the pool is tested alone (a child that inherited the parent's
+    # pool object, without its threads, would wait forever)
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, FASTMLR_BACKEND="numpy")
+    done = subprocess.run([sys.executable, "-c", _FORK_SCRIPT], env=env, timeout=120)
+    assert done.returncode == 0
