@@ -29,7 +29,8 @@ from scipy.linalg.cython_blas cimport dgemm
 
 from . import _threads
 
-__all__ = ["group_means", "median_combine", "single_linkage", "average_linkage", "residual_sums", "gather_rows", "task_gram"]
+__all__ = ["group_means", "median_combine", "single_linkage", "average_linkage", "residual_sums", "labeled_sse",
+           "gather_rows", "task_gram"]
 
 cdef extern from *:
     """
@@ -49,6 +50,7 @@ OPENMP = bool(FASTMLR_HAVE_OPENMP)
 cdef enum:
     _TASK_BLOCK = 64
     _ROW_SLAB = 128   # rows of a task per BLAS product in task_gram (as in kernels.py)
+    _LANES = 8        # partial sums of a row's dot product in labeled_sse (as in kernels.py)
     _SCAN_BLOCK = 128  # average_linkage: slots per block of the nearest-neighbour scan
     _GATHER_RATIO = 8  # average_linkage: backlog above m / _GATHER_RATIO merges is gathered
 
@@ -606,6 +608,72 @@ def residual_sums(const floating[:, ::1] P, const floating[::1] y, const int64_t
                 hi_task = n
             for i in range(b * _TASK_BLOCK, hi_task):
                 _residual_sums_task(P, y, offsets, i, out)
+    return result
+
+
+# ----------------------------------------------------------------- labeled_sse
+
+cdef inline double _labeled_sse_task(const floating[:, ::1] X, const floating[::1] y,
+                                     const int64_t[::1] offsets, Py_ssize_t i, const double* w) noexcept nogil:
+    cdef Py_ssize_t d = X.shape[1]
+    cdef Py_ssize_t dl = d - d % _LANES
+    cdef double acc[_LANES]
+    cdef double s = 0.0
+    cdef double dot, e
+    cdef int64_t r
+    cdef Py_ssize_t j0, j, q
+    for r in range(offsets[i], offsets[i + 1]):
+        for q in range(_LANES):
+            acc[q] = 0.0
+        j0 = 0
+        while j0 < dl:
+            for q in range(_LANES):
+                acc[q] += <double>X[r, j0 + q] * w[j0 + q]
+            j0 += _LANES
+        dot = 0.0
+        for q in range(_LANES):
+            dot += acc[q]
+        for j in range(dl, d):
+            dot += <double>X[r, j] * w[j]
+        e = <double>y[r] - dot
+        s += e * e
+    return s
+
+
+def labeled_sse(const floating[:, ::1] X, const floating[::1] y, const int64_t[::1] offsets,
+                const int64_t[::1] labels, const double[:, ::1] W):
+    """Residual sum of squares of every task under its own component.
+
+    One pass over the rows, no predictions stored.  A row's dot product runs in
+    ``_LANES`` independent partial sums (lane q takes the terms j = q mod _LANES of the
+    first ``d - d % _LANES``), added in lane order, then the remaining terms in order
+    (the order of the Numba kernel).
+
+    Parameters
+    ----------
+    X : (N, d) float32 or float64
+    y : (N,) same dtype
+    offsets : (n + 1,) int64
+    labels : (n,) int64 in [0, k)
+    W : (k, d) float64
+
+    Returns
+    -------
+    (n,) float64 -- ``out[i] = sum over rows r of task i of (y_r - x_r . w_labels[i])^2``
+    """
+    cdef Py_ssize_t n = offsets.shape[0] - 1
+    result = np.zeros(n, dtype=np.float64)
+    cdef double[::1] out = result
+    cdef Py_ssize_t nblocks = (n + _TASK_BLOCK - 1) // _TASK_BLOCK
+    cdef int nt = _nthreads(nblocks)
+    cdef Py_ssize_t b, i, hi_task
+    with nogil, parallel(num_threads=nt):
+        for b in prange(nblocks, schedule="static"):
+            hi_task = (b + 1) * _TASK_BLOCK
+            if hi_task > n:
+                hi_task = n
+            for i in range(b * _TASK_BLOCK, hi_task):
+                out[i] = _labeled_sse_task(X, y, offsets, i, &W[labels[i], 0])
     return result
 
 

@@ -13,7 +13,8 @@ import numpy as np
 from scipy.cluster.hierarchy import linkage
 from scipy.spatial.distance import squareform
 
-__all__ = ["group_means", "median_combine", "median_distances", "single_linkage", "average_linkage", "residual_sums", "gather_rows", "task_gram"]
+__all__ = ["group_means", "median_combine", "median_distances", "single_linkage", "average_linkage", "residual_sums",
+           "labeled_sse", "gather_rows", "task_gram"]
 
 
 def _segment_sums(values: np.ndarray, bounds: np.ndarray) -> np.ndarray:
@@ -136,6 +137,15 @@ def average_linkage(H, k):
 def residual_sums(P, y, offsets):
     """Residual sums of squares per task from predictions (see ``kernels.residual_sums``)."""
     resid = y[:, None].astype(np.float64) - P.astype(np.float64)
+    return _segment_sums(resid * resid, offsets)
+
+
+def labeled_sse(X, y, offsets, labels, W):
+    """Residual sum of squares of every task under its own component (see
+    ``kernels.labeled_sse``): every row's prediction under its task's component."""
+    t = np.diff(offsets)
+    w = np.repeat(np.asarray(W, dtype=np.float64)[labels], t, axis=0)  # (N, d)
+    resid = y.astype(np.float64) - np.einsum("ij,ij->i", X.astype(np.float64), w)
     return _segment_sums(resid * resid, offsets)
 
 

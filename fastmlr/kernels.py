@@ -20,7 +20,8 @@ from numba import njit, prange
 
 from . import _threads
 
-__all__ = ["group_means", "median_combine", "single_linkage", "average_linkage", "residual_sums", "gather_rows", "task_gram"]
+__all__ = ["group_means", "median_combine", "single_linkage", "average_linkage", "residual_sums", "labeled_sse",
+           "gather_rows", "task_gram"]
 
 _JIT = dict(cache=True, nogil=True)
 
@@ -29,6 +30,10 @@ _TASK_BLOCK = 64
 
 # Rows of a task handed to one BLAS product by task_gram; fixed, for the same reason.
 _ROW_SLAB = 128
+
+# labeled_sse: independent partial sums of a row's dot product (lane q takes the terms
+# j = q mod _LANES of the first d - d % _LANES), added in lane order, then the rest.
+_LANES = 8
 
 # average_linkage: slots per block of its nearest-neighbour scan, and the backlog of
 # merges (as a fraction 1/_GATHER_RATIO of the active slots) above which a stale row
@@ -493,6 +498,55 @@ def residual_sums(P, y, offsets):
                 for l in range(k):
                     e = yr - np.float64(P[r, l])
                     out[i, l] += e * e
+    return out
+
+
+@njit(parallel=True, **_JIT)
+def labeled_sse(X, y, offsets, labels, W):
+    """Residual sum of squares of every task under its own component.
+
+    One pass over the rows, no predictions stored: the k-th part of the work of
+    :func:`residual_sums` over ``X W^T`` when each task needs one component.  A row's
+    dot product ``x_r . w_l`` runs in ``_LANES`` independent partial sums (lane q takes
+    the terms j = q mod _LANES of the first ``d - d % _LANES``), which are added in lane
+    order, then the remaining terms in order: a fixed order that vectorizes.
+
+    Parameters
+    ----------
+    X : (N, d) float32 or float64
+    y : (N,) same dtype
+    offsets : (n + 1,) int64
+    labels : (n,) int64 in [0, k)
+    W : (k, d) float64
+
+    Returns
+    -------
+    (n,) float64 -- ``out[i] = sum over rows r of task i of (y_r - x_r . w_labels[i])^2``
+    """
+    n = offsets.shape[0] - 1
+    d = X.shape[1]
+    dl = d - d % _LANES
+    out = np.zeros(n, dtype=np.float64)
+    nblocks = (n + _TASK_BLOCK - 1) // _TASK_BLOCK
+    for b in prange(nblocks):
+        acc = np.empty(_LANES, dtype=np.float64)
+        for i in range(b * _TASK_BLOCK, min(n, (b + 1) * _TASK_BLOCK)):
+            l = labels[i]
+            s = 0.0
+            for r in range(offsets[i], offsets[i + 1]):
+                for q in range(_LANES):
+                    acc[q] = 0.0
+                for j0 in range(0, dl, _LANES):
+                    for q in range(_LANES):
+                        acc[q] += np.float64(X[r, j0 + q]) * W[l, j0 + q]
+                dot = 0.0
+                for q in range(_LANES):
+                    dot += acc[q]
+                for j in range(dl, d):
+                    dot += np.float64(X[r, j]) * W[l, j]
+                e = np.float64(y[r]) - dot
+                s += e * e
+            out[i] = s
     return out
 
 

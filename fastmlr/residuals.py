@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 
 from . import _config
-from ._parallel import run_each
 from .backend import kernels
 from .tasks import chunk_bounds, slice_tasks
 
@@ -49,11 +48,10 @@ def task_sse(X, y, offsets, W) -> np.ndarray:
 def class_sse(X, y, offsets, labels, W) -> np.ndarray:
     """Residual sum of squares of every class under its own component, shape (k,).
 
-    ``out[l] = sum over tasks i with labels[i] == l of ||y_i - X_i w_l||^2``: a k-th of
-    the work of :func:`task_sse`, which scores every task under every component.  A
-    class's rows are gathered in pieces of about ``_config.CACHE_BLOCK_BYTES`` (the
-    ``gather_rows`` kernel), each predicted by one BLAS product in the data's
-    precision and its residuals summed in float64; the classes run on several threads.
+    ``out[l] = sum over tasks i with labels[i] == l of ||y_i - X_i w_l||^2``: the
+    ``labeled_sse`` kernel scores each task under its own component only, in one pass
+    over the rows (a k-th of the work of :func:`task_sse`, which scores every task
+    under every component); the tasks' sums are then added per class in task order.
 
     Parameters
     ----------
@@ -65,24 +63,6 @@ def class_sse(X, y, offsets, labels, W) -> np.ndarray:
     -------
     (k,) float64
     """
-    k = W.shape[0]
-    W = np.asarray(W, dtype=X.dtype)
-    out = np.zeros(k)
-    sizes = np.diff(offsets)
-    order = np.argsort(labels, kind="stable")
-    members = np.split(order, np.cumsum(np.bincount(labels, minlength=k))[:-1])
-    step = max(1, _config.CACHE_BLOCK_BYTES // (X.shape[1] * X.itemsize))
-    gather = kernels().gather_rows
-
-    def one(l):
-        tasks = members[l]
-        cuts = chunk_bounds(np.concatenate([[0], np.cumsum(sizes[tasks])]), step)
-        total = 0.0
-        for a, b in zip(cuts[:-1], cuts[1:]):
-            Xg, yg = gather(X, y, offsets, tasks[a:b], np.ones(b - a))
-            r = yg.astype(np.float64) - Xg @ W[l]
-            total += float(r @ r)
-        out[l] = total
-
-    run_each(one, [l for l in range(k) if members[l].size and sizes[members[l]].sum() > 0])
-    return out
+    labels = np.ascontiguousarray(labels, dtype=np.int64)
+    per_task = kernels().labeled_sse(X, y, offsets, labels, np.ascontiguousarray(W, dtype=np.float64))
+    return np.bincount(labels, weights=per_task, minlength=W.shape[0])

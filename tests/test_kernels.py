@@ -123,6 +123,24 @@ def _rs_smallest(rng, dt):
     return X * dt(0.5), y, off
 
 
+def _ls_ragged(d):  # d below, at and above the lane count, and with a remainder
+    def build(rng, dt):
+        X, y, off = ragged_tasks(rng, 200, d, 0, 10, dt)
+        k = 5
+        return X, y, off, rng.integers(0, k, size=200).astype(np.int64), rng.standard_normal((k, d))
+    return build
+
+
+def _ls_smallest(rng, dt):
+    X, y, off = tasks_of_sizes(rng, [1], 1, dt)
+    return X, y, off, np.zeros(1, dtype=np.int64), np.full((1, 1), 0.5)
+
+
+def _ls_empty_tasks(rng, dt):
+    X, y, off = tasks_of_sizes(rng, [0, 3, 0, 2], 9, dt)
+    return X, y, off, np.array([1, 0, 1, 1], dtype=np.int64), rng.standard_normal((2, 9))
+
+
 def _gr_ragged(rng, dt):
     X, y, off = ragged_tasks(rng, 80, 6, 0, 9, dt)
     tasks = rng.choice(80, size=30, replace=False).astype(np.int64)
@@ -193,6 +211,11 @@ CASES = {
     "residual_sums": {
         **{f"ragged-k{k}": (_rs_ragged(k), True, False) for k in (1, 3, 17)},
         "smallest": (_rs_smallest, True, False),
+    },
+    "labeled_sse": {
+        **{f"ragged-d{d}": (_ls_ragged(d), True, False) for d in (3, 8, 21, 64)},
+        "empty-tasks": (_ls_empty_tasks, True, False),
+        "smallest": (_ls_smallest, True, False),
     },
     "gather_rows": {
         "ragged-zero-weights": (_gr_ragged, True, False),
@@ -274,6 +297,12 @@ def _check_against_oracle(kernel, args, got, want, dtype, ties):
     elif kernel == "residual_sums":
         assert got.dtype == np.float64
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+        assert np.all(got[np.diff(args[2]) == 0] == 0)
+    elif kernel == "labeled_sse":
+        assert got.dtype == np.float64
+        # float64 products of the inputs: the kernels' lanes and NumPy's sum differ only by
+        # the order of summation
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * max(1.0, np.abs(want).max(initial=0.0)))
         assert np.all(got[np.diff(args[2]) == 0] == 0)
     elif kernel == "gather_rows":
         for g, w in zip(got, want):

@@ -40,6 +40,22 @@ class TaskSSE:
             task_sse(self.X, self.y, self.off, self.W)
 
 
+class LabeledSSE:
+    params = (BACKENDS, DTYPES, sizes([1 << 10, 1 << 12], [1 << 14]), grid([8, 32]))
+    param_names = ["backend", "dtype", "tasks", "k"]
+
+    def setup(self, backend, dtype, tasks, k):
+        (W, _, _), (self.X, self.y, self.off, z) = pool(k, 256, long_tailed(tasks, 24, 128), dtype)
+        self.W = np.ascontiguousarray(W, dtype=np.float64)
+        self.labels = np.ascontiguousarray(z, dtype=np.int64)
+        self.k = _load(backend)
+        Xh, yh, oh = head(self.X, self.y, self.off)
+        self.k.labeled_sse(Xh, yh, oh, self.labels[: oh.size - 1], self.W)
+
+    def time_labeled_sse(self, backend, dtype, tasks, k):
+        self.k.labeled_sse(self.X, self.y, self.off, self.labels, self.W)
+
+
 class GatherRows:
     params = (BACKENDS, DTYPES, sizes([1 << 12], [1 << 14]))
     param_names = ["backend", "dtype", "tasks"]
