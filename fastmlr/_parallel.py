@@ -10,6 +10,8 @@ than on one).
 Results do not depend on the thread count: block ``b`` is added to partial sum
 ``b % PARTIALS`` (in increasing ``b``), the partial sums are added in order, and every
 block's product is computed by single-threaded BLAS whatever the number of workers.
+:func:`run_each` runs independent calls the same way (classification's classes, each
+writing its own normal equations).  The worker threads are kept between calls.
 """
 
 from __future__ import annotations
@@ -86,7 +88,11 @@ def _executor(workers: int) -> ThreadPoolExecutor:
         return _pool[0]
 
 
-def _forget_pool() -> None:  # a forked child has none of the parent's threads
+def _forget_pool() -> None:
+    """In a forked child: it has none of the parent's worker threads, and a lock another
+    thread held at the fork would stay held."""
+    global _lock
+    _lock = threading.Lock()
     _pool.clear()
 
 
