@@ -54,28 +54,36 @@ def test_subspace_errors(small_problem):
         fastmlr.estimate_subspace(X[:5], y[:5], np.array([0, 1, 5]), 1)
 
 
+def assert_reports_bad_values(calls, X, y, cases):
+    """Each ``(name, row, col, value)`` put into a copy of X or y (col None for y) makes
+    every ``call(X, y)`` raise the up-front check's error: the argument and the index
+    of the value in the whole array."""
+    for name, row, col, value in cases:
+        Xb, yb = X.copy(), y.copy()
+        if name == "X":
+            Xb[row, col] = value
+            where = rf"\({row}, {col}\)"
+        else:
+            yb[row] = value
+            where = rf"\({row},\)"
+        for call in calls:
+            with pytest.raises(ValueError, match=rf"{name} contains NaN or inf \(first at index {where}\)"):
+                call(Xb, yb)
+
+
 @pytest.mark.parametrize("backend", BACKENDS, indirect=True)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_subspace_finds_every_non_finite_value(backend, dtype):
-    # the stage reads X once: NaN and inf are found through the kernel's group means,
-    # and reported like the up-front check would, with the index in the whole array
+    # the stage reads X once: NaN and inf are found through the kernel's group means
     rng = np.random.default_rng(4)
     off = np.arange(0, 3001, 3)
     X = rng.standard_normal((3000, 5)).astype(dtype)
     y = rng.standard_normal(3000).astype(dtype)
-    X[1234] = 0.0
+    X[1234] = 0.0  # x = 0 where y is inf below, and y = 0 where x is inf: inf * 0 is NaN, still caught
     y[2345] = 0.0
-    for name, row, col, value in [("X", 7, 2, np.nan), ("X", 2999, 4, np.inf), ("X", 2345, 1, -np.inf),
-                                  ("y", 0, None, np.nan), ("y", 1234, None, np.inf)]:
-        Xb, yb = X.copy(), y.copy()
-        if name == "X":
-            Xb[row, col] = value  # row 2345 has y = 0: inf * 0 is NaN, still caught
-            where = rf"\({row}, {col}\)"
-        else:
-            yb[row] = value  # row 1234 has x = 0: the same
-            where = rf"\({row},\)"
-        with pytest.raises(ValueError, match=rf"{name} contains NaN or inf \(first at index {where}\)"):
-            fastmlr.estimate_subspace(Xb, yb, off, 2)
+    assert_reports_bad_values([lambda Xb, yb: fastmlr.estimate_subspace(Xb, yb, off, 2)], X, y,
+                              [("X", 7, 2, np.nan), ("X", 2999, 4, np.inf), ("X", 2345, 1, -np.inf),
+                               ("y", 0, None, np.nan), ("y", 1234, None, np.inf)])
     big = np.finfo(dtype).max / 4
     with pytest.raises(ValueError, match="overflowed"):  # finite, but y*x overflows
         fastmlr.estimate_subspace(np.full((6, 2), big, dtype=dtype), np.full(6, big, dtype=dtype), [0, 3, 6], 1)
@@ -90,21 +98,13 @@ def test_cluster_finds_every_non_finite_value(backend, dtype):
     off = np.arange(0, 401, 8)
     X = rng.standard_normal((400, 4)).astype(dtype)
     y = rng.standard_normal(400).astype(dtype)
-    X[100] = 0.0
+    X[100] = 0.0  # as above: inf * 0 is NaN, still caught
     y[300] = 0.0
     U = np.eye(4)[:, :2]
-    for name, row, col, value in [("X", 3, 1, np.nan), ("X", 399, 3, np.inf), ("X", 300, 0, -np.inf),
-                                  ("y", 0, None, np.nan), ("y", 100, None, np.inf)]:
-        Xb, yb = X.copy(), y.copy()
-        if name == "X":
-            Xb[row, col] = value  # row 300 has y = 0: inf * 0 is NaN, still caught
-            where = rf"\({row}, {col}\)"
-        else:
-            yb[row] = value  # row 100 has x = 0: the same
-            where = rf"\({row},\)"
-        for call in (lambda: fastmlr.cluster_tasks(Xb, yb, off, U, 2), lambda: fastmlr.distance_matrix(Xb, yb, off, U)):
-            with pytest.raises(ValueError, match=rf"{name} contains NaN or inf \(first at index {where}\)"):
-                call()
+    assert_reports_bad_values([lambda Xb, yb: fastmlr.cluster_tasks(Xb, yb, off, U, 2),
+                               lambda Xb, yb: fastmlr.distance_matrix(Xb, yb, off, U)], X, y,
+                              [("X", 3, 1, np.nan), ("X", 399, 3, np.inf), ("X", 300, 0, -np.inf),
+                               ("y", 0, None, np.nan), ("y", 100, None, np.inf)])
     assert fastmlr.cluster_tasks(X, y, off, U, 2).W.shape == (2, 4)
 
 
@@ -112,23 +112,15 @@ def test_cluster_finds_every_non_finite_value(backend, dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_classify_finds_every_non_finite_value(backend, dtype):
     # classification reads X once: NaN and inf are found through the residual sums and
-    # the normal equations, and reported with their index in the whole array
+    # the normal equations
     rng = np.random.default_rng(8)
     off = np.arange(0, 601, 6)
     X = rng.standard_normal((600, 4)).astype(dtype)
     y = rng.standard_normal(600).astype(dtype)
     W = np.array([[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]])  # zeros: X W^T may skip a column
-    for name, row, col, value in [("X", 5, 3, np.nan), ("X", 599, 2, np.inf), ("X", 300, 0, -np.inf),
-                                  ("y", 0, None, np.nan), ("y", 421, None, -np.inf)]:
-        Xb, yb = X.copy(), y.copy()
-        if name == "X":
-            Xb[row, col] = value
-            where = rf"\({row}, {col}\)"
-        else:
-            yb[row] = value
-            where = rf"\({row},\)"
-        with pytest.raises(ValueError, match=rf"{name} contains NaN or inf \(first at index {where}\)"):
-            fastmlr.classify_tasks(Xb, yb, off, W, np.ones(2))
+    assert_reports_bad_values([lambda Xb, yb: fastmlr.classify_tasks(Xb, yb, off, W, np.ones(2))], X, y,
+                              [("X", 5, 3, np.nan), ("X", 599, 2, np.inf), ("X", 300, 0, -np.inf),
+                               ("y", 0, None, np.nan), ("y", 421, None, -np.inf)])
     assert fastmlr.classify_tasks(X, y, off, W, np.ones(2)).W.shape == (2, 4)
 
 
