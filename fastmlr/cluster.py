@@ -26,7 +26,7 @@ from ._guards import check_sums
 from .backend import kernels
 from .residuals import class_sse
 from .stream import collect
-from .tasks import check_finite, check_finite_through, check_k, check_tasks
+from .tasks import check_finite, check_finite_through, check_k
 
 __all__ = ["ClusterResult", "cluster_tasks", "distance_matrix", "LINKAGES"]
 
