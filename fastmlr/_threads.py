@@ -36,10 +36,7 @@ def set(count: int | None) -> None:  # noqa: A001 - mirrors get()
     """
     global _count
     _count = count
-    numba = sys.modules.get("numba")
-    if numba is not None:
-        limit = numba.config.NUMBA_NUM_THREADS
-        numba.set_num_threads(min(get(), limit))
+    _tell_numba()
 
 
 def set_local(count: int | None) -> None:
@@ -47,6 +44,11 @@ def set_local(count: int | None) -> None:
     override).  Numba's setting is per thread already; the Cython kernels read
     :func:`get`."""
     _local.count = count
+    _tell_numba()
+
+
+def _tell_numba() -> None:
+    """Pass :func:`get` to Numba for the calling thread (if Numba is loaded)."""
     numba = sys.modules.get("numba")
     if numba is not None:
         numba.set_num_threads(min(get(), numba.config.NUMBA_NUM_THREADS))
