@@ -18,6 +18,7 @@ Without Rscript and flexmix the flexmix columns are left out.
 
     python benchmarks/flexmix_compare.py                 # the four default settings
     python benchmarks/flexmix_compare.py --settings 8,32,3000 --nrep 5 --threads 1
+    python benchmarks/flexmix_compare.py --no-r --settings 4,64,3000 --stages   # where fit spends its time
 """
 
 from __future__ import annotations
@@ -66,8 +67,9 @@ _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "N
 
 
 def time_fastmlr(pool, k, repeat, threads):
-    """Median wall time and estimate of fastmlr.fit on the pool file, in a new process
-    whose kernels and BLAS use ``threads`` threads (0: the library default)."""
+    """Estimate, median wall time and median seconds of each stage (``diagnostics["seconds"]``)
+    of fastmlr.fit on the pool file, in a new process whose kernels and BLAS use
+    ``threads`` threads (0: the library default)."""
     env = dict(os.environ)
     for var in _THREAD_VARS:
         env.pop(var, None)
@@ -77,15 +79,17 @@ def time_fastmlr(pool, k, repeat, threads):
         "import fastmlr, json, sys, time, numpy as np  # fastmlr first, as its README advises\n"
         "f = np.load(sys.argv[1]); X, y, off = f['X'], f['y'], f['offsets']; k, r = int(sys.argv[2]), int(sys.argv[3])\n"
         "fastmlr.fit(X, y, off, k)  # warm-up: compilation and caches are not timed\n"
-        "t = []\n"
+        "t, parts = [], []\n"
         "for _ in range(r):\n"
         "    t0 = time.perf_counter(); m = fastmlr.fit(X, y, off, k); t.append(time.perf_counter() - t0)\n"
-        "print(json.dumps({'seconds': float(np.median(t)), 'W': m.W.tolist()}))\n"
+        "    parts.append(m.diagnostics['seconds'])\n"
+        "stages = {key: float(np.median([p[key] for p in parts])) for key in parts[0]}\n"
+        "print(json.dumps({'seconds': float(np.median(t)), 'W': m.W.tolist(), 'stages': stages}))\n"
     )
     out = subprocess.run([sys.executable, "-c", code, pool, str(k), str(repeat)], env=env,
                          capture_output=True, text=True, check=True)
     res = json.loads(out.stdout.strip().splitlines()[-1])
-    return np.asarray(res["W"]), res["seconds"]
+    return np.asarray(res["W"]), res["seconds"], res["stages"]
 
 
 def main(argv=None) -> int:
@@ -95,6 +99,8 @@ def main(argv=None) -> int:
     ap.add_argument("--nrep", type=int, default=5, help="flexmix random starts (default 5)")
     ap.add_argument("--repeat", type=int, default=5, help="timed fastmlr runs (median; default 5)")
     ap.add_argument("--no-r", action="store_true", help="skip flexmix even if R is here")
+    ap.add_argument("--stages", action="store_true",
+                    help="also print where fit spends its time, per stage and thread setting")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 0],
                     help="thread settings for fastmlr's kernels and BLAS, one column each "
                          "(default: 1, like R's flexmix, and 0 = the library default)")
@@ -130,7 +136,7 @@ def main(argv=None) -> int:
                 pool = os.path.join(work, "pool.npz")
                 np.savez(pool, X=X, y=y, offsets=off)
                 fits = [time_fastmlr(pool, k, args.repeat, t) for t in args.threads]
-                errs = [fastmlr.parameter_error(Wf, W).max for Wf, _ in fits]
+                errs = [fastmlr.parameter_error(Wf, W).max for Wf, _, _ in fits]
                 if max(errs) - min(errs) > 1e-6 * max(errs):  # beyond the rounding of a different BLAS split
                     print(f"  (estimates differ across thread settings: {errs})")
                 err_fast = max(errs)
@@ -139,10 +145,13 @@ def main(argv=None) -> int:
                     W_fm, t_fm = run_flexmix(sim["X"], sim["y"], sim["task"], k, args.nrep, seed + 1, work)
                     err_fm = fastmlr.parameter_error(W_fm, W).max
                     row += f" {err_fm:>8.4f} {err_fm / err_fast:>8.3f}"
-                row += " |" + "".join(f" {t:>12.4f}" for _, t in fits)
+                row += " |" + "".join(f" {t:>12.4f}" for _, t, _ in fits)
                 if use_r:
-                    row += f" {t_fm:>9.2f} |" + "".join(f" {t_fm / t:>10.0f}x" for _, t in fits)
+                    row += f" {t_fm:>9.2f} |" + "".join(f" {t_fm / t:>10.0f}x" for _, t, _ in fits)
                 print(row, flush=True)
+                if args.stages:
+                    for nm, (_, _, st) in zip(names, fits):
+                        print(f"    stages, {nm}: " + ", ".join(f"{key} {1e3 * v:.1f} ms" for key, v in st.items()))
     print("flexmix: one R process (single-threaded); fastmlr: median of --repeat fits per thread setting")
     print("errors: matched max ||w_hat - w|| over components; fm/fast > 1 means fastmlr is more accurate")
     return 0
