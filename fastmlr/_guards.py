@@ -3,8 +3,8 @@
 * :func:`check_work` refuses, *before allocating*, a call whose working memory would
   exceed ``_config.MAX_WORK_BYTES``, saying how much it would need and which option
   avoids it.
-* :func:`check_sums` refuses a result whose float64 sums overflowed: finite inputs of
-  huge magnitude (|x| ~ 1e160 and above) make squares overflow, and an inf or NaN
+* :func:`check_sums` refuses a result whose sums overflowed: finite inputs of huge
+  magnitude (|x| ~ 1e150 and above, or ~ 1e19 for float32) make squares overflow, and an inf or NaN
   that slipped into an estimate would otherwise be returned silently.
 """
 
@@ -38,11 +38,16 @@ def check_work(nbytes, what: str, avoid: str) -> None:
         )
 
 
-def check_sums(arr: np.ndarray, what: str) -> None:
-    """Raise ``ValueError`` if ``arr``, computed from finite inputs, holds NaN or inf."""
+def check_sums(arr: np.ndarray, what: str, dtype=np.float64) -> None:
+    """Raise ``ValueError`` if ``arr``, computed from finite inputs, holds NaN or inf.
+
+    ``dtype`` is the precision the sums were formed in (float32 data goes through BLAS
+    in float32, whose squares overflow from |x| around 1e19 on)."""
     if not np.all(np.isfinite(arr)):
+        name = np.dtype(dtype).name
+        hint = "; or pass float64 arrays, whose sums overflow only near |x| = 1e150" if np.dtype(dtype) == np.float32 else ""
         raise ValueError(
-            f"{what} overflowed float64: X and y are too large in magnitude for sums of "
+            f"{what} overflowed {name}: X and y are too large in magnitude for sums of "
             f"their squares; rescale X and y (e.g. divide them by their largest absolute "
-            f"value) and scale the estimates back"
+            f"value) and scale the estimates back{hint}"
         )

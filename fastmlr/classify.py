@@ -105,9 +105,10 @@ def _accumulate(stats: NormalEquations, part, l: int, tasks: np.ndarray, weights
     gather = kernels().gather_rows
     for a, b in zip(cuts[:-1], cuts[1:]):
         Xg, yg = gather(part.X, part.y, part.offsets, tasks[a:b], weights[a:b])
-        stats.XtX[l] += Xg.T @ Xg  # one BLAS product (syrk) per piece
-        stats.Xty[l] += Xg.T @ yg
-        stats.yty[l] += float(yg @ yg)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported by the caller's check
+            stats.XtX[l] += Xg.T @ Xg  # one BLAS product (syrk) per piece
+            stats.Xty[l] += Xg.T @ yg
+            stats.yty[l] += float(yg @ yg)
 
 
 def normal_equations(X, y, offsets, R):
@@ -141,7 +142,7 @@ def normal_equations(X, y, offsets, R):
             _accumulate(stats, part, l, idx, np.ascontiguousarray(Rc[idx, l]))
 
         run_each(add, range(k))
-    check_sums(stats.XtX, "the normal equations X^T X")
+    check_sums(stats.XtX, "the normal equations X^T X", X.dtype)
     return stats
 
 
@@ -253,7 +254,7 @@ def classify_tasks(X, y=None, offsets=None, W=None, r2=None, p=None) -> Classify
         labels.append(lab)
     if not (np.isfinite(stats.XtX).all() and np.isfinite(stats.yty).all()):
         _recheck(whole)
-    check_sums(stats.XtX, "the normal equations X^T X")
+    check_sums(stats.XtX, "the normal equations X^T X", dtype)
     labels = np.concatenate(labels)
     k = Wc.shape[0]
     W_new, s2 = solve_classes(stats, Wc, r2c, dtype)

@@ -10,7 +10,7 @@ from .classify import refit
 from .metrics import clustering_accuracy, parameter_error, subspace_error
 from .pipeline import meta_learn
 from .predict import predict_params
-from .synthetic import make_mixture, sample_tasks
+from .synthetic import _rng, make_mixture, sample_tasks
 from .tasks import slice_tasks
 
 __all__ = ["run_demo", "format_demo", "add_commands", "TAUS"]
@@ -60,7 +60,7 @@ def run_demo(*, k=32, d=256, seed=0, scale=1.0, dtype="float64", progress=None) 
     nH = max(2 * k, int(round(256 * scale)))
     n2 = max(4 * k, int(round((1 << 13) * scale)))
     t1, tH, t2 = 4, 256, 32
-    ss = np.random.SeedSequence(seed)
+    ss = _rng(seed)  # checks the seed
     s_mix, s_l1, s_h, s_l2, s_new = ss.spawn(5)
     W, s, p = make_mixture(k, d, kind="orthonormal", noise=1.0, seed=s_mix)
     times = {}
@@ -166,13 +166,13 @@ def format_demo(res: dict) -> str:
 
 def add_commands(sub, parents):
     """Register ``fastmlr demo`` (see :mod:`fastmlr.cli`)."""
-    from .cli import positive_float
+    from .cli import int_at_least, positive_float
 
     p = sub.add_parser("demo", parents=parents, help="the paper's Figure 2 setting end to end, with oracles",
                        description="Sample the paper's Figure 2 setting, run Algorithm 1, and compare with oracles.")
-    p.add_argument("--k", type=int, default=32, help="components (default 32)")
-    p.add_argument("--d", type=int, default=256, help="dimension (default 256)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--k", type=int_at_least(1), default=32, help="components (default 32)")
+    p.add_argument("--d", type=int_at_least(1), default=256, help="dimension (default 256)")
+    p.add_argument("--seed", type=int_at_least(0), default=0, help="random seed (default 0)")
     p.add_argument("--scale", type=positive_float, default=1.0, help="multiply the number of tasks (default 1)")
     p.add_argument("--dtype", choices=("float64", "float32"), default="float64")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")

@@ -123,7 +123,7 @@ def whitening_transform(X, *, tol=WHITEN_TOL, S=None):
     if vals[0] <= 1e-12 * max(vals[-1], 1e-300):
         raise ValueError(
             f"X has (nearly) linearly dependent columns (smallest eigenvalue of X^T X / N is {vals[0]:.3g}); "
-            f"remove constant or duplicated features"
+            f"remove all-zero or duplicated features (or ones that are combinations of others)"
         )
     dev = np.abs(vals - 1.0).max()
     needed = bool(dev > max(tol, 6.0 * math.sqrt(2.0 / N) * max(1.0, vals[-1])))
@@ -157,6 +157,9 @@ def choose_heavy(sizes: np.ndarray, k: int, *, n_heavy=None, max_heavy=2000) -> 
     count = int((sizes >= t_min).sum())
     count = max(count, 8 * k)
     count = min(count, max_heavy, eligible)
+    if max_heavy < k:
+        raise ValueError(f"max_heavy is {max_heavy} but k is {k}; the heavy set needs at least k tasks, "
+                         f"so use max_heavy >= {k}")
     if count < k:
         raise ValueError(
             f"k is {k} but the pool has only {eligible} tasks with at least 2 rows; "
@@ -246,7 +249,8 @@ def fit(X, y=None, offsets=None, k=_MISSING, *, whiten="auto", linkages=(), n_se
         ``max(500, 125 k)``)
     tol : float -- EM stops when an iteration gains less than ``tol * |loglik|``
     max_iter : int -- EM iteration cap
-    k_max : int, optional -- largest k tried when k is None
+    k_max : int, optional -- largest k tried when k is None (default
+        ``min(n // 10, 32, (N - 1) // d)``, at least 1, for n tasks and N rows)
     em_path : {"auto", "stats", "rows"} -- how EM builds its normal equations
         (:mod:`fastmlr.em`); "auto" uses per-task statistics when they fit in memory
     progress : callable(str) or None -- told what runs
@@ -288,8 +292,12 @@ def fit(X, y=None, offsets=None, k=_MISSING, *, whiten="auto", linkages=(), n_se
     if max_heavy is not None:
         max_heavy = _check_positive_int(max_heavy, "max_heavy")
     max_iter = _check_positive_int(max_iter, "max_iter")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed is {seed!r}; expected a non-negative integer")
     if not (isinstance(tol, (int, float)) and tol >= 0):
         raise ValueError(f"tol is {tol!r}; expected a non-negative number")
+    if not np.any(ts.y):
+        raise ValueError("y is 0 on every row; a mixture of regressions needs a target that varies")
     sub_idx = np.flatnonzero(sizes >= 2)
     if sub_idx.size == 0:
         raise ValueError("the pool has no task with at least 2 rows; the subspace step needs some")

@@ -8,7 +8,8 @@ Two pieces of evidence, in order:
    above ``SPECTRUM_FACTOR`` times its magnitude.  (Components whose regression vectors
    are linearly dependent, or k > d, are not counted by this, which is why it only
    proposes candidates.)
-2. **BIC.**  Every k from ``k_spec - 2`` to ``k_spec + 2`` (within 1..k_max) is fitted,
+2. **BIC.**  Every k from ``k_spec - 2`` to ``k_spec + 2`` (within 1..k_max; by default
+   ``k_max = min(n // 10, 32, (N - 1) // d)``) is fitted,
    and the k of smallest ``BIC = -2 loglik + (k d + 2k - 1) log N`` is chosen, with N
    the number of rows (as R's flexmix counts observations).  While the best k lies at
    an edge of the window, the window widens by one on that side.
@@ -56,7 +57,9 @@ def choose_k(fit_k, eigenvalues, *, n: int, d: int, rows: int, k_max=None, progr
     fit_k : callable(int) -> (EMResult, info) -- fits the pool with a given k
     eigenvalues : (d,) -- of M
     n : int -- non-empty tasks; d : int -- dimension; rows : int -- N
-    k_max : int, optional -- largest k tried (default ``min(d, n // 10, 32)``, at least 1)
+    k_max : int, optional -- largest k tried (default ``min(n // 10, 32, (rows - 1) // d)``,
+        at least 1: ten tasks per component, and more than d rows per component; not
+        capped at d, since BIC can find more components than dimensions)
     progress : callable(str) or None
 
     Returns
@@ -64,7 +67,7 @@ def choose_k(fit_k, eigenvalues, *, n: int, d: int, rows: int, k_max=None, progr
     k : int, fitted : the ``fit_k`` result of the chosen k, info : dict (the evidence)
     """
     if k_max is None:
-        k_max = max(1, min(d, n // 10, 32))
+        k_max = max(1, min(n // 10, 32, (rows - 1) // d))
     elif isinstance(k_max, bool) or not isinstance(k_max, (int, np.integer)) or k_max < 1:
         raise ValueError(f"k_max is {k_max!r}; expected a positive integer")
     k_max = int(min(k_max, n))

@@ -181,9 +181,9 @@ def open_npy_chunks(X_path, y_path, offsets_path, *, max_rows: int | None = None
     def chunks():
         Xm = _load_npy(X_path, "X_path", "r")
         ym = _load_npy(y_path, "y_path", "r")
-        off = check_offsets(_load_npy(offsets_path, "offsets_path", None), Xm.shape[0] if Xm.ndim else -1)
         if Xm.ndim != 2 or ym.ndim != 1 or Xm.shape[0] != ym.shape[0]:
             raise ValueError(f"X {Xm.shape} and y {ym.shape} in the .npy files must be (N, d) and (N,)")
+        off = check_offsets(_load_npy(offsets_path, "offsets_path", None), Xm.shape[0])
         if off.ndim != 1 or off.size < 2 or off[0] != 0 or off[-1] != Xm.shape[0]:
             raise ValueError(f"offsets in {os.fspath(offsets_path)!r} must run from 0 to N = {Xm.shape[0]}")
         rows = max_rows or max(1, _config.STREAM_CHUNK_BYTES // max(1, Xm.strides[0]))

@@ -58,10 +58,11 @@ def _moment_stats(X, y, offsets) -> MomentStats:
         with np.errstate(over="ignore", invalid="ignore"):  # reported by the check below
             B = k.group_means(part.X, part.y, part.offsets, 2)
         check_finite_through(B, X, y, "the group means of y*x")
-        return B[:, 0, :].T @ B[:, 1, :]  # BLAS, in the data's precision
+        with np.errstate(over="ignore", invalid="ignore"):  # reported by check_sums on the total
+            return B[:, 0, :].T @ B[:, 1, :]  # BLAS, in the data's precision
 
     cross = reduce_blocks(block, bounds.size - 1, (d, d))
-    check_sums(cross, "the moment matrix M")
+    check_sums(cross, "the moment matrix M", X.dtype)
     return MomentStats(cross, offsets.size - 1)
 
 

@@ -94,7 +94,7 @@ def check_finite_through(out: np.ndarray, X: np.ndarray, y: np.ndarray, what: st
         return
     check_finite(X, "X")
     check_finite(y, "y")
-    check_sums(out, what)
+    check_sums(out, what, out.dtype)
 
 
 def check_offsets(offsets, N: int, name: str = "offsets") -> np.ndarray:

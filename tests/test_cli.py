@@ -42,7 +42,8 @@ def test_demo_table_is_deterministic(capsys):
 @pytest.mark.parametrize(
     "args, words",
     [
-        (["demo", "--k", "0"], "k is 0"),
+        (["demo", "--k", "0"], "argument --k: expected a positive integer, got 0"),
+        (["demo", "--seed", "-1"], "argument --seed: expected a non-negative integer, got -1"),
         (["demo", "--k", "40", "--d", "8"], "orthonormal components need k <= d"),
         (["demo", "--scale", "-1"], "expected a positive number"),
         (["demo", "--backend", "fortran"], "invalid choice"),

@@ -276,12 +276,43 @@ def test_select_tasks():
         ({"k": 2, "n_heavy": 1}, "n_heavy"),
         ({"k": 2, "em_path": "fast"}, "em_path"),
         ({"k": 2, "max_iter": 0}, "max_iter"),
+        ({"k": 2, "seed": -1}, "seed is -1"),
+        ({"k": 2, "seed": 1.5}, "seed is 1.5"),
+        ({"k": 3, "max_heavy": 2}, "max_heavy is 2 but k is 3"),
     ],
 )
 def test_fit_bad_arguments(kwargs, words):
     sim, ts = _pool(2, 8, 100, seed=0, low=4, high=8)
     with pytest.raises(ValueError, match=words):
         fastmlr.fit(*ts, **kwargs)
+
+
+def test_fit_refuses_a_target_that_is_zero_everywhere():
+    sim, ts = _pool(2, 8, 100, seed=0, low=4, high=8)
+    with pytest.raises(ValueError, match="y is 0 on every row"):
+        fastmlr.fit(ts.X, np.zeros_like(ts.y), ts.offsets, 2)
+    m = fastmlr.fit(ts.X, np.where(np.arange(ts.y.size) == 5, 1.0, 0.0), ts.offsets, 1)  # one nonzero: fits
+    assert np.all(np.isfinite(m.W)) and np.all(m.s2 > 0) and np.all(np.isfinite(m.p))
+
+
+def test_fit_refuses_linearly_dependent_columns_with_or_without_whitening():
+    sim, ts = _pool(2, 6, 300, seed=0)
+    X = np.column_stack([ts.X, np.zeros(ts.X.shape[0])])
+    for whiten in ("auto", False):
+        with pytest.raises(ValueError, match="linearly dependent columns"):
+            fastmlr.fit(X, ts.y, ts.offsets, 2, whiten=whiten)
+
+
+@pytest.mark.parametrize("W, seed", [
+    (np.array([[1.0], [-1.0]]), 3),                                   # d = 1, k = 2
+    (np.array([[3.0, 0.0], [-3.0, 0.0], [0.0, 3.0], [0.0, -3.0]]), 1),  # d = 2, k = 4
+])
+def test_k_none_finds_more_components_than_dimensions(W, seed):
+    k = W.shape[0]
+    S = fastmlr.sample_tasks(W, np.full(k, 0.3), np.full(k, 1.0 / k), 8, n_tasks=250 * k, seed=seed)
+    m = fastmlr.fit(*S[:3], None)
+    assert m.diagnostics["k"] == k
+    assert fastmlr.parameter_error(m.W, W).max < 0.1
 
 
 def test_fit_refuses_pool_without_two_row_tasks():

@@ -273,3 +273,19 @@ def test_distance_matrix_overflow_is_reported():
         fastmlr.distance_matrix(X, y, [0, 2, 4], np.eye(2))
     H = fastmlr.distance_matrix(X, y * 1e-150, [0, 2, 4], np.eye(2))[0]  # same shape, finite
     assert np.all(np.isfinite(H)) and H[0, 1] == H[1, 0] != 0.0
+
+
+def test_float32_overflow_names_the_precision_and_warns_nothing():
+    # finite float32 data whose squares pass float32's range: BLAS forms the sums in
+    # float32, so the message names float32 and points to float64; no RuntimeWarning leaks
+    W, s, p = fastmlr.make_mixture(k=2, d=4, seed=0)
+    S = fastmlr.sample_tasks(W, s, p, 8, n_tasks=200, seed=2)
+    X32, y32 = (S.X * 1e18).astype(np.float32), S.y.astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="normal equations X\\^T X overflowed float32.*pass float64"):
+            fastmlr.classify_tasks(X32, y32, S.offsets, W / 1e18, s**2)
+        with pytest.raises(ValueError, match="moment matrix M overflowed float32.*pass float64"):
+            fastmlr.estimate_subspace((S.X * 1e19).astype(np.float32), y32, S.offsets, 2)
+    res = fastmlr.classify_tasks(S.X * 1e18, S.y, S.offsets, W / 1e18, s**2)  # float64: fine
+    assert np.all(np.isfinite(res.W)) and res.labels.size == S.offsets.size - 1

@@ -88,6 +88,11 @@ def test_stream_errors(tmp_path, pool):
         fastmlr.second_moment(TaskStream([X]))
     with pytest.raises(ValueError, match="is not a file"):
         open_npy_chunks(tmp_path / "nope.npy", tmp_path / "y.npy", tmp_path / "o.npy")
+    np.save(tmp_path / "X3.npy", np.zeros((1, 6, 2)))  # a 3-D X: its shape is the error, not the offsets
+    np.save(tmp_path / "y1.npy", np.zeros(1))
+    np.save(tmp_path / "o1.npy", np.array([0, 6]))
+    with pytest.raises(ValueError, match=r"must be \(N, d\) and \(N,\)"):
+        fastmlr.second_moment(open_npy_chunks(tmp_path / "X3.npy", tmp_path / "y1.npy", tmp_path / "o1.npy"))
     with pytest.raises(TypeError, match="needs k"):
         fastmlr.estimate_subspace(TaskStream([light]))
 
