@@ -12,7 +12,9 @@ import sys
 
 __all__ = ["main"]
 
-USER_ERRORS = (ValueError, TypeError, ImportError, MemoryError, OSError)
+#: Errors that come from the input; OverflowError: a number in a file or an argument
+#: beyond what the code can hold (say a 30-digit integer where a 64-bit one is needed).
+USER_ERRORS = (ValueError, TypeError, ImportError, MemoryError, OSError, OverflowError)
 
 
 class _Parser(argparse.ArgumentParser):

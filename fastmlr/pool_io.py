@@ -4,7 +4,9 @@
   (integers or strings).  Other arrays in the file are ignored.
 * ``.csv``: a header line, then one row per example: a task-id column (default
   ``task``), a target column (default ``y``) and feature columns (default: every other
-  column, in file order).  Empty cells and ``NA``/``NaN`` are missing values.
+  column, in file order).  Empty cells and ``NA``/``NaN`` are missing values.  Task ids
+  are text: each distinct cell (leading and trailing spaces removed) is one task, so
+  ``7``, ``07`` and ``+7`` are three tasks, and ids are written back exactly as read.
 
 Missing targets are **query rows**: :func:`read_pool` refuses them unless
 ``allow_query=True`` (as ``fastmlr predict`` passes), and then returns them separately
@@ -38,7 +40,10 @@ class Pool(NamedTuple):
     X : (N, d) float64 -- training rows, grouped by task (tasks in sorted-id order)
     y : (N,) float64
     offsets : (n + 1,) int64 -- task i is rows offsets[i]:offsets[i+1]
-    tasks : (n,) -- the task ids, sorted
+    tasks : (n,) -- the task ids, sorted.  From a ``.npz``: its ``task`` values (integers
+        or strings, in numpy's order).  From a ``.csv``: strings, those that read as an
+        integer first, by value (ties, such as ``7`` and ``07``, by text), then the
+        others by text -- so integer ids come out in the order a ``.npz`` gives them.
     rows : (N,) int64 -- line of each training row in the file (0 = first data row)
     query_X : (q, d) float64 -- rows whose target is missing
     query_task : (q,) int64 -- index into ``tasks`` of each query row
@@ -87,6 +92,9 @@ def _read_npz(path):
     if task.dtype.kind == "f":
         if not np.all(np.isfinite(task)) or np.any(task != np.round(task)):
             raise ValueError(_fmt(path, "task holds non-integer or missing ids; expected integer or string ids"))
+        if np.any(np.abs(task) >= 2.0**63):
+            raise ValueError(_fmt(path, "task holds an id beyond the 64-bit integer range; expected integer or "
+                                        "string ids"))
         task = task.astype(np.int64)
     elif task.dtype.kind not in "iuUS":
         raise ValueError(_fmt(path, f"task has dtype {task.dtype}; expected integer or string ids"))
@@ -160,13 +168,37 @@ def _read_csv(path, task_col, target_col, features):
     miss = np.isin(np.char.lower(task_cells), list(MISSING))
     if miss.any():
         raise ValueError(_fmt(path, f"column '{task_col}' has a missing task id on data line {int(np.argmax(miss)) + 1}"))
-    try:
-        task = task_cells.astype(np.int64)
-    except ValueError:
-        task = task_cells
     y = _parse_column(cols[index[target_col]], target_col, path, allow_missing=True)
     X = np.column_stack([_parse_column(cols[index[f]], f, path, allow_missing=False) for f in features])
-    return X, y, task, list(features)
+    return X, y, task_cells, list(features)
+
+
+def _csv_task_order(ids):
+    """Distinct ``.csv`` task ids in pool order (see :class:`Pool`) and each id's index.
+
+    Parameters
+    ----------
+    ids : (N,) str array -- one id per row
+
+    Returns
+    -------
+    tasks : (n,) str array, inverse : (N,) int64 -- ``tasks[inverse] == ids``
+    """
+    uniq, inverse = np.unique(ids, return_inverse=True)  # by text
+
+    def key(text):
+        body = text[1:] if text[:1] in "+-" else text
+        if body.isascii() and body.isdigit():
+            try:
+                return (0, int(text), text)
+            except ValueError:  # more digits than Python converts; ordered as text
+                pass
+        return (1, 0, text)
+
+    perm = sorted(range(uniq.size), key=lambda i: key(str(uniq[i])))
+    rank = np.empty(uniq.size, dtype=np.int64)
+    rank[perm] = np.arange(uniq.size)
+    return uniq[perm], rank[inverse.reshape(-1)]
 
 
 def read_pool(path, *, task_col="task", target_col="y", features=None, allow_query=False) -> Pool:
@@ -202,8 +234,11 @@ def read_pool(path, *, task_col="task", target_col="y", features=None, allow_que
         i = int(np.argmax(query))
         raise ValueError(_fmt(path, f"the target is missing on data row {i + 1} ({int(query.sum())} rows in all); "
                                     f"fitting needs a target on every row"))
-    tasks, inverse = np.unique(task, return_inverse=True)
-    inverse = inverse.reshape(-1)
+    if ext == ".csv":
+        tasks, inverse = _csv_task_order(task)
+    else:
+        tasks, inverse = np.unique(task, return_inverse=True)
+        inverse = inverse.reshape(-1)
     train = np.flatnonzero(~query)
     order = train[np.argsort(inverse[train], kind="stable")]
     counts = np.bincount(inverse[train], minlength=tasks.size)

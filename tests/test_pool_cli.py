@@ -1,5 +1,6 @@
 """`fastmlr simulate | fit | predict | check`, pool files, and every bad-input path."""
 
+import csv
 import json
 import os
 import subprocess
@@ -272,3 +273,56 @@ def test_bad_predict_inputs(files, tmp_path, capsys):
 def test_subprocess_error_is_one_line(tmp_path):
     p = run("fit", str(tmp_path / "none.npz"), "--k", "2", "-o", str(tmp_path / "m.npz"))
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "no such file" in p.stderr
+
+
+# ---- feature names, task ids, quoting, output paths -------------------------------------
+
+def _rows(path):
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.reader(fh))
+
+
+def _write_rows(path, rows, **kw):
+    with open(path, "w", newline="", **kw) as fh:
+        csv.writer(fh, lineterminator="\n").writerows(rows)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def csv_model(files, tmp_path_factory):
+    """A model fitted on p.csv (features x1..x6, by name)."""
+    path = tmp_path_factory.mktemp("model") / "m.npz"
+    assert main(["fit", str(files / "p.csv"), "--k", "3", "-o", str(path), "--skip-query-rows", "--quiet"]) == 0
+    return str(path)
+
+
+def _id_pool(tmp_path, ids, name="ids.csv", queries=True):
+    """A small .csv pool, features x1..x6: three rows and (if queries) one query row per task id."""
+    rng = np.random.default_rng(5)
+    rows = [["task", "y", "x1", "x2", "x3", "x4", "x5", "x6"]]
+    for t in ids:
+        for j in range(4 if queries else 3):
+            x = rng.standard_normal(6)
+            rows.append([t, "" if j == 3 else repr(float(x.sum()))] + [repr(float(v)) for v in x])
+    return _write_rows(tmp_path / name, rows, encoding="utf-8")
+
+
+def test_csv_task_ids_are_kept_as_text(csv_model, tmp_path, capsys):
+    ids = ["g1", "99999999999999999999", "7", "007", "+7", " 8 ", "-2"]
+    src = _id_pool(tmp_path, ids)
+    pool = read_pool(src, allow_query=True)
+    # integers by value (equal values by text), then the other ids by text
+    assert list(pool.tasks) == ["-2", "+7", "007", "7", "8", "99999999999999999999", "g1"]
+    assert list(np.diff(pool.offsets)) == [3] * 7
+    out = tmp_path / "o.csv"
+    assert main(["predict", csv_model, src, "-o", str(out)]) == 0
+    capsys.readouterr()
+    assert [r[0] for r in _rows(out)[1:]] == list(pool.tasks)
+    queries = _rows(tmp_path / "o.queries.csv")[1:]
+    assert sorted(r[1] for r in queries) == sorted(t.strip() for t in ids)
+    assert main(["fit", src, "--k", "1", "-o", str(tmp_path / "m.npz"), "--skip-query-rows", "--quiet"]) == 0
+    capsys.readouterr()
+    # ids of a .npz stay numbers; a float id beyond 64-bit integers is refused, not wrapped
+    bad = tmp_path / "big.npz"
+    np.savez(bad, X=np.ones((4, 2)), y=np.ones(4), task=np.array([1e19, 1e19, 2e19, 2e19]))
+    one_line_error(capsys, ["fit", str(bad), "--k", "1", "-o", str(tmp_path / "m2.npz")], "64-bit integer range")
