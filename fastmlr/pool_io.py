@@ -2,11 +2,12 @@
 
 * ``.npz``: arrays ``X`` (N, d), ``y`` (N,) and ``task`` (N,) -- one task id per row
   (integers or strings).  Other arrays in the file are ignored.
-* ``.csv``: a header line, then one row per example: a task-id column (default
-  ``task``), a target column (default ``y``) and feature columns (default: every other
-  column, in file order).  Empty cells and ``NA``/``NaN`` are missing values.  Task ids
-  are text: each distinct cell (leading and trailing spaces removed) is one task, so
-  ``7``, ``07`` and ``+7`` are three tasks, and ids are written back exactly as read.
+* ``.csv`` (UTF-8, with or without a byte-order mark): a header line, then one row per
+  example: a task-id column (default ``task``), a target column (default ``y``) and
+  feature columns (default: every other column, in file order).  Empty cells and
+  ``NA``/``NaN`` are missing values.  Task ids are text: each distinct cell (leading
+  and trailing spaces removed) is one task, so ``7``, ``07`` and ``+7`` are three tasks,
+  and ids are written back exactly as read.
 
 Missing targets are **query rows**: :func:`read_pool` refuses them unless
 ``allow_query=True`` (as ``fastmlr predict`` passes), and then returns them separately
@@ -131,7 +132,7 @@ def _parse_column(cells, name, path, allow_missing):
 
 def _read_csv(path, task_col, target_col, features):
     try:
-        with open(path, newline="") as fh:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.reader(fh)
             try:
                 header = [h.strip() for h in next(reader)]

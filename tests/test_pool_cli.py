@@ -326,3 +326,11 @@ def test_csv_task_ids_are_kept_as_text(csv_model, tmp_path, capsys):
     bad = tmp_path / "big.npz"
     np.savez(bad, X=np.ones((4, 2)), y=np.ones(4), task=np.array([1e19, 1e19, 2e19, 2e19]))
     one_line_error(capsys, ["fit", str(bad), "--k", "1", "-o", str(tmp_path / "m2.npz")], "64-bit integer range")
+
+
+def test_csv_with_byte_order_mark(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_text(GOOD, encoding="utf-8-sig")
+    assert path.read_bytes().startswith(b"\xef\xbb\xbftask,")
+    pool = read_pool(path)
+    assert pool.features == ["x1", "x2"] and list(pool.tasks) == ["1", "2"]
