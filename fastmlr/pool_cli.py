@@ -4,13 +4,16 @@
   (``.npz`` or ``.csv``; see :mod:`fastmlr.pool_io`), with ``--queries Q`` extra rows
   per task whose target is left missing.
 * ``fastmlr fit pool.csv --k 8 -o model.npz`` fits (``--k auto`` chooses k;
-  ``--skip-query-rows`` skips rows whose target is missing, otherwise an error).
+  ``--skip-query-rows`` skips rows whose target is missing, otherwise an error).  The
+  model keeps the feature names (``diagnostics["features"]``; ``"features_named"`` is
+  true when they are the column names of a ``.csv``).
 * ``fastmlr predict model.npz pool.csv -o out.npz`` -- for every task: the posterior
   over components given its rows with a target, the MAP and Bayes regression vectors,
-  and the predictions for its **query rows** (rows whose target is missing).  ``.npz``
-  output holds every array; ``.csv`` output is one line per task, and the query
-  predictions go to a second file (``--queries-out``, default ``OUT`` with
-  ``.queries.csv``).
+  and the predictions for its **query rows** (rows whose target is missing).  A model
+  fitted on a ``.csv`` takes the columns of a ``.csv`` by name, in any order (a
+  missing one is an error); otherwise columns go by position.  ``.npz`` output holds
+  every array; ``.csv`` output is one line per task, and the query predictions go to
+  a second file (``--queries-out``, default ``OUT`` with ``.queries.csv``).
 * ``fastmlr check pool.npz --k 8`` -- which roles the pool can fill and the paper's
   sufficient conditions (:func:`fastmlr.feasibility`).
 
@@ -98,11 +101,10 @@ _pos_int = int_at_least(1)
 _nonneg_int = int_at_least(0)
 
 
-def _io_options(p):
+def _io_options(p, features_help="CSV feature columns, comma-separated (default: every other column)"):
     p.add_argument("--task-col", default="task", help="CSV task-id column (default 'task')")
     p.add_argument("--target-col", default="y", help="CSV target column (default 'y')")
-    p.add_argument("--features", default=None,
-                   help="CSV feature columns, comma-separated (default: every other column)")
+    p.add_argument("--features", default=None, help=features_help)
 
 
 def _read(args, allow_query=False):
@@ -169,7 +171,8 @@ def add_commands(sub, parents):
     p.add_argument("-o", "--output", required=True, help="output .npz (every array) or .csv (one line per task)")
     p.add_argument("--queries-out", default=None, help="with a .csv output: file for the query predictions "
                                                        "(default OUTPUT with .queries.csv)")
-    _io_options(p)
+    _io_options(p, "CSV feature columns, comma-separated (default: every other column); a model fitted on "
+                   "a .csv then takes its features from them by name, in any order")
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("check", parents=parents, help="which roles a pool can fill; the paper's conditions",
@@ -218,6 +221,7 @@ def _fit(args) -> int:
     elapsed = time.perf_counter() - t0
     dg = model.diagnostics
     dg["features"] = pool.features
+    dg["features_named"] = pool.named  # column names of a .csv, or x0, x1, ... of a .npz
     save_model(args.output, model)
     if args.json:
         print(json.dumps(dg, indent=2))
@@ -232,6 +236,49 @@ def _fit(args) -> int:
     return 0
 
 
+def _model_features(model, d):
+    """The feature names stored with ``model`` and whether they are column names.
+
+    Returns
+    -------
+    names : list of str or None -- None if the model holds no usable names (fitted from
+        arrays, or an older file)
+    named : bool or None -- True if the names are the columns of a ``.csv`` header,
+        False if they only number the columns of a ``.npz``, None if not recorded
+    """
+    dg = model.diagnostics if isinstance(model.diagnostics, dict) else {}
+    names = dg.get("features")
+    if (not isinstance(names, list) or len(names) != d or not all(isinstance(n, str) for n in names)
+            or len(set(names)) != d):
+        return None, None
+    named = dg.get("features_named")
+    return names, named if isinstance(named, bool) else None
+
+
+def _match_features(model, pool, args):
+    """Column indices of ``pool`` in the model's feature order, and their labels.
+
+    When the model's features are column names and ``pool`` comes from a ``.csv``, the
+    columns are taken by name (any order, other columns ignored); otherwise by position,
+    and the counts must agree.
+    """
+    d = model.W.shape[1]
+    names, named = _model_features(model, d)
+    by_name = names is not None and pool.named and (
+        named is True or (named is None and all(n in pool.features for n in names)))
+    if by_name:
+        index = {f: j for j, f in enumerate(pool.features)}
+        missing = [n for n in names if n not in index]
+        if missing:
+            raise ValueError(f"{args.file} has no column(s) {', '.join(missing)} of the {d} features the model "
+                             f"{args.model} was fitted on ({', '.join(names)}); columns read as features: "
+                             f"{', '.join(pool.features)}")
+        return np.array([index[n] for n in names], dtype=np.int64), list(names)
+    if pool.X.shape[1] != d:
+        raise ValueError(f"{args.file} has {pool.X.shape[1]} features but the model has d = {d}")
+    return np.arange(d, dtype=np.int64), list(pool.features)
+
+
 def _predict(args) -> int:
     from ._atomic import atomic_open
     from .model import load_model
@@ -241,14 +288,12 @@ def _predict(args) -> int:
     _check_out(args.output, (".npz", ".csv"))
     model = load_model(args.model)
     pool = _read(args, allow_query=True)
-    d = model.W.shape[1]
-    if pool.X.shape[1] != d and pool.query_X.shape[1] != d:
-        raise ValueError(f"{args.file} has {pool.X.shape[1]} features but the model has d = {d}")
-    post = posterior(pool.X, pool.y, pool.offsets, model.W, model.s2, model.p)  # (n, k)
+    cols, labels = _match_features(model, pool, args)
+    X, qX, qt = pool.X[:, cols], pool.query_X[:, cols], pool.query_task
+    post = posterior(X, pool.y, pool.offsets, model.W, model.s2, model.p)  # (n, k)
     comp = np.argmax(post, axis=1)
     beta_bayes = post @ model.W
     beta_map = model.W[comp]
-    qX, qt = pool.query_X, pool.query_task
     yhat_bayes = np.einsum("qd,qd->q", qX, beta_bayes[qt]) if qt.size else np.zeros(0)
     yhat_map = np.einsum("qd,qd->q", qX, beta_map[qt]) if qt.size else np.zeros(0)
     if ext == ".npz":
@@ -260,7 +305,7 @@ def _predict(args) -> int:
         return 0
     qpath = args.queries_out or os.path.splitext(args.output)[0] + ".queries.csv"
     k = model.W.shape[0]
-    head = ["task", "map_component"] + [f"post{l}" for l in range(k)] + [f"bayes_{f}" for f in pool.features]
+    head = ["task", "map_component"] + [f"post{l}" for l in range(k)] + [f"bayes_{f}" for f in labels]
     body = np.column_stack([pool.tasks.astype(str), comp.astype(str), np.char.mod("%.10g", post),
                             np.char.mod("%.10g", beta_bayes)])
     qbody = np.column_stack([pool.query_rows.astype(str), pool.tasks[qt].astype(str),

@@ -49,7 +49,9 @@ class Pool(NamedTuple):
     query_X : (q, d) float64 -- rows whose target is missing
     query_task : (q,) int64 -- index into ``tasks`` of each query row
     query_rows : (q,) int64 -- line of each query row in the file
-    features : list of str -- feature names
+    features : list of str -- feature names: the columns of a ``.csv``; ``x0``, ``x1``,
+        ... (by position) for a ``.npz``
+    named : bool -- True if ``features`` are the column names of a ``.csv`` header
     """
 
     X: np.ndarray
@@ -61,6 +63,7 @@ class Pool(NamedTuple):
     query_task: np.ndarray
     query_rows: np.ndarray
     features: list
+    named: bool = False
 
 
 def _fmt(path, msg):
@@ -247,7 +250,7 @@ def read_pool(path, *, task_col="task", target_col="y", features=None, allow_que
     q = np.flatnonzero(query)
     return Pool(np.ascontiguousarray(X[order]), np.ascontiguousarray(y[order]), offsets, tasks,
                 order.astype(np.int64), np.ascontiguousarray(X[q]), inverse[q].astype(np.int64),
-                q.astype(np.int64), names)
+                q.astype(np.int64), names, ext == ".csv")
 
 
 def write_pool(path, X, y, task) -> None:

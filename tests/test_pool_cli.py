@@ -296,6 +296,38 @@ def csv_model(files, tmp_path_factory):
     return str(path)
 
 
+def test_predict_takes_csv_columns_by_name(files, csv_model, tmp_path, capsys):
+    rows = _rows(files / "p.csv")
+    head = rows[0]
+    assert head == ["task", "y", "x1", "x2", "x3", "x4", "x5", "x6"]
+    order = [0, 1, 7, 6, 5, 4, 3, 2]  # task, y, x6, ..., x1
+    permuted = _write_rows(tmp_path / "perm.csv", [[r[j] for j in order] for r in rows])
+    extra = _write_rows(tmp_path / "extra.csv", [r[:4] + [("note" if i == 0 else "3")] + r[4:]
+                                                 for i, r in enumerate(rows)])
+    runs = {"plain": [str(files / "p.csv")], "permuted": [permuted], "extra column": [extra],
+            "--features reversed": [str(files / "p.csv"), "--features", "x6,x5,x4,x3,x2,x1"]}
+    out = {}
+    for name, args in runs.items():
+        o = tmp_path / f"{name.replace(' ', '_')}.csv"
+        assert main(["predict", csv_model, *args, "-o", str(o)]) == 0, name
+        out[name] = (o.read_text(), (tmp_path / f"{o.stem}.queries.csv").read_text())
+    capsys.readouterr()
+    for name in runs:
+        assert out[name] == out["plain"], name
+    assert out["plain"][0].splitlines()[0].endswith(",bayes_x1,bayes_x2,bayes_x3,bayes_x4,bayes_x5,bayes_x6")
+    no_x3 = _write_rows(tmp_path / "no_x3.csv", [r[:4] + r[5:] for r in rows])
+    dest = tmp_path / "o.csv"
+    one_line_error(capsys, ["predict", csv_model, no_x3, "-o", str(dest)], "has no column(s) x3 of the 6 features")
+    one_line_error(capsys, ["predict", csv_model, str(files / "p.csv"), "--features", "x1,x2,x4,x5", "-o", str(dest)],
+                   "has no column(s) x3, x6")
+    assert not dest.exists()
+    # a model fitted on a .npz (columns by position) still predicts a .csv of as many columns
+    npz_model = str(tmp_path / "npz_model.npz")
+    assert main(["fit", str(files / "p.npz"), "--k", "3", "-o", npz_model, "--skip-query-rows", "--quiet"]) == 0
+    assert main(["predict", npz_model, permuted, "-o", str(dest)]) == 0
+    assert _rows(dest)[0][-6:] == [f"bayes_x{j}" for j in range(6, 0, -1)]
+
+
 def _id_pool(tmp_path, ids, name="ids.csv", queries=True):
     """A small .csv pool, features x1..x6: three rows and (if queries) one query row per task id."""
     rng = np.random.default_rng(5)
