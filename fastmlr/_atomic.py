@@ -29,7 +29,7 @@ def atomic_open(path, mode="wb"):
             os.umask(umask)
             perms = 0o666 & ~umask
         os.chmod(tmp, perms)
-        with os.fdopen(fd, mode) as fh:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())

@@ -280,6 +280,8 @@ def _match_features(model, pool, args):
 
 
 def _predict(args) -> int:
+    import csv
+
     from ._atomic import atomic_open
     from .model import load_model
     from .predict import posterior
@@ -312,12 +314,14 @@ def _predict(args) -> int:
                              np.char.mod("%.10g", yhat_bayes), np.char.mod("%.10g", yhat_map)])
     # both files complete before either is renamed into place
     with atomic_open(args.output, "w") as fh:
-        fh.write(",".join(head) + "\n")
-        fh.writelines(",".join(r) + "\n" for r in body)
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(head)
+        writer.writerows(body.tolist())
         if qt.size:
             with atomic_open(qpath, "w") as qh:
-                qh.write("row,task,yhat_bayes,yhat_map\n")
-                qh.writelines(",".join(r) + "\n" for r in qbody)
+                qwriter = csv.writer(qh, lineterminator="\n")
+                qwriter.writerow(["row", "task", "yhat_bayes", "yhat_map"])
+                qwriter.writerows(qbody.tolist())
     print(f"wrote {args.output}: {pool.tasks.size} tasks"
           + (f"; {qpath}: {qt.size} query predictions" if qt.size else "; no query rows (empty target)"))
     return 0

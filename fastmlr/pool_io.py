@@ -256,6 +256,9 @@ def read_pool(path, *, task_col="task", target_col="y", features=None, allow_que
 def write_pool(path, X, y, task) -> None:
     """Write rows (X, y, task id) to ``.npz`` or ``.csv`` (replaced whole or not at all).
 
+    A ``.csv`` has the header ``task,y,x1,...,xd``; a query row has an empty target,
+    and a cell holding a comma, a quote or a line break is quoted (``csv`` module).
+
     Parameters
     ----------
     path : str -- ends in ``.npz`` or ``.csv``
@@ -271,10 +274,11 @@ def write_pool(path, X, y, task) -> None:
             np.savez(fh, X=X, y=y, task=task)
     elif ext == ".csv":
         d = X.shape[1]
+        ycol = np.where(np.isnan(y), "", np.char.mod("%.17g", y))
+        body = np.column_stack([task.astype(str), ycol, np.char.mod("%.17g", X)])
         with atomic_open(path, "w") as fh:
-            fh.write(",".join(["task", "y"] + [f"x{j + 1}" for j in range(d)]) + "\n")
-            ycol = np.where(np.isnan(y), "", np.char.mod("%.17g", y))
-            body = np.column_stack([task.astype(str), ycol, np.char.mod("%.17g", X)])
-            fh.writelines(",".join(row) + "\n" for row in body)
+            writer = csv.writer(fh, lineterminator="\n")
+            writer.writerow(["task", "y"] + [f"x{j + 1}" for j in range(d)])
+            writer.writerows(body.tolist())
     else:
         raise ValueError(_fmt(path, "unknown file type; expected a .npz or .csv output"))

@@ -360,6 +360,29 @@ def test_csv_task_ids_are_kept_as_text(csv_model, tmp_path, capsys):
     one_line_error(capsys, ["fit", str(bad), "--k", "1", "-o", str(tmp_path / "m2.npz")], "64-bit integer range")
 
 
+def test_csv_outputs_quote_ids_with_commas_and_quotes(csv_model, tmp_path, capsys):
+    ids = np.array(["Smith, J", 'say "hi"', "plain", "two\nlines"])
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((16, 6))
+    y = rng.standard_normal(16)
+    y[[3, 7]] = np.nan
+    task = np.repeat(ids, 4)
+    src = tmp_path / "quoted.csv"
+    write_pool(src, X, y, task)
+    pool = read_pool(src, allow_query=True)
+    sizes = dict(zip(pool.tasks.tolist(), np.diff(pool.offsets).tolist()))
+    assert sizes == {"Smith, J": 3, 'say "hi"': 3, "plain": 4, "two\nlines": 4}
+    np.testing.assert_array_equal(pool.X, X[pool.rows])
+    out = tmp_path / "o.csv"
+    assert main(["predict", csv_model, str(src), "-o", str(out)]) == 0
+    capsys.readouterr()
+    rows = _rows(out)
+    assert len({len(r) for r in rows}) == 1 and sorted(r[0] for r in rows[1:]) == sorted(ids)
+    queries = _rows(tmp_path / "o.queries.csv")
+    assert [r[:2] for r in queries[1:]] == [["3", "Smith, J"], ["7", 'say "hi"']]
+    assert all(len(r) == 4 for r in queries)
+
+
 def test_csv_with_byte_order_mark(tmp_path):
     path = tmp_path / "excel.csv"
     path.write_text(GOOD, encoding="utf-8-sig")
