@@ -1,8 +1,10 @@
 """Model files: a fitted mixture in one ``.npz`` with a format version.
 
 The file holds the arrays ``W`` (k, d), ``s2`` (k,), ``p`` (k,), ``transform`` (d, d),
-the diagnostics as a JSON string, and ``format`` / ``format_version``.  It is written
-to a temporary file and renamed, so a failed write never leaves half a model.
+the diagnostics as a JSON string (an object), and ``format`` / ``format_version`` (one
+string, one integer).  It is written to a temporary file and renamed, so a failed write
+never leaves half a model; a file with any field malformed is refused on reading with
+one error that names it.
 """
 
 from __future__ import annotations
@@ -37,20 +39,53 @@ def save_model(path, model: Model) -> None:
     Parameters
     ----------
     path : str or os.PathLike
-    model : Model -- as returned by :func:`fastmlr.fit`
+    model : Model -- as returned by :func:`fastmlr.fit`; ``transform`` finite (d, d),
+        ``diagnostics`` a JSON-friendly dict (or None)
+
+    Raises
+    ------
+    TypeError
+        ``model`` is not a Model, or its diagnostics are not a dict of JSON values.
+    ValueError
+        A parameter has the wrong shape or a non-finite value.
+    OSError
+        ``path`` cannot be written (a directory, no such directory, ...).
     """
     if not isinstance(model, Model):
         raise TypeError(f"model must be a fastmlr Model (from fastmlr.fit), got {type(model).__name__}")
     W, s2, _ = check_params(model.W, model.s2, model.p, np.asarray(model.W).shape[1])
     p = np.asarray(model.p, dtype=np.float64)  # validated above; stored as given
     d = W.shape[1]
-    T = np.asarray(model.transform, dtype=np.float64)
-    if T.shape != (d, d):
-        raise ValueError(f"model.transform has shape {T.shape}; expected ({d}, {d})")
-    diag = json.dumps(model.diagnostics or {}, default=_json_default)
+    T = _check_transform(model.transform, d, "model.transform")
+    diagnostics = {} if model.diagnostics is None else model.diagnostics
+    if not isinstance(diagnostics, dict):
+        raise TypeError(f"model.diagnostics is a {type(diagnostics).__name__}; expected a dict (or None)")
+    try:
+        diag = json.dumps(diagnostics, default=_json_default)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise TypeError(f"model.diagnostics cannot be stored as JSON ({exc})") from None
     with atomic_open(path, "wb") as fh:
         np.savez(fh, format=np.array(FORMAT), format_version=np.array(FORMAT_VERSION),
                  W=W, s2=s2, p=p, transform=T, diagnostics=np.array(diag))
+
+
+def _check_transform(T, d, name):
+    """``T`` as a finite (d, d) float64 array, or a ValueError naming ``name``."""
+    T = np.asarray(T)
+    if T.dtype.kind not in "fiu" or T.shape != (d, d):
+        raise ValueError(f"{name} has shape {T.shape} and dtype {T.dtype}; expected a real ({d}, {d}) array")
+    T = T.astype(np.float64)
+    if not np.all(np.isfinite(T)):
+        raise ValueError(f"{name} has a non-finite value; expected finite numbers")
+    return T
+
+
+def _scalar(data, key, kinds):
+    """The 0-d entry ``key`` of a model file as a Python value, or None if malformed."""
+    value = data[key]
+    if not isinstance(value, np.ndarray) or value.ndim != 0 or value.dtype.kind not in kinds:
+        return None
+    return value.item()
 
 
 def load_model(path) -> Model:
@@ -71,9 +106,15 @@ def load_model(path) -> Model:
             data = {key: z[key] for key in z.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError, NotImplementedError) as exc:  # NotImplementedError: a damaged zip header
         raise ValueError(f"{path} is not a readable fastmlr model file ({type(exc).__name__}: {exc})") from None
-    if not isinstance(data, dict) or str(data.get("format", "")) != FORMAT:
+    if not isinstance(data, dict) or "format" not in data or _scalar(data, "format", "U") != FORMAT:
         raise ValueError(f"{path} is not a fastmlr model file (no '{FORMAT}' marker)")
-    version = int(data.get("format_version", -1))
+    if "format_version" not in data:
+        raise ValueError(f"{path} is a damaged fastmlr model file: missing format_version")
+    version = _scalar(data, "format_version", "iu")
+    if version is None:
+        v = data["format_version"]
+        raise ValueError(f"{path} is a damaged fastmlr model file: format_version has shape {v.shape} and "
+                         f"dtype {v.dtype}; expected one integer")
     if version != FORMAT_VERSION:
         raise ValueError(f"{path} has model format version {version}; this fastmlr reads version {FORMAT_VERSION}")
     missing = [key for key in ("W", "s2", "p", "transform", "diagnostics") if key not in data]
@@ -82,10 +123,13 @@ def load_model(path) -> Model:
     try:
         W, s2, _ = check_params(data["W"], data["s2"], data["p"], np.asarray(data["W"]).shape[-1])
         p = np.asarray(data["p"], dtype=np.float64)
-        T = np.asarray(data["transform"], dtype=np.float64)
-        if T.shape != (W.shape[1], W.shape[1]):
-            raise ValueError(f"transform has shape {T.shape}")
-        diagnostics = json.loads(str(data["diagnostics"]))
-    except (ValueError, TypeError, IndexError) as exc:
+        T = _check_transform(data["transform"], W.shape[1], "transform")
+        text = _scalar(data, "diagnostics", "U")
+        if text is None:
+            raise ValueError("diagnostics is not one JSON string")
+        diagnostics = json.loads(text)
+        if not isinstance(diagnostics, dict):
+            raise ValueError(f"diagnostics is a JSON {type(diagnostics).__name__}; expected a JSON object")
+    except (ValueError, TypeError, IndexError, OverflowError, RecursionError) as exc:
         raise ValueError(f"{path} is a damaged fastmlr model file ({exc})") from None
     return Model(W, s2, p, T, diagnostics)

@@ -389,3 +389,39 @@ def test_csv_with_byte_order_mark(tmp_path):
     assert path.read_bytes().startswith(b"\xef\xbb\xbftask,")
     pool = read_pool(path)
     assert pool.features == ["x1", "x2"] and list(pool.tasks) == ["1", "2"]
+
+
+def test_model_file_with_malformed_fields(tmp_path, capsys):
+    model = fastmlr.Model(np.eye(2, 3), np.ones(2), np.full(2, 0.5), np.eye(3), {"k": 2})
+    good = tmp_path / "good.npz"
+    fastmlr.save_model(good, model)
+    with np.load(good) as z:
+        base = {key: z[key] for key in z.files}
+    cases = {
+        "format_version text": ("format_version", np.array("1"), "format_version"),
+        "format_version array": ("format_version", np.array([1, 1]), "format_version"),
+        "format_version float": ("format_version", np.array(1.0), "format_version"),
+        "transform nan": ("transform", np.where(np.eye(3) > 0, np.nan, 0.0), "transform has a non-finite value"),
+        "transform text": ("transform", np.array(["a", "b"]), "transform has shape"),
+        "diagnostics list": ("diagnostics", np.array("[1, 2]"), "expected a JSON object"),
+        "diagnostics array": ("diagnostics", np.array(["{}", "{}"]), "not one JSON string"),
+        "diagnostics number": ("diagnostics", np.array(3.0), "not one JSON string"),
+        "diagnostics deep": ("diagnostics", np.array("[" * 100000), "damaged"),
+    }
+    for name, (key, value, words) in cases.items():
+        bad = tmp_path / f"{name.replace(' ', '_')}.npz"
+        np.savez(bad, **{**base, key: value})
+        with pytest.raises(ValueError, match="damaged fastmlr model file") as info:
+            fastmlr.load_model(bad)
+        assert str(bad) in str(info.value) and words in str(info.value), (name, info.value)
+    one_line_error(capsys, ["predict", str(tmp_path / "format_version_text.npz"), _csv(tmp_path, GOOD),
+                            "-o", str(tmp_path / "o.npz")], "format_version_text.npz is a damaged")
+    with pytest.raises(ValueError, match="model.transform has a non-finite value"):
+        fastmlr.save_model(tmp_path / "m.npz", model._replace(transform=np.full((3, 3), np.inf)))
+    with pytest.raises(TypeError, match="model.diagnostics is a list; expected a dict"):
+        fastmlr.save_model(tmp_path / "m.npz", model._replace(diagnostics=[1, 2]))
+    with pytest.raises(TypeError, match="cannot be stored as JSON"):
+        fastmlr.save_model(tmp_path / "m.npz", model._replace(diagnostics={"f": object()}))
+    assert not (tmp_path / "m.npz").exists()
+    fastmlr.save_model(tmp_path / "m.npz", model._replace(diagnostics=None))
+    assert fastmlr.load_model(tmp_path / "m.npz").diagnostics == {}
