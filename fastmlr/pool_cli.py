@@ -13,7 +13,8 @@
   fitted on a ``.csv`` takes the columns of a ``.csv`` by name, in any order (a
   missing one is an error); otherwise columns go by position.  ``.npz`` output holds
   every array; ``.csv`` output is one line per task, and the query predictions go to
-  a second file (``--queries-out``, default ``OUT`` with ``.queries.csv``).
+  a second ``.csv`` (``--queries-out``, default ``OUT`` with ``.queries.csv``),
+  written on every run -- header only when there are no query rows.
 * ``fastmlr check pool.npz --k 8`` -- which roles the pool can fill and the paper's
   sufficient conditions (:func:`fastmlr.feasibility`).
 
@@ -169,8 +170,10 @@ def add_commands(sub, parents):
     p.add_argument("model", help="model file from `fastmlr fit`")
     p.add_argument("file", help="tasks: .npz (X, y, task; NaN y marks a query row) or .csv (empty y marks one)")
     p.add_argument("-o", "--output", required=True, help="output .npz (every array) or .csv (one line per task)")
-    p.add_argument("--queries-out", default=None, help="with a .csv output: file for the query predictions "
-                                                       "(default OUTPUT with .queries.csv)")
+    p.add_argument("--queries-out", default=None,
+                   help="with a .csv output only: .csv file for the query predictions (default OUTPUT with "
+                        ".queries.csv; not the output itself). Written on every run, with its header only "
+                        "when FILE has no query rows")
     _io_options(p, "CSV feature columns, comma-separated (default: every other column); a model fitted on "
                    "a .csv then takes its features from them by name, in any order")
     p.set_defaults(func=_predict)
@@ -279,6 +282,13 @@ def _match_features(model, pool, args):
     return np.arange(d, dtype=np.int64), list(pool.features)
 
 
+def _same_file(a, b):
+    """Whether paths ``a`` and ``b`` name one file (existing or not)."""
+    if os.path.exists(a) and os.path.exists(b):
+        return os.path.samefile(a, b)
+    return os.path.normcase(os.path.realpath(a)) == os.path.normcase(os.path.realpath(b))
+
+
 def _predict(args) -> int:
     import csv
 
@@ -288,6 +298,15 @@ def _predict(args) -> int:
 
     ext = os.path.splitext(args.output)[1].lower()
     _check_out(args.output, (".npz", ".csv"))
+    qpath = None
+    if ext == ".csv":
+        qpath = args.queries_out or os.path.splitext(args.output)[0] + ".queries.csv"
+        _check_out(qpath, (".csv",), "--queries-out" if args.queries_out else "query file")
+        if _same_file(qpath, args.output):
+            raise ValueError(f"--queries-out {qpath} is the -o file; expected another file for the query predictions")
+    elif args.queries_out is not None:
+        raise ValueError(f"--queries-out {args.queries_out}: a .npz output holds the query predictions itself; "
+                         f"--queries-out goes with a .csv output")
     model = load_model(args.model)
     pool = _read(args, allow_query=True)
     cols, labels = _match_features(model, pool, args)
@@ -305,25 +324,24 @@ def _predict(args) -> int:
                      yhat_bayes=yhat_bayes, yhat_map=yhat_map)
         print(f"wrote {args.output}: {pool.tasks.size} tasks, {qt.size} query predictions")
         return 0
-    qpath = args.queries_out or os.path.splitext(args.output)[0] + ".queries.csv"
     k = model.W.shape[0]
     head = ["task", "map_component"] + [f"post{l}" for l in range(k)] + [f"bayes_{f}" for f in labels]
     body = np.column_stack([pool.tasks.astype(str), comp.astype(str), np.char.mod("%.10g", post),
                             np.char.mod("%.10g", beta_bayes)])
     qbody = np.column_stack([pool.query_rows.astype(str), pool.tasks[qt].astype(str),
                              np.char.mod("%.10g", yhat_bayes), np.char.mod("%.10g", yhat_map)])
-    # both files complete before either is renamed into place
+    # both files complete before either is renamed into place; the query file is
+    # written even without query rows (header only), so it never lags behind -o
     with atomic_open(args.output, "w") as fh:
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow(head)
         writer.writerows(body.tolist())
-        if qt.size:
-            with atomic_open(qpath, "w") as qh:
-                qwriter = csv.writer(qh, lineterminator="\n")
-                qwriter.writerow(["row", "task", "yhat_bayes", "yhat_map"])
-                qwriter.writerows(qbody.tolist())
-    print(f"wrote {args.output}: {pool.tasks.size} tasks"
-          + (f"; {qpath}: {qt.size} query predictions" if qt.size else "; no query rows (empty target)"))
+        with atomic_open(qpath, "w") as qh:
+            qwriter = csv.writer(qh, lineterminator="\n")
+            qwriter.writerow(["row", "task", "yhat_bayes", "yhat_map"])
+            qwriter.writerows(qbody.tolist())
+    print(f"wrote {args.output}: {pool.tasks.size} tasks; {qpath}: "
+          + (f"{qt.size} query predictions" if qt.size else "no query rows (empty target), header only"))
     return 0
 
 

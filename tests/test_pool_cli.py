@@ -425,3 +425,30 @@ def test_model_file_with_malformed_fields(tmp_path, capsys):
     assert not (tmp_path / "m.npz").exists()
     fastmlr.save_model(tmp_path / "m.npz", model._replace(diagnostics=None))
     assert fastmlr.load_model(tmp_path / "m.npz").diagnostics == {}
+
+
+def test_query_output_paths(files, csv_model, tmp_path, capsys, monkeypatch):
+    src = str(files / "p.csv")
+    o3 = tmp_path / "o3.csv"
+    one_line_error(capsys, ["predict", csv_model, src, "-o", str(o3), "--queries-out", str(o3)],
+                   "is the -o file")
+    monkeypatch.chdir(tmp_path)
+    one_line_error(capsys, ["predict", csv_model, src, "-o", "o3.csv", "--queries-out", f".{os.sep}o3.csv"],
+                   "is the -o file")
+    one_line_error(capsys, ["predict", csv_model, src, "-o", "o3.csv", "--queries-out", "q.npz"],
+                   "--queries-out q.npz: expected a file ending in .csv")
+    one_line_error(capsys, ["predict", csv_model, src, "-o", "o3.npz", "--queries-out", "q.csv"],
+                   "goes with a .csv output")
+    assert os.listdir(tmp_path) == []
+    # the default query file is rewritten on every run: header only when there are no query rows
+    assert main(["predict", csv_model, src, "-o", "o.csv"]) == 0
+    assert len(_rows("o.queries.csv")) == 801
+    no_queries = _id_pool(tmp_path, ["a", "b"], queries=False)
+    capsys.readouterr()
+    assert main(["predict", csv_model, no_queries, "-o", "o.csv"]) == 0
+    assert "o.queries.csv: no query rows" in capsys.readouterr().out
+    assert _rows("o.queries.csv") == [["row", "task", "yhat_bayes", "yhat_map"]]
+    assert main(["predict", csv_model, no_queries, "-o", "o.csv", "--queries-out", "mine.csv"]) == 0
+    assert _rows("mine.csv") == [["row", "task", "yhat_bayes", "yhat_map"]]
+    help_text = " ".join(run("predict", "--help").stdout.split())
+    assert "file for the query predictions" in help_text and "header only when FILE has no query rows" in help_text
