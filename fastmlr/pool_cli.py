@@ -121,13 +121,17 @@ def _read(args, allow_query=False):
 
 
 def _check_out(path, exts, what="-o"):
-    """Refuse an output path before any work: wrong extension or missing directory."""
+    """Refuse an output path before any work.
+
+    Wrong extension, a directory, a directory that does not exist or cannot be
+    written: one error naming ``what`` and ``path``.
+    """
+    from ._atomic import check_writable
+
     ext = os.path.splitext(path)[1].lower()
     if ext not in exts:
         raise ValueError(f"{what} {path}: expected a file ending in {' or '.join(exts)}")
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"{what} {path}: directory {directory} does not exist")
+    check_writable(path, what)
 
 
 def add_commands(sub, parents):

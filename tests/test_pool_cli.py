@@ -452,3 +452,50 @@ def test_query_output_paths(files, csv_model, tmp_path, capsys, monkeypatch):
     assert _rows("mine.csv") == [["row", "task", "yhat_bayes", "yhat_map"]]
     help_text = " ".join(run("predict", "--help").stdout.split())
     assert "file for the query predictions" in help_text and "header only when FILE has no query rows" in help_text
+
+
+def test_output_paths_are_checked_before_any_work(files, tmp_path, capsys, monkeypatch):
+    model = fastmlr.Model(np.eye(2, 3), np.ones(2), np.full(2, 0.5), np.eye(3), {"k": 2})
+    with pytest.raises(IsADirectoryError, match="it is a directory") as info:
+        fastmlr.save_model(tmp_path, model)
+    assert str(tmp_path) in str(info.value) and ".tmp" not in str(info.value)
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("fit ran before the output path was checked")
+
+    monkeypatch.setattr(sys.modules["fastmlr.fit"], "fit", no_fit)
+    src = str(files / "p.npz")
+    (tmp_path / "d.npz").mkdir()
+    one_line_error(capsys, ["fit", src, "--k", "3", "-o", str(tmp_path / "d.npz"), "--skip-query-rows"],
+                   "d.npz: it is a directory")
+    if os.path.isdir("/proc"):
+        one_line_error(capsys, ["fit", src, "--k", "3", "-o", "/proc/m.npz", "--skip-query-rows"], "-o /proc/m.npz:")
+        one_line_error(capsys, ["predict", str(tmp_path / "none.npz"), src, "-o", "/proc/o.csv"], "-o /proc/o.csv:")
+    if os.geteuid() != 0:  # root writes into read-only directories
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o500)
+        try:
+            one_line_error(capsys, ["fit", src, "--k", "3", "-o", str(ro / "m.npz")], "is not writable")
+        finally:
+            ro.chmod(0o700)
+
+
+def test_atomic_write_errors_name_the_target(tmp_path):
+    from fastmlr._atomic import atomic_open
+
+    target = tmp_path / "t.csv"
+    with pytest.raises(IsADirectoryError) as info:
+        with atomic_open(target, "w") as fh:
+            fh.write("x")
+            target.mkdir()  # in the way of the rename
+    assert str(target) in str(info.value) and ".tmp" not in str(info.value)
+    with pytest.raises(OSError, match=f"cannot write {target.with_name('u.csv')}: No space left"):
+        with atomic_open(tmp_path / "u.csv", "w"):
+            raise OSError(28, "No space left on device")
+    other = tmp_path / "other.txt"
+    with pytest.raises(FileNotFoundError) as info:  # about another file: unchanged
+        with atomic_open(tmp_path / "v.csv", "w"):
+            open(other)
+    assert info.value.filename == str(other)
+    assert sorted(os.listdir(tmp_path)) == ["t.csv"]
