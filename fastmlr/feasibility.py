@@ -5,7 +5,8 @@ With the separation Delta and the conditioning of the components taken as order 
 and the smallest weight p_min = 1/k (uniform weights), they read:
 
 * subspace (tasks with t >= 2): rows ``sum t >= d k^2``;
-* clustering (heavy tasks): ``t_H >= sqrt(k) log k`` rows per task, ``n_H >= k log k``
+* clustering (heavy tasks): ``t_H >= sqrt(k) log k`` rows per task (counted with the size
+  fit uses for its heavy set, ``ceil(sqrt(k) log2(k + 1))``), ``n_H >= k log k``
   such tasks and ``n_H t_H >= k^2 log k`` rows among them;
 * classification (light tasks with ``t >= log(k d)``): rows ``>= d k``;
 * EM, and any estimate at all: more than ``d`` rows per component (``N > k d``) and
@@ -23,6 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .fit import heavy_min_rows
 from .tasks import check_k
 
 __all__ = ["Feasibility", "feasibility", "format_feasibility"]
@@ -38,7 +40,7 @@ class Feasibility(NamedTuple):
     k, d : int
     roles : dict -- how many tasks (and rows) can fill each role
     conditions : list of dict -- name, have, need, ratio, met, words
-    largest_k : int -- the largest k for which every condition is met (0 if none)
+    largest_k : int -- the largest k <= 64 for which every condition is met (0 if none)
     """
 
     ok: bool
@@ -60,7 +62,7 @@ def _sizes(sizes) -> np.ndarray:
 def _conditions(s: np.ndarray, k: int, d: int):
     logk = max(math.log(k), 1.0)
     sub = s[s >= 2]
-    t_heavy = max(2, math.ceil(math.sqrt(k) * logk))
+    t_heavy = heavy_min_rows(k)  # the size fit's heavy set asks for
     heavy = s[s >= t_heavy]
     t_light = max(1, math.ceil(math.log(k * d)))
     light = s[s >= t_light]
@@ -70,7 +72,8 @@ def _conditions(s: np.ndarray, k: int, d: int):
         ("subspace rows", int(sub.sum()), d * k * k,
          f"tasks with at least 2 rows hold {int(sub.sum())} rows; the subspace step asks about d k^2 = {d * k * k}"),
         ("heavy tasks", int(heavy.size), math.ceil(k * logk),
-         f"{heavy.size} tasks have at least sqrt(k) log k = {t_heavy} rows; clustering asks about k log k = {math.ceil(k * logk)}"),
+         f"{heavy.size} tasks have at least ceil(sqrt(k) log2(k + 1)) = {t_heavy} rows (fit's heavy size; the paper "
+         f"asks about sqrt(k) log k); clustering asks about k log k = {math.ceil(k * logk)} of them"),
         ("heavy rows", int(heavy.sum()), math.ceil(k * k * logk),
          f"those heavy tasks hold {int(heavy.sum())} rows; clustering asks about k^2 log k = {math.ceil(k * k * logk)}"),
         ("classification rows", int(light.sum()), d * k,
@@ -110,7 +113,7 @@ def feasibility(sizes, k, d) -> Feasibility:
     d = int(d)
     conds, roles = _conditions(s, k, d)
     largest = 0
-    for kk in range(1, min(d, 64) + 1):
+    for kk in range(1, 65):  # k may exceed d: EM separates more components than dimensions
         if all(c["met"] for c in _conditions(s, kk, d)[0]):
             largest = kk
     supported = all(c["met"] for c in conds if c["name"] in ("rows per component", "tasks"))

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -52,13 +53,14 @@ import scipy.linalg
 
 from . import em as _em
 from ._guards import check_sums
+from .classify import FallbackWarning
 from .starts import kmeans_pp, projected_em, projected_em_batch, split_merge
 from .cluster import LINKAGES, cluster_tasks
 from .subspace import _moment_stats, top_eigenvectors
 from .stream import collect
 from .tasks import TaskSet, check_k
 
-__all__ = ["Model", "fit", "choose_heavy", "whitening_transform", "select_tasks"]
+__all__ = ["Model", "fit", "choose_heavy", "heavy_min_rows", "whitening_transform", "select_tasks"]
 
 #: Whitening is switched on when an eigenvalue of the pooled second moment of x is
 #: further than this from 1 (and further than 6 standard errors of its estimate).
@@ -80,7 +82,9 @@ class Model(NamedTuple):
     Attributes
     ----------
     W : (k, d) float64 -- regression vectors (rows), in the original coordinates of x
-    s2 : (k,) float64 -- noise variances
+    s2 : (k,) float64 -- noise variances, maximum likelihood (``RSS_l / rows_l`` at the EM
+        optimum, as flexmix estimates them; :func:`fastmlr.classify_tasks` divides by
+        ``rows_l - d`` as Algorithm 4 does, a factor ``rows_l / (rows_l - d)`` larger)
     p : (k,) float64 -- mixing weights
     transform : (d, d) float64 -- the whitening T used for the spectral start (identity
         if none)
@@ -131,6 +135,12 @@ def whitening_transform(X, *, tol=WHITEN_TOL, S=None):
     return T, needed, vals[::-1].copy()
 
 
+def heavy_min_rows(k: int) -> int:
+    """Rows a task needs to count as heavy by default: ``max(2, ceil(sqrt(k) log2(k + 1)))``
+    (the paper asks ``t_H`` of order ``sqrt(k)`` up to logarithms)."""
+    return max(2, math.ceil(math.sqrt(k) * math.log2(k + 1)))
+
+
 def choose_heavy(sizes: np.ndarray, k: int, *, n_heavy=None, max_heavy=2000) -> np.ndarray:
     """Indices of the heavy tasks: the largest tasks (ties by position), see the module doc.
 
@@ -153,7 +163,7 @@ def choose_heavy(sizes: np.ndarray, k: int, *, n_heavy=None, max_heavy=2000) -> 
         if n_heavy > eligible:
             raise ValueError(f"n_heavy is {n_heavy} but only {eligible} tasks have at least 2 rows; expected n_heavy <= {eligible}")
         return order[: int(n_heavy)]
-    t_min = max(2, math.ceil(math.sqrt(k) * math.log2(k + 1)))
+    t_min = heavy_min_rows(k)
     count = int((sizes >= t_min).sum())
     count = max(count, 8 * k)
     count = min(count, max_heavy, eligible)
@@ -381,4 +391,15 @@ def fit(X, y=None, offsets=None, k=_MISSING, *, whiten="auto", linkages=(), n_se
     seconds["total"] = time.perf_counter() - t_start
     diag["seconds"] = seconds
     order = np.argsort(-res.p, kind="stable")  # components by decreasing weight
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    diag["kept_components"] = sorted(int(rank[l]) for l in res.kept)  # numbered as in the model
+    if diag["kept_components"]:
+        warnings.warn(
+            f"components {diag['kept_components']} (weights {res.p[order][diag['kept_components']].round(4).tolist()}) "
+            f"had no more than d = {d} weighted rows during EM and kept their last estimates; "
+            f"the pool may support fewer components (try k=None)",
+            FallbackWarning,
+            stacklevel=2,
+        )
     return Model(np.ascontiguousarray(res.W[order]), res.s2[order].copy(), res.p[order].copy(), T, diag)

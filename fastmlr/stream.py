@@ -59,6 +59,11 @@ class TaskStream:
                 raise TypeError(f"a chunk must be an (X, y, offsets) triple, got {type(chunk).__name__}")
             yield chunk[0], chunk[1], chunk[2]
 
+    @property
+    def one_shot(self) -> bool:
+        """Whether the stream wraps a one-shot iterator, which can be read only once."""
+        return self._one_shot
+
     def __repr__(self):
         return f"TaskStream({self._source!r})"
 

@@ -420,7 +420,8 @@ def test_feasibility_numbers_and_words():
     byname = {c["name"]: c for c in f.conditions}
     assert byname["subspace rows"]["have"] == 3000 * 4 + 300 * 32
     assert byname["subspace rows"]["need"] == 32 * 64
-    assert byname["heavy tasks"]["have"] == 300  # sqrt(8) log 8 = 5.9 -> tasks of >= 6 rows
+    assert byname["heavy tasks"]["have"] == 300  # fit's heavy size at k = 8: ceil(sqrt(8) log2 9) = 9 rows
+    assert f.roles["heavy_min_rows"] == 9
     assert f.ok and f.supported and f.largest_k >= 8
     text = format_feasibility(f)
     assert "meets the paper's sufficient conditions" in text
@@ -429,6 +430,28 @@ def test_feasibility_numbers_and_words():
     assert {c["name"] for c in small.conditions if not c["met"]} >= {"heavy tasks", "heavy rows"}
     tiny = fastmlr.feasibility(np.full(10, 3), 4, 32)
     assert not tiny.supported
+
+
+def test_feasibility_counts_heavy_tasks_as_fit_chooses_them_and_allows_k_above_d():
+    sizes = np.concatenate([np.full(100, 6), np.full(3000, 3)])
+    f = fastmlr.feasibility(sizes, 8, 8)
+    assert f.roles["heavy_min_rows"] == choose_heavy.__globals__["heavy_min_rows"](8) == 9
+    assert f.roles["heavy_tasks"] == 0  # no task reaches 9 rows: fit falls back to the 8k largest
+    many = fastmlr.feasibility(np.full(100000, 40), 12, 8)
+    assert many.ok and many.largest_k > 8  # k above d is supported by fit's EM
+
+
+def test_fit_renumbers_kept_components_and_warns():
+    # k = 7 on a pool of 4 components with small tasks: some components end with too
+    # few weighted rows; the diagnostics number them as the returned model does
+    W, s, p = fastmlr.make_mixture(4, 16, seed=0)
+    sizes = np.random.default_rng(5).integers(2, 12, size=1500)
+    S = fastmlr.sample_tasks(W, s, p, sizes, seed=5)
+    with pytest.warns(fastmlr.FallbackWarning, match="weighted rows during EM"):
+        m = fastmlr.fit(*S[:3], k=7)
+    kept = m.diagnostics["kept_components"]
+    assert kept and all(m.p[l] < 0.01 for l in kept)  # the empty ones, not healthy ones
+    assert max(m.p[kept]) <= min(np.delete(m.p, kept))  # (the model lists weights in decreasing order)
 
 
 def test_feasibility_bad_input():
