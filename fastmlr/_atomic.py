@@ -43,20 +43,28 @@ def check_writable(path, what="cannot write"):
         One line naming ``path``.
     """
     path = os.fspath(path)
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"{what} {path}: it is a directory; expected a file name")
     directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"{what} {path}: directory {directory} does not exist")
-    if not os.access(directory, os.W_OK | os.X_OK):
+    if os.path.isdir(directory) and not os.access(directory, os.W_OK | os.X_OK):
         raise PermissionError(f"{what} {path}: directory {directory} is not writable")
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    except OSError as exc:
-        raise _os_error(exc, f"{what} {path}: cannot create a file in {directory} ({_reason(exc, None, path)})") from None
+    fd, probe = _temp_beside(path, f"{what} {path}:")
     os.close(fd)
     with contextlib.suppress(OSError):
         os.unlink(probe)
+
+
+def _temp_beside(path: str, lead: str, suffix: str = ""):
+    """``(fd, name)`` of a new temporary file in the directory of ``path``; the errors
+    (``path`` a directory, no such directory, no file can be created there) start
+    with ``lead`` and name ``path``, never the temporary file."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{lead} it is a directory; expected a file name")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"{lead} directory {directory} does not exist")
+    try:
+        return tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
+    except OSError as exc:
+        raise _os_error(exc, f"{lead} cannot create a file in {directory} ({_reason(exc, None, path)})") from None
 
 
 @contextlib.contextmanager
@@ -74,16 +82,7 @@ def atomic_open(path, mode="wb"):
         ``csv`` module needs)
     """
     path = os.fspath(path)
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"cannot write {path}: it is a directory; expected a file name")
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"cannot write {path}: directory {directory} does not exist")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=directory)
-    except OSError as exc:
-        raise _os_error(exc, f"cannot write {path}: cannot create a file in {directory} "
-                             f"({_reason(exc, None, path)})") from None
+    fd, tmp = _temp_beside(path, f"cannot write {path}:", suffix=os.path.basename(path))
     try:
         # mkstemp makes the file private (0600); give it the mode a plain open() would
         try:
