@@ -120,7 +120,7 @@ class EMResult(NamedTuple):
     W : (k, d), s2 : (k,), p : (k,) -- the estimate
     loglik : (m,) -- log-likelihood of the pool at every iterate, the last one at (W, s2, p)
     resp : (n, k) -- responsibilities of the tasks under (W, s2, p)
-    converged : bool -- the relative gain fell below the tolerance before the cap
+    converged : bool -- the gain per row fell below the tolerance before the cap
     kept : list of int -- components that once had too few weighted rows and kept their W
     """
 
@@ -212,11 +212,16 @@ def _e_step(ts, t, W, s2, p, stats=None, groups=1):
     return (float(ll[0]) if groups == 1 else ll), lj
 
 
+def mean_square(y) -> float:
+    """Mean of y^2, summed in float64 (0 for no rows)."""
+    y = np.asarray(y, dtype=np.float64)
+    return float(y @ y) / max(y.size, 1)
+
+
 def s2_floor(ts) -> float:
     """Variance floor of EM: 1e-10 of the mean y^2, which keeps a component that fits a
     few tasks exactly from diverging."""
-    t_all = float(ts.offsets[-1])
-    return 1e-10 * max(float(np.dot(ts.y, ts.y)) / max(t_all, 1.0), np.finfo(np.float64).tiny)
+    return 1e-10 * max(mean_square(ts.y), np.finfo(np.float64).tiny)
 
 
 def _normal_equations(ts, t, stats, RT):
@@ -258,7 +263,8 @@ def run_em(ts, W, s2, p, *, tol=1e-7, max_iter=200, stats=None, progress=None) -
     ts : TaskSet -- validated, every task with at least one row
     W : (k, d), s2 : (k,) > 0, p : (k,) > 0 -- the starting point
     tol : float -- stop when an iteration raises the log-likelihood by less than
-        ``tol * |loglik|``
+        ``tol`` per row (``tol * N``): a criterion that does not depend on the units of y
+        (the log-likelihood itself shifts by ``N log c`` when y is scaled by c)
     max_iter : int -- most M-steps
     stats : TaskStats or None -- per-task statistics for the M-step (and the E-step when
         :func:`stats_pay_off`); None reads the rows at every step
@@ -290,7 +296,7 @@ def run_em(ts, W, s2, p, *, tol=1e-7, max_iter=200, stats=None, progress=None) -
         history.append(ll_new)
         if progress is not None and it % 10 == 0:
             progress(f"EM iteration {it + 1}: log-likelihood {ll_new:.6g}")
-        if ll_new - ll <= tol * abs(ll_new):
+        if ll_new - ll <= tol * t_all:
             converged = True
             break
         ll = ll_new

@@ -66,6 +66,11 @@ __all__ = ["Model", "fit", "choose_heavy", "heavy_min_rows", "whitening_transfor
 #: further than this from 1 (and further than 6 standard errors of its estimate).
 WHITEN_TOL = 0.25
 
+#: Mean squares of y and eigenvalues of X^T X / N below this are refused: 1e10 times the
+#: smallest normal float64, so that EM's variance floor (1e-10 of the mean y^2) and
+#: the whitening stay out of the subnormal range.
+_UNDERFLOW = 1e10 * np.finfo(np.float64).tiny
+
 #: EM iterations every start runs in the subspace before the most likely one goes on
 #: (3 and 5 chose the same starts on the pools of benchmarks/flexmix_compare.py and at
 #: k = 16, d = 64).
@@ -124,7 +129,13 @@ def whitening_transform(X, *, tol=WHITEN_TOL, S=None):
         S = (X.T @ X).astype(np.float64) / N
     check_sums(S, "the second moment X^T X / N")
     vals, vecs = scipy.linalg.eigh(S)
-    if vals[0] <= 1e-12 * max(vals[-1], 1e-300):
+    if vals[-1] < _UNDERFLOW:
+        raise ValueError(
+            f"X is 0 on every row" if vals[-1] <= 0 else
+            f"X is too small in magnitude (largest eigenvalue of X^T X / N is {vals[-1]:.3g}, in float64's "
+            f"underflow range); rescale X (e.g. divide it by its largest absolute value) and scale W back"
+        )
+    if vals[0] <= 1e-12 * vals[-1]:
         raise ValueError(
             f"X has (nearly) linearly dependent columns (smallest eigenvalue of X^T X / N is {vals[0]:.3g}); "
             f"remove all-zero or duplicated features (or ones that are combinations of others)"
@@ -257,7 +268,8 @@ def fit(X, y=None, offsets=None, k=_MISSING, *, whiten="auto", linkages=(), n_se
     n_heavy : int, optional -- number of heavy tasks (the largest); default from the sizes
     max_heavy : int, optional -- cap on the default number of heavy tasks (default
         ``max(500, 125 k)``)
-    tol : float -- EM stops when an iteration gains less than ``tol * |loglik|``
+    tol : float -- EM stops when an iteration gains less than ``tol`` per row (``tol * N``
+        in log-likelihood; independent of the units of y)
     max_iter : int -- EM iteration cap
     k_max : int, optional -- largest k tried when k is None (default
         ``min(n // 10, 32, (N - 1) // d)``, at least 1, for n tasks and N rows)
@@ -306,8 +318,12 @@ def fit(X, y=None, offsets=None, k=_MISSING, *, whiten="auto", linkages=(), n_se
         raise ValueError(f"seed is {seed!r}; expected a non-negative integer")
     if not (isinstance(tol, (int, float)) and tol >= 0):
         raise ValueError(f"tol is {tol!r}; expected a non-negative number")
-    if not np.any(ts.y):
+    ms = _em.mean_square(ts.y)
+    if ms == 0.0:
         raise ValueError("y is 0 on every row; a mixture of regressions needs a target that varies")
+    if ms < _UNDERFLOW:  # EM's variances would be subnormal: its likelihoods overflow
+        raise ValueError(f"y is too small in magnitude (mean y^2 = {ms:.3g}, in float64's underflow range); "
+                         f"rescale y (e.g. divide it by its largest absolute value) and scale W and s2 back")
     sub_idx = np.flatnonzero(sizes >= 2)
     if sub_idx.size == 0:
         raise ValueError("the pool has no task with at least 2 rows; the subspace step needs some")

@@ -2,6 +2,7 @@
 
 import json
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -117,8 +118,9 @@ def test_split_merge_repairs_a_merged_optimum(pool_6_8):
     V0 = V_true.copy()
     V0[0] = 0.5 * (V_true[0] + V_true[1])
     V0[1] = V_true[2] + 0.05
-    stuck = projected_em(zts, zstats, V0, np.ones(6), np.full(6, 1 / 6), "stuck", tol=1e-6, max_iter=200)
-    assert fastmlr.parameter_error(stuck.V, V_true).max > 0.5  # EM alone does not leave it
+    # EM stops there (at 1e-5 per row, 100 times stricter than fit's starts stop it)
+    stuck = projected_em(zts, zstats, V0, np.ones(6), np.full(6, 1 / 6), "stuck", tol=1e-5, max_iter=200)
+    assert fastmlr.parameter_error(stuck.V, V_true).max > 0.5
     fixed = split_merge(zts, zstats, G, t, stuck)
     assert fixed.loglik > stuck.loglik + 1e-3 * abs(stuck.loglik)
     assert "merge" in fixed.label and "split" in fixed.label
@@ -293,6 +295,28 @@ def test_fit_refuses_a_target_that_is_zero_everywhere():
         fastmlr.fit(ts.X, np.zeros_like(ts.y), ts.offsets, 2)
     m = fastmlr.fit(ts.X, np.where(np.arange(ts.y.size) == 5, 1.0, 0.0), ts.offsets, 1)  # one nonzero: fits
     assert np.all(np.isfinite(m.W)) and np.all(m.s2 > 0) and np.all(np.isfinite(m.p))
+
+
+def test_fit_refuses_data_whose_squares_underflow_and_does_not_depend_on_units():
+    W, s, p = fastmlr.make_mixture(k=2, d=4, seed=0)
+    S = fastmlr.sample_tasks(W, s, p, 8, n_tasks=200, seed=2)
+    with pytest.raises(ValueError, match="y is too small in magnitude"):
+        fastmlr.fit(S.X, S.y * 1e-160, S.offsets, 2)
+    with pytest.raises(ValueError, match="X is too small in magnitude"):
+        fastmlr.fit(S.X * 1e-160, S.y, S.offsets, 2)
+    with pytest.raises(ValueError, match="X is 0 on every row"):
+        fastmlr.fit(S.X * 0.0, S.y, S.offsets, 2)
+    ref = fastmlr.fit(S.X, S.y, S.offsets, 2)
+    c = 2.0**-460  # about 3e-139, and exact: y c has the bits of y scaled
+    for scale in (c, 1.0 / c, 0.4):  # 0.4: where the log-likelihood is near 0
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no overflow or invalid-value warnings on the way
+            m = fastmlr.fit(S.X, S.y * scale, S.offsets, 2)
+        # the same fit in other units: EM's stopping rule and the starts' choices do
+        # not depend on the scale of y (the log-likelihood shifts by N log c)
+        assert m.diagnostics["em_iterations"] == ref.diagnostics["em_iterations"]
+        np.testing.assert_allclose(m.W / scale, ref.W, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(m.s2 / scale**2, ref.s2, rtol=1e-9)
 
 
 def test_fit_refuses_linearly_dependent_columns_with_or_without_whitening():
