@@ -174,13 +174,11 @@ def choose_heavy(sizes: np.ndarray, k: int, *, n_heavy=None, max_heavy=2000) -> 
         if n_heavy > eligible:
             raise ValueError(f"n_heavy is {n_heavy} but only {eligible} tasks have at least 2 rows; expected n_heavy <= {eligible}")
         return order[: int(n_heavy)]
-    t_min = heavy_min_rows(k)
-    count = int((sizes >= t_min).sum())
-    count = max(count, 8 * k)
-    count = min(count, max_heavy, eligible)
     if max_heavy < k:
         raise ValueError(f"max_heavy is {max_heavy} but k is {k}; the heavy set needs at least k tasks, "
                          f"so use max_heavy >= {k}")
+    count = int((sizes >= heavy_min_rows(k)).sum())
+    count = min(max(count, 8 * k), max_heavy, eligible)
     if count < k:
         raise ValueError(
             f"k is {k} but the pool has only {eligible} tasks with at least 2 rows; "

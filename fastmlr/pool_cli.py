@@ -253,7 +253,7 @@ def _model_features(model, d):
     named : bool or None -- True if the names are the columns of a ``.csv`` header,
         False if they only number the columns of a ``.npz``, None if not recorded
     """
-    dg = model.diagnostics if isinstance(model.diagnostics, dict) else {}
+    dg = model.diagnostics  # a dict: load_model refuses anything else
     names = dg.get("features")
     if (not isinstance(names, list) or len(names) != d or not all(isinstance(n, str) for n in names)
             or len(set(names)) != d):
