@@ -18,8 +18,10 @@
 * ``fastmlr check pool.npz --k 8`` -- which roles the pool can fill and the paper's
   sufficient conditions (:func:`fastmlr.feasibility`).
 
-Every bad input is one line on stderr and exit status 2; outputs are written to a
-temporary file and renamed, so nothing is half-written.
+Every bad input is one line on stderr and exit status 2.  Before any work, an output
+that is one of the inputs (or another output) is refused (:mod:`fastmlr._paths`).
+Outputs are written to temporary files and renamed, the files of one run together
+(:func:`fastmlr._atomic.atomic_files`), so nothing is half-written.
 """
 
 from __future__ import annotations
@@ -121,17 +123,31 @@ def _read(args, allow_query=False):
 
 
 def _check_out(path, exts, what="-o"):
-    """Refuse an output path before any work.
-
-    Wrong extension, a directory, a directory that does not exist or cannot be
-    written: one error naming ``what`` and ``path``.
-    """
-    from ._atomic import check_writable
-
+    """Refuse an output path with the wrong extension: one error naming ``what`` and ``path``."""
     ext = os.path.splitext(path)[1].lower()
     if ext not in exts:
         raise ValueError(f"{what} {path}: expected a file ending in {' or '.join(exts)}")
-    check_writable(path, what)
+
+
+def _check_paths(inputs, outputs):
+    """Before any work: no output is an input or another output, and every output can
+    be written (a directory, a missing or unwritable directory: one error naming it)."""
+    from ._paths import check_paths
+
+    check_paths(inputs, outputs)
+
+
+#: First characters that make a spreadsheet read a cell as a formula.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _escape_formulas(cells):
+    """``cells`` (str array) with ``'`` put before those starting like a formula."""
+    cells = np.asarray(cells, dtype=str)
+    risky = np.zeros(cells.shape, dtype=bool)
+    for c in FORMULA_STARTS:
+        risky |= np.char.startswith(cells, c)
+    return np.where(risky, np.char.add("'", cells), cells)
 
 
 def add_commands(sub, parents):
@@ -178,6 +194,9 @@ def add_commands(sub, parents):
                    help="with a .csv output only: .csv file for the query predictions (default OUTPUT with "
                         ".queries.csv; not the output itself). Written on every run, with its header only "
                         "when FILE has no query rows")
+    p.add_argument("--csv-escape-formulas", action="store_true",
+                   help="with a .csv output: put ' before task ids starting with = + - @, tab or carriage return, "
+                        "so that a spreadsheet does not read them as formulas (default: ids as read)")
     _io_options(p, "CSV feature columns, comma-separated (default: every other column); a model fitted on "
                    "a .csv then takes its features from them by name, in any order")
     p.set_defaults(func=_predict)
@@ -196,6 +215,7 @@ def _simulate(args) -> int:
     from .pool_io import write_pool
 
     _check_out(args.output, (".npz", ".csv"))
+    _check_paths((), [("-o", args.output)])
     if args.max_size < args.min_size:
         raise ValueError(f"--max-size {args.max_size} is below --min-size {args.min_size}")
     sim = simulate_pool(args.k, args.d, args.tasks, low=args.min_size, high=args.max_size,
@@ -220,6 +240,7 @@ def _fit(args) -> int:
     from .model import save_model
 
     _check_out(args.output, (".npz",))
+    _check_paths([("input pool", args.file)], [("-o", args.output)])
     pool = _read(args, allow_query=args.skip_query_rows)
     whiten = {"auto": "auto", "yes": True, "no": False}[args.whiten]
     t0 = time.perf_counter()
@@ -286,31 +307,28 @@ def _match_features(model, pool, args):
     return np.arange(d, dtype=np.int64), list(pool.features)
 
 
-def _same_file(a, b):
-    """Whether paths ``a`` and ``b`` name one file (existing or not)."""
-    if os.path.exists(a) and os.path.exists(b):
-        return os.path.samefile(a, b)
-    return os.path.normcase(os.path.realpath(a)) == os.path.normcase(os.path.realpath(b))
-
-
 def _predict(args) -> int:
     import csv
 
-    from ._atomic import atomic_open
+    from ._atomic import atomic_files, atomic_open
     from .model import load_model
     from .predict import posterior
 
     ext = os.path.splitext(args.output)[1].lower()
     _check_out(args.output, (".npz", ".csv"))
+    outputs = [("-o", args.output)]
     qpath = None
     if ext == ".csv":
         qpath = args.queries_out or os.path.splitext(args.output)[0] + ".queries.csv"
-        _check_out(qpath, (".csv",), "--queries-out" if args.queries_out else "query file")
-        if _same_file(qpath, args.output):
-            raise ValueError(f"--queries-out {qpath} is the -o file; expected another file for the query predictions")
+        qlabel = "--queries-out" if args.queries_out else "query file"
+        _check_out(qpath, (".csv",), qlabel)
+        outputs.append((qlabel, qpath))
     elif args.queries_out is not None:
         raise ValueError(f"--queries-out {args.queries_out}: a .npz output holds the query predictions itself; "
                          f"--queries-out goes with a .csv output")
+    if args.csv_escape_formulas and ext != ".csv":
+        raise ValueError(f"--csv-escape-formulas goes with a .csv output; -o {args.output} is a .npz file")
+    _check_paths([("input model", args.model), ("input pool", args.file)], outputs)
     model = load_model(args.model)
     pool = _read(args, allow_query=True)
     cols, labels = _match_features(model, pool, args)
@@ -330,16 +348,19 @@ def _predict(args) -> int:
         return 0
     k = model.W.shape[0]
     head = ["task", "map_component"] + [f"post{l}" for l in range(k)] + [f"bayes_{f}" for f in labels]
-    body = np.column_stack([pool.tasks.astype(str), comp.astype(str), np.char.mod("%.10g", post),
-                            np.char.mod("%.10g", beta_bayes)])
-    qbody = np.column_stack([pool.query_rows.astype(str), pool.tasks[qt].astype(str),
-                             np.char.mod("%.10g", yhat_bayes), np.char.mod("%.10g", yhat_map)])
-    # both files complete before either is renamed into place; the query file is
-    # written even without query rows (header only), so it never lags behind -o
-    with atomic_open(args.output, "w") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(head)
-        writer.writerows(body.tolist())
+    ids = pool.tasks.astype(str)
+    if args.csv_escape_formulas:
+        ids = _escape_formulas(ids)
+    body = np.column_stack([ids, comp.astype(str), np.char.mod("%.10g", post), np.char.mod("%.10g", beta_bayes)])
+    qbody = np.column_stack([pool.query_rows.astype(str), ids[qt], np.char.mod("%.10g", yhat_bayes),
+                             np.char.mod("%.10g", yhat_map)])
+    # both files appear together or neither does; the query file is written even
+    # without query rows (header only), so it never lags behind -o
+    with atomic_files():
+        with atomic_open(args.output, "w") as fh:
+            writer = csv.writer(fh, lineterminator="\n")
+            writer.writerow(head)
+            writer.writerows(body.tolist())
         with atomic_open(qpath, "w") as qh:
             qwriter = csv.writer(qh, lineterminator="\n")
             qwriter.writerow(["row", "task", "yhat_bayes", "yhat_map"])
@@ -352,6 +373,7 @@ def _predict(args) -> int:
 def _check(args) -> int:
     from .feasibility import feasibility, format_feasibility
 
+    _check_paths([("input pool", args.file)], ())  # writes no file
     pool = _read(args, allow_query=True)
     sizes = np.diff(pool.offsets)
     d = pool.X.shape[1] if pool.X.size else pool.query_X.shape[1]

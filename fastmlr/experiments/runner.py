@@ -3,8 +3,9 @@
 Every experiment module exposes ``run(*, quick, trials, seed, progress) -> Result`` and
 ``plot(result, fig)``.  :func:`write_outputs` turns a :class:`Result` into files: one
 CSV per table and, when matplotlib is installed, one PNG.  Files are written under a
-temporary name in the output directory and renamed into place, so a reader never sees
-half a file and an interrupted run leaves the previous output intact.
+temporary name in the output directory and renamed into place, all of one result
+together, so a reader never sees half a file or files of two runs side by side, and an
+interrupted run leaves the previous output intact.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._atomic import atomic_open
+from .._atomic import atomic_files, atomic_open
 
 __all__ = ["Result", "Table", "write_csv", "write_outputs", "format_table", "loglog_slope",
            "PLOT_HINT", "say", "trial_seeds"]
@@ -130,12 +131,13 @@ def write_outputs(result: Result, plot, out: str, *, figure: bool = True) -> lis
     """
     os.makedirs(out, exist_ok=True)
     lines = []
-    for key, table in result.tables.items():
-        stem = result.name if not key else f"{result.name}_{key}"
-        lines.append("wrote " + write_csv(os.path.join(out, stem + ".csv"), table))
-    if figure:
-        png = write_figure(os.path.join(out, result.name + ".png"), plot, result)
-        lines.append("wrote " + png if png else PLOT_HINT)
+    with atomic_files():  # the files of one result appear together or not at all
+        for key, table in result.tables.items():
+            stem = result.name if not key else f"{result.name}_{key}"
+            lines.append("wrote " + write_csv(os.path.join(out, stem + ".csv"), table))
+        if figure:
+            png = write_figure(os.path.join(out, result.name + ".png"), plot, result)
+            lines.append("wrote " + png if png else PLOT_HINT)
     return lines
 
 
