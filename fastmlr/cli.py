@@ -1,13 +1,16 @@
 """The ``fastmlr`` command line.
 
 Every error that comes from the input (bad arguments, bad data, a backend that is not
-available) is printed as one line on stderr with exit status 2, never a traceback.
+available) is printed as one line on stderr with exit status 2, never a traceback.  A
+closed pipe on stdout (``fastmlr check pool.csv | head -1``) ends the run quietly with
+status 141, as a Unix tool ended by SIGPIPE.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 __all__ = ["main"]
@@ -77,20 +80,53 @@ def progress_printer(quiet: bool = False):
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except BrokenPipeError:  # --help into a closed pipe
+        return _closed_pipe()
     try:
         from .backend import n_threads, set_backend
 
         if getattr(args, "backend", None):
             set_backend(args.backend)
         with n_threads(getattr(args, "threads", None)):
-            return args.func(args)
+            code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return code
+    except BrokenPipeError:
+        return _closed_pipe()
     except USER_ERRORS as exc:
-        print(f"fastmlr: error: {exc}", file=sys.stderr)
-        return 2
+        return _report(f"fastmlr: error: {exc}", 2)
     except KeyboardInterrupt:
-        print("fastmlr: interrupted", file=sys.stderr)
-        return 130
+        return _report("fastmlr: interrupted", 130)
+
+
+#: Exit status after the reader of stdout went away: that of a process ended by
+#: SIGPIPE, as ``yes | head -1`` reports it in a shell.
+EXIT_CLOSED_PIPE = 141
+
+
+def _closed_pipe() -> int:
+    """The reader of stdout went away (``fastmlr check pool.csv | head -1``): stop
+    quietly, as Unix tools do.  Files already written stay.  stdout is pointed at
+    the null device so that the interpreter's final flush does not fail again."""
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(fd, sys.stdout.fileno())
+        finally:
+            os.close(fd)
+    except (OSError, ValueError, AttributeError):  # stdout without a file descriptor
+        pass
+    return EXIT_CLOSED_PIPE
+
+
+def _report(line: str, code: int) -> int:
+    try:
+        print(line, file=sys.stderr)
+    except (BrokenPipeError, ValueError):  # stderr closed too: the status says it
+        pass
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover
