@@ -208,7 +208,7 @@ class _Files:
             for tmp, path in entries:
                 existed = os.path.lexists(path)
                 backup = None
-                if several and existed and not os.path.isdir(path):
+                if several and existed and (os.path.islink(path) or not os.path.isdir(path)):
                     backup = self._link_backup(path)
                     if backup is not None:
                         backups.append(backup)
