@@ -1360,3 +1360,120 @@ def test_use_backend_restores_after_a_refusal():
         with fastmlr.use_backend("fortran"):
             pass
     assert fastmlr.get_backend() == before
+
+
+# ---------------------------------------------------------------------------------
+# output paths that are inputs, or each other
+
+#: Ways of naming a file of the working directory: as is, through ./, through the
+#: parent, absolutely, through a directory and .., through a symbolic link to the
+#: directory, or by a new symbolic or hard link to the file.
+PATH_FORMS = ("same", "dot", "parent", "abs", "double", "dirlink", "symlink", "hardlink")
+
+
+def _path_to(form, name, where, links):
+    """A path, from the working directory ``where``, to the file ``name`` in it."""
+    if form == "same":
+        return name
+    if form == "dot":
+        return os.path.join(".", name)
+    if form == "parent":
+        return os.path.join("..", os.path.basename(where), name)
+    if form == "abs":
+        return os.path.join(where, name)
+    if form == "double":
+        return os.path.join("sub", "..", name)
+    if form == "dirlink":
+        return os.path.join("here", name)
+    link = f"link{len(links)}{os.path.splitext(name)[1]}"
+    links.append(link)
+    if form == "symlink":
+        os.symlink(name, os.path.join(where, link))
+    else:
+        if not os.path.exists(os.path.join(where, name)):  # an earlier output, to link to
+            with open(os.path.join(where, name), "w") as fh:
+                fh.write("earlier output")
+        os.link(os.path.join(where, name), os.path.join(where, link))
+    return link
+
+
+@functools.lru_cache(maxsize=None)
+def _collision_csv():
+    """The pool of :func:`fitted_files` as a .csv, numbers written with float()."""
+    path = os.path.join(_TMP, "collision_pool.csv")
+    with np.load(fitted_files()["npz"]) as z:
+        X, y, task = z["X"], z["y"], z["task"]
+    with open(path, "w") as fh:
+        fh.write("task,y,x0,x1,x2\n")
+        fh.writelines(f"{t},{float(v)!r},{','.join(repr(float(a)) for a in x)}\n" for t, v, x in zip(task, y, X))
+    return path
+
+
+@st.composite
+def collision_case(draw):
+    """``(argv, inputs, outputs, clashes)``: a fit or predict whose outputs may be its
+    inputs, or each other, under other names.  ``inputs`` and ``outputs`` are
+    ``(path as given, file it names)``; ``clashes`` the pairs of paths as given that
+    name one file."""
+    where = tempfile.mkdtemp(dir=_TMP)
+    files = fitted_files()
+    for src, name in ((_collision_csv(), "in.queries.csv"), (files["npz"], "in.npz"), (files["model"], "model.npz")):
+        shutil.copy(src, os.path.join(where, name))
+    os.mkdir(os.path.join(where, "sub"))
+    os.symlink(".", os.path.join(where, "here"))
+    links = []
+    form = lambda: draw(st.sampled_from(PATH_FORMS))
+    path = lambda name: _path_to(form(), name, where, links)
+    command = draw(st.sampled_from(["fit", "predict"]))
+    pool = draw(st.sampled_from(["in.queries.csv", "in.npz"]))
+    in_form = draw(st.sampled_from([f for f in PATH_FORMS if f != "hardlink"]))
+    inputs = [(_path_to(in_form, pool, where, links), pool)]
+    if command == "fit":
+        target = draw(st.sampled_from(["in.npz", "model.npz", "out.npz"]))
+        o = path(target)
+        argv = ["fit", inputs[0][0], "--k", "1", "-o", o, "--quiet"]
+        outputs = [(o, target)]
+    else:
+        inputs.insert(0, (_path_to(draw(st.sampled_from(["same", "symlink", "abs"])), "model.npz", where, links),
+                          "model.npz"))
+        ext = draw(st.sampled_from([".csv", ".npz"]))
+        targets = ["in.queries.csv", "in.csv", "out.csv"] if ext == ".csv" else ["in.npz", "model.npz", "out.npz"]
+        o_form, target = form(), draw(st.sampled_from(targets))
+        o = _path_to(o_form, target, where, links)
+        argv = ["predict", inputs[0][0], inputs[1][0], "-o", o]
+        outputs = [(o, target)]
+        if ext == ".csv":
+            q_target = draw(st.sampled_from([None, "in.queries.csv", "q.csv", target]))
+            if q_target is None:  # the default: OUT with .queries.csv
+                q = os.path.splitext(o)[0] + ".queries.csv"
+                q_target = os.path.basename(q) if o_form in ("symlink", "hardlink") else \
+                    os.path.splitext(target)[0] + ".queries.csv"
+            else:
+                q = path(q_target)
+                argv += ["--queries-out", q]
+            outputs.append((q, q_target))
+    clashes = [(out, src) for out, t in outputs for src, s in inputs if t == s]
+    clashes += [(b, a) for i, (a, ta) in enumerate(outputs) for b, tb in outputs[i + 1:] if ta == tb]
+    return argv, where, inputs, outputs, clashes
+
+
+@fuzz(case=collision_case())
+def test_cli_output_collisions(case):
+    argv, where, inputs, outputs, clashes = case
+    before = {t: open(os.path.join(where, t), "rb").read() for _, t in inputs}
+    with contextlib.chdir(where):
+        code, out, err = run_cli(argv)
+    check_cli_outcome(argv, code, out, err)
+    # the inputs are untouched, whatever happened
+    assert {t: open(os.path.join(where, t), "rb").read() for _, t in inputs} == before
+    assert not [f for f in os.listdir(where) if f.startswith(".fastmlr-tmp") or f.startswith(".tmp")]
+    if clashes:
+        event(f"refused: {argv[0]}")
+        assert code == 2, (argv, clashes, out)
+        named = lambda p: re.search(rf"(?<!\S){re.escape(p)}(?=[\s;]|$)", err) is not None
+        assert any(named(a) and named(b) for a, b in clashes), (clashes, err)
+    else:
+        event(f"written: {argv[0]}")
+        assert code == 0, (argv, err)
+        for o, _ in outputs:
+            assert os.path.isfile(os.path.join(where, o)) and not os.path.islink(os.path.join(where, o))
