@@ -14,7 +14,7 @@ import numpy as np
 import scipy.linalg
 
 from . import _config
-from ._guards import check_sums, check_work
+from ._validation import check_sums, check_work, quiet, user_stacklevel
 from ._parallel import run_each
 from .backend import kernels
 from .residuals import class_sse, task_sse
@@ -185,7 +185,11 @@ def solve_classes(stats: NormalEquations, W_prev, s2_prev, dtype=np.float64, exa
     kept = []
     inexact = []
 
-    def solve(l):  # one small system of size d
+    def solve(l):  # one small system of size d, on a worker thread (which has its own errstate)
+        with np.errstate(all="ignore"):  # an overflow was refused by the caller's check_sums
+            _solve(l)
+
+    def _solve(l):
         if rows[l] <= d:
             kept.append(l)
             return
@@ -218,7 +222,7 @@ def solve_classes(stats: NormalEquations, W_prev, s2_prev, dtype=np.float64, exa
             f"components {kept} have no more rows than d = {d} ({rows[kept].round(1).tolist()}); "
             f"they keep their previous estimates",
             FallbackWarning,
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
     return W, s2
 
@@ -239,6 +243,7 @@ def refit(X, y, offsets, R, W_prev, s2_prev):
     return W, s2, stats.rows
 
 
+@quiet
 def classify_tasks(X, y=None, offsets=None, W=None, r2=None, p=None) -> ClassifyResult:
     """Classify tasks by likelihood and refit every class by least squares (Algorithm 4).
 

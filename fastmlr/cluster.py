@@ -16,13 +16,12 @@ SciPy linkage wants non-negative values and is given H shifted by a constant.)
 
 from __future__ import annotations
 
-import numbers
 from typing import NamedTuple
 
 import numpy as np
 
 from . import _config
-from ._guards import check_sums
+from ._validation import check_int, check_sums, check_work, quiet
 from .backend import kernels
 from .residuals import class_sse
 from .stream import collect
@@ -62,9 +61,7 @@ def _check_U(U, d: int) -> np.ndarray:
 def _check_L(L, sizes: np.ndarray) -> int:
     if L is None:
         L = _config.DEFAULT_L
-    if isinstance(L, (bool, np.bool_)) or not isinstance(L, numbers.Integral) or L < 1:
-        raise ValueError(f"L is {L!r}; expected a positive integer number of median pairs")
-    L = int(L)
+    L = check_int(L, "L", low=1, expected="a positive integer number of median pairs")
     tmin = int(sizes.min())
     if tmin < 2 * L:
         raise ValueError(
@@ -75,15 +72,11 @@ def _check_L(L, sizes: np.ndarray) -> int:
 
 
 def _check_memory(n: int) -> None:
-    need = 8 * n * n
-    if need > _config.MAX_WORK_BYTES:
-        raise MemoryError(
-            f"clustering {n} heavy tasks needs an {n} x {n} distance matrix of {need / 2**30:.1f} GiB, "
-            f"over the {_config.MAX_WORK_BYTES / 2**30:.0f} GiB limit; pass fewer heavy tasks "
-            f"(a few thousand suffice: the paper needs n_H of order k log k)"
-        )
+    check_work(8.0 * n * n, f"clustering {n} heavy tasks needs an {n} x {n} distance matrix of {{size}}",
+               "pass fewer heavy tasks (a few thousand suffice: the paper needs n_H of order k log k)")
 
 
+@quiet
 def distance_matrix(X, y=None, offsets=None, U=None, *, L=None):
     """The median-of-L distance matrix H of Algorithm 3, and the projected group means.
 
@@ -164,6 +157,7 @@ def median_distance_matrix(P, L):
     return H
 
 
+@quiet
 def cluster_tasks(X, y=None, offsets=None, U=None, k=None, *, L=None, linkage=None) -> ClusterResult:
     """Cluster heavy tasks in the subspace U and estimate each cluster (Algorithm 3).
 

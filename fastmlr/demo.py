@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 
+from ._validation import check_int, check_real, quiet
 from .classify import refit
 from .metrics import clustering_accuracy, parameter_error, subspace_error
 from .pipeline import meta_learn
@@ -38,6 +39,7 @@ def _prediction_mse(new, tau, W, s2, p, method):
     return float(np.mean(resid**2))
 
 
+@quiet
 def run_demo(*, k=32, d=256, seed=0, scale=1.0, dtype="float64", progress=None) -> dict:
     """Sample the paper's Figure 2 setting, run Algorithm 1 and measure it.
 
@@ -55,6 +57,9 @@ def run_demo(*, k=32, d=256, seed=0, scale=1.0, dtype="float64", progress=None) 
     MSEs of MAP and Bayes for each tau beside the true-parameter and true-label-refit
     oracles, and the acceptance checks computed from these numbers.
     """
+    k = check_int(k, "k", low=1)
+    d = check_int(d, "d", low=1)
+    scale = check_real(scale, "scale", low=0, low_open=True)
     say = progress or (lambda msg: None)
     n1 = max(64, int(round((1 << 19) * scale)))
     nH = max(2 * k, int(round(256 * scale)))

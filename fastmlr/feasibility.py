@@ -19,11 +19,11 @@ the order the theory asks"; the last condition is a hard limit.
 from __future__ import annotations
 
 import math
-import numbers
 from typing import NamedTuple
 
 import numpy as np
 
+from ._validation import check_int, quiet
 from .fit import heavy_min_rows
 from .tasks import check_k
 
@@ -56,7 +56,17 @@ def _sizes(sizes) -> np.ndarray:
     s = np.asarray(sizes)
     if s.ndim != 1 or s.size == 0 or s.dtype.kind not in "iu" or (s < 0).any():
         raise ValueError(f"sizes must be a non-empty 1-D array of non-negative task sizes, got shape {s.shape}")
-    return s.astype(np.int64)
+    return s.astype(np.uint64)  # every size fits, negative ones are refused above
+
+
+def _total(s: np.ndarray) -> int:
+    """The exact sum of non-negative sizes (uint64), as a Python int: summed in uint64
+    when that cannot wrap, else as Python integers."""
+    if s.size == 0:
+        return 0
+    if int(s.max()) <= (2**64 - 1) // s.size:
+        return int(s.sum(dtype=np.uint64))
+    return sum(int(v) for v in s)
 
 
 def _conditions(s: np.ndarray, k: int, d: int):
@@ -66,18 +76,18 @@ def _conditions(s: np.ndarray, k: int, d: int):
     heavy = s[s >= t_heavy]
     t_light = max(1, math.ceil(math.log(k * d)))
     light = s[s >= t_light]
-    rows = int(s.sum())
+    rows = _total(s)
     n = int((s > 0).sum())
     conds = [
-        ("subspace rows", int(sub.sum()), d * k * k,
-         f"tasks with at least 2 rows hold {int(sub.sum())} rows; the subspace step asks about d k^2 = {d * k * k}"),
+        ("subspace rows", _total(sub), d * k * k,
+         f"tasks with at least 2 rows hold {_total(sub)} rows; the subspace step asks about d k^2 = {d * k * k}"),
         ("heavy tasks", int(heavy.size), math.ceil(k * logk),
          f"{heavy.size} tasks have at least ceil(sqrt(k) log2(k + 1)) = {t_heavy} rows (fit's heavy size; the paper "
          f"asks about sqrt(k) log k); clustering asks about k log k = {math.ceil(k * logk)} of them"),
-        ("heavy rows", int(heavy.sum()), math.ceil(k * k * logk),
-         f"those heavy tasks hold {int(heavy.sum())} rows; clustering asks about k^2 log k = {math.ceil(k * k * logk)}"),
-        ("classification rows", int(light.sum()), d * k,
-         f"tasks with at least log(k d) = {t_light} rows hold {int(light.sum())} rows; classification asks about d k = {d * k}"),
+        ("heavy rows", _total(heavy), math.ceil(k * k * logk),
+         f"those heavy tasks hold {_total(heavy)} rows; clustering asks about k^2 log k = {math.ceil(k * k * logk)}"),
+        ("classification rows", _total(light), d * k,
+         f"tasks with at least log(k d) = {t_light} rows hold {_total(light)} rows; classification asks about d k = {d * k}"),
         ("rows per component", rows, k * d + 1,
          f"the pool has {rows} rows, {rows / k:.1f} per component; each component needs more than d = {d} (hard limit)"),
         ("tasks", n, k, f"the pool has {n} non-empty tasks; k = {k} components need at least k (hard limit)"),
@@ -93,6 +103,7 @@ def _conditions(s: np.ndarray, k: int, d: int):
     return out, roles
 
 
+@quiet
 def feasibility(sizes, k, d) -> Feasibility:
     """Which roles a pool with these task sizes can fill for k components in d dimensions.
 
@@ -108,9 +119,7 @@ def feasibility(sizes, k, d) -> Feasibility:
     """
     s = _sizes(sizes)
     k = check_k(k)
-    if isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1:
-        raise ValueError(f"d is {d!r}; expected a positive integer dimension")
-    d = int(d)
+    d = check_int(d, "d", low=1, expected="a positive integer dimension")
     conds, roles = _conditions(s, k, d)
     largest = 0
     for kk in range(1, 65):  # k may exceed d: EM separates more components than dimensions

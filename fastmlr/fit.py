@@ -52,7 +52,7 @@ import numpy as np
 import scipy.linalg
 
 from . import em as _em
-from ._guards import check_sums
+from ._validation import check_int, check_real, check_sums, quiet, user_stacklevel
 from .classify import FallbackWarning
 from .starts import kmeans_pp, projected_em, projected_em_batch, split_merge
 from .cluster import LINKAGES, cluster_tasks
@@ -130,10 +130,13 @@ def whitening_transform(X, *, tol=WHITEN_TOL, S=None):
     check_sums(S, "the second moment X^T X / N")
     vals, vecs = scipy.linalg.eigh(S)
     if vals[-1] < _UNDERFLOW:
+        if vals[-1] <= 0 and not np.any(X):
+            raise ValueError("X is 0 on every row; expected features that vary")
+        big = float(np.max(np.abs(X)))  # S underflowed to 0 or to the subnormal range
         raise ValueError(
-            f"X is 0 on every row" if vals[-1] <= 0 else
-            f"X is too small in magnitude (largest eigenvalue of X^T X / N is {vals[-1]:.3g}, in float64's "
-            f"underflow range); rescale X (e.g. divide it by its largest absolute value) and scale W back"
+            f"X is too small in magnitude (largest |x| is {big:.3g}: the largest eigenvalue of X^T X / N, "
+            f"{vals[-1]:.3g}, is in float64's underflow range); rescale X (e.g. divide it by its largest "
+            f"absolute value) and scale W back"
         )
     if vals[0] <= 1e-12 * vals[-1]:
         raise ValueError(
@@ -169,8 +172,7 @@ def choose_heavy(sizes: np.ndarray, k: int, *, n_heavy=None, max_heavy=2000) -> 
     order = np.argsort(-sizes, kind="stable")
     eligible = int((sizes >= 2).sum())
     if n_heavy is not None:
-        if isinstance(n_heavy, bool) or not isinstance(n_heavy, (int, np.integer)) or n_heavy < k:
-            raise ValueError(f"n_heavy is {n_heavy!r}; expected an integer >= k = {k}")
+        n_heavy = check_int(n_heavy, "n_heavy", low=k, expected=f"an integer >= k = {k}")
         if n_heavy > eligible:
             raise ValueError(f"n_heavy is {n_heavy} but only {eligible} tasks have at least 2 rows; expected n_heavy <= {eligible}")
         return order[: int(n_heavy)]
@@ -232,15 +234,10 @@ def _projected_starts(ts_w, U, sizes, kk, heavy_idx, linkages, n_seeds, seed, di
     return split_merge(zts, zstats, G, th, best, tol=_PROJECTED_TOL)
 
 
-def _check_positive_int(v, name):
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-        raise ValueError(f"{name} is {v!r}; expected a positive integer")
-    return int(v)
-
-
 _MISSING = object()
 
 
+@quiet
 def fit(X, y=None, offsets=None, k=_MISSING, *, whiten="auto", linkages=(), n_seeds=None, seed=0, n_heavy=None,
         max_heavy=None, tol=2e-6, max_iter=300, k_max=None, em_path="auto", progress=None) -> Model:
     """Fit a mixture of k linear regressions to one pool of tasks of any sizes.
@@ -296,7 +293,7 @@ def fit(X, y=None, offsets=None, k=_MISSING, *, whiten="auto", linkages=(), n_se
     ts = ts0 if nonempty.size == sizes0.size else select_tasks(ts0, nonempty)
     n, d = ts.offsets.size - 1, ts.X.shape[1]
     sizes = np.diff(ts.offsets)
-    if whiten not in ("auto", True, False):
+    if not (isinstance(whiten, (bool, np.bool_)) or (isinstance(whiten, str) and whiten == "auto")):
         raise ValueError(f"whiten is {whiten!r}; expected 'auto', True or False")
     if em_path not in ("auto", "stats", "rows"):
         raise ValueError(f"em_path is {em_path!r}; expected 'auto', 'stats' or 'rows'")
@@ -305,24 +302,26 @@ def fit(X, y=None, offsets=None, k=_MISSING, *, whiten="auto", linkages=(), n_se
     linkages = tuple(linkages) if not isinstance(linkages, str) else (linkages,)
     if any(l not in LINKAGES for l in linkages):
         raise ValueError(f"linkages is {linkages!r}; expected a sequence of names from {LINKAGES}")
-    if n_seeds is not None and (isinstance(n_seeds, bool) or not isinstance(n_seeds, (int, np.integer))
-                                or n_seeds < 0):
-        raise ValueError(f"n_seeds is {n_seeds!r}; expected a non-negative integer or None")
+    if n_seeds is not None:
+        n_seeds = check_int(n_seeds, "n_seeds", low=0, expected="a non-negative integer or None")
     if not linkages and n_seeds == 0:
         raise ValueError("linkages is empty and n_seeds is 0; expected at least one start")
     if max_heavy is not None:
-        max_heavy = _check_positive_int(max_heavy, "max_heavy")
-    max_iter = _check_positive_int(max_iter, "max_iter")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed is {seed!r}; expected a non-negative integer")
-    if not (isinstance(tol, (int, float)) and tol >= 0):
-        raise ValueError(f"tol is {tol!r}; expected a non-negative number")
-    ms = _em.mean_square(ts.y)
-    if ms == 0.0:
-        raise ValueError("y is 0 on every row; a mixture of regressions needs a target that varies")
+        max_heavy = check_int(max_heavy, "max_heavy", low=1)
+    max_iter = check_int(max_iter, "max_iter", low=1)
+    seed = check_int(seed, "seed", low=0)
+    tol = check_real(tol, "tol", low=0)
+    if ts.offsets[-1] == 0:
+        raise ValueError(f"the pool has no rows (X has shape {ts0.X.shape}; all {sizes0.size} tasks are empty); "
+                         f"expected tasks with rows that have a target (a file whose every row is a query row "
+                         f"has none to fit)")
+    ms = _em.mean_square(ts.y)  # inf if it overflowed: refused after X's check below
     if ms < _UNDERFLOW:  # EM's variances would be subnormal: its likelihoods overflow
-        raise ValueError(f"y is too small in magnitude (mean y^2 = {ms:.3g}, in float64's underflow range); "
-                         f"rescale y (e.g. divide it by its largest absolute value) and scale W and s2 back")
+        if not np.any(ts.y):
+            raise ValueError("y is 0 on every row; a mixture of regressions needs a target that varies")
+        raise ValueError(f"y is too small in magnitude (largest |y| is {float(np.max(np.abs(ts.y))):.3g}: mean y^2 = "
+                         f"{ms:.3g} is in float64's underflow range); rescale y (e.g. divide it by its largest "
+                         f"absolute value) and scale W and s2 back")
     sub_idx = np.flatnonzero(sizes >= 2)
     if sub_idx.size == 0:
         raise ValueError("the pool has no task with at least 2 rows; the subspace step needs some")
@@ -346,6 +345,7 @@ def fit(X, y=None, offsets=None, k=_MISSING, *, whiten="auto", linkages=(), n_se
     # axis 0 took four times as long)
     S = None if stats is None else _em.unpack(np.ones(n) @ stats.A, d) / ts.offsets[-1]
     T, needed, s_eig = whitening_transform(ts.X, S=S)
+    check_sums(np.array(ms), "the mean square of y")
     whitened = needed if whiten == "auto" else bool(whiten)
     if not whitened:
         T = np.eye(d)
@@ -415,6 +415,6 @@ def fit(X, y=None, offsets=None, k=_MISSING, *, whiten="auto", linkages=(), n_se
             f"had no more than d = {d} weighted rows during EM and kept their last estimates; "
             f"the pool may support fewer components (try k=None)",
             FallbackWarning,
-            stacklevel=2,
+            stacklevel=user_stacklevel(),
         )
     return Model(np.ascontiguousarray(res.W[order]), res.s2[order].copy(), res.p[order].copy(), T, diag)

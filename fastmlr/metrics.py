@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
 
-from ._guards import check_work
+from ._validation import check_work, quiet
 
 __all__ = ["ParameterError", "parameter_error", "subspace_error", "clustering_accuracy", "match_components"]
 
@@ -33,6 +34,22 @@ def _real_matrix(A, name: str) -> np.ndarray:
     return A
 
 
+def _scale(*arrays) -> float:
+    """A power of two near the largest magnitude in ``arrays`` (1 if all are zero):
+    distances are computed on the arrays divided by it and scaled back, so that no
+    square overflows or underflows whatever the units (and, a power of two, it
+    changes no bits of data of ordinary size)."""
+    m = max(float(np.max(np.abs(a))) if a.size else 0.0 for a in arrays)
+    return math.ldexp(1.0, math.frexp(m)[1]) if m > 0 else 1.0
+
+
+def _distances(W_hat, W) -> np.ndarray:
+    """(k', k) Euclidean distances between the rows of two validated matrices."""
+    c = _scale(W_hat, W)
+    return cdist(W_hat / c, W / c) * c  # without a (k', k, d) temporary
+
+
+@quiet
 def match_components(W_hat, W) -> np.ndarray:
     """Hungarian matching of estimated to true components on Euclidean distance.
 
@@ -44,13 +61,15 @@ def match_components(W_hat, W) -> np.ndarray:
         raise ValueError(f"W_hat {W_hat.shape} and W {W.shape} must be (k', d) and (k, d) with the same d")
     if W_hat.shape[0] < W.shape[0] or W.shape[0] < 1:
         raise ValueError(f"W_hat has {W_hat.shape[0]} rows and W {W.shape[0]}; expected 1 <= rows of W <= rows of W_hat")
-    cost = cdist(W_hat, W)  # (k', k), without a (k', k, d) temporary
+    cost = _distances(W_hat, W)  # (k', k); inf where a distance exceeds float64 itself
+    cost = np.minimum(cost, np.finfo(np.float64).max)  # still a matching: the assignment needs finite costs
     rows, cols = linear_sum_assignment(cost)
     perm = np.empty(W.shape[0], dtype=np.int64)
     perm[cols] = rows
     return perm
 
 
+@quiet
 def parameter_error(W_hat, W) -> ParameterError:
     """Max and mean of ``||w_hat - w||`` over components after Hungarian matching.
 
@@ -60,10 +79,13 @@ def parameter_error(W_hat, W) -> ParameterError:
     W : (k, d) truth
     """
     perm = match_components(W_hat, W)
-    err = np.linalg.norm(np.asarray(W_hat, dtype=np.float64)[perm] - np.asarray(W, dtype=np.float64), axis=1)
+    A, B = _real_matrix(W_hat, "W_hat")[perm], _real_matrix(W, "W")
+    c = _scale(A, B)
+    err = np.linalg.norm(A / c - B / c, axis=1) * c
     return ParameterError(float(err.max()), float(err.mean()), perm)
 
 
+@quiet
 def subspace_error(U, W) -> float:
     """``max_l ||(I - U U^T) w_l||``: how much of each true component U misses.
 
@@ -76,10 +98,13 @@ def subspace_error(U, W) -> float:
     W = _real_matrix(W, "W")
     if U.shape[0] != W.shape[1]:
         raise ValueError(f"U has shape {U.shape} and W {W.shape}; expected U (d, r) and W (k, d) with the same d")
-    resid = W - (W @ U) @ U.T
-    return float(np.linalg.norm(resid, axis=1).max())
+    c = _scale(W)
+    Wc = W / c
+    resid = Wc - (Wc @ U) @ U.T
+    return float(np.linalg.norm(resid, axis=1).max() * c)
 
 
+@quiet
 def clustering_accuracy(labels, z) -> float:
     """Fraction of tasks whose label matches their true component, after the best matching.
 

@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ._validation import quiet
 from .classify import ClassifyResult, classify_tasks
 from .cluster import ClusterResult, cluster_tasks
 from .subspace import estimate_subspace
@@ -47,6 +48,7 @@ def _triple(arg, name):
     return arg[0], arg[1], arg[2]
 
 
+@quiet
 def meta_learn(light, heavy, light2, k, *, L=None, linkage=None) -> MetaLearnResult:
     """Estimate a mixture of k linear regressions with Algorithm 1.
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._guards import check_sums, check_work
+from ._validation import check_sums, check_work, quiet
 from .residuals import task_sse
 from .classify import check_params
 from .stream import task_chunks
@@ -21,6 +21,7 @@ __all__ = ["log_likelihoods", "posterior", "predict_params", "METHODS"]
 METHODS = ("bayes", "map")
 
 
+@quiet
 def log_likelihoods(X, y=None, offsets=None, W=None, s2=None, p=None):
     """Log joint of every task and component, up to a constant per task.
 
@@ -69,6 +70,7 @@ def _softmax(logits):
     return e / e.sum(axis=1, keepdims=True)
 
 
+@quiet
 def posterior(X, y=None, offsets=None, W=None, s2=None, p=None):
     """Posterior probability of each component for each task.
 
@@ -84,6 +86,7 @@ def posterior(X, y=None, offsets=None, W=None, s2=None, p=None):
     return _softmax(log_likelihoods(X, y, offsets, W, s2, p))
 
 
+@quiet
 def predict_params(X, y=None, offsets=None, W=None, s2=None, p=None, *, method="bayes"):
     """Regression vector of each task given its few examples and the mixture prior.
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._validation import check_int
+
 __all__ = ["spectral_count", "choose_k", "n_parameters", "SPECTRUM_FACTOR", "WINDOW"]
 
 #: An eigenvalue of M counts as signal above this multiple of the noise level.
@@ -68,9 +70,7 @@ def choose_k(fit_k, eigenvalues, *, n: int, d: int, rows: int, k_max=None, progr
     """
     if k_max is None:
         k_max = max(1, min(n // 10, 32, (rows - 1) // d))
-    elif isinstance(k_max, bool) or not isinstance(k_max, (int, np.integer)) or k_max < 1:
-        raise ValueError(f"k_max is {k_max!r}; expected a positive integer")
-    k_max = int(min(k_max, n))
+    k_max = min(check_int(k_max, "k_max", low=1), n)
     k_spec, thr = spectral_count(eigenvalues)
     centre = min(max(k_spec, 1), k_max)
     candidates = list(range(max(1, centre - WINDOW), min(k_max, centre + WINDOW) + 1))

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from . import _config
+from ._validation import check_int, quiet
 from .tasks import TaskSet, check_offsets, check_tasks, chunk_bounds, slice_tasks
 
 __all__ = ["TaskStream", "open_npy_chunks", "task_chunks", "is_stream", "collect"]
@@ -159,6 +160,7 @@ def _load_npy(path, name: str, mmap_mode):
     return arr
 
 
+@quiet
 def open_npy_chunks(X_path, y_path, offsets_path, *, max_rows: int | None = None) -> TaskStream:
     """A :class:`TaskStream` over ``.npy`` files, read through memory maps.
 
@@ -180,8 +182,8 @@ def open_npy_chunks(X_path, y_path, offsets_path, *, max_rows: int | None = None
     for name, path in (("X_path", X_path), ("y_path", y_path), ("offsets_path", offsets_path)):
         if not os.path.isfile(path):
             raise ValueError(f"{name} {os.fspath(path)!r} is not a file; expected an existing .npy file")
-    if max_rows is not None and (isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1):
-        raise ValueError(f"max_rows is {max_rows!r}; expected a positive integer")
+    if max_rows is not None:
+        max_rows = check_int(max_rows, "max_rows", low=1)
 
     def chunks():
         Xm = _load_npy(X_path, "X_path", "r")

@@ -13,7 +13,7 @@ import numpy as np
 import scipy.linalg
 
 from . import _config
-from ._guards import check_sums, check_work
+from ._validation import check_sums, check_work, quiet
 from ._parallel import reduce_blocks
 from .backend import kernels
 from .stream import is_stream, task_chunks
@@ -66,6 +66,7 @@ def _moment_stats(X, y, offsets) -> MomentStats:
     return MomentStats(cross, offsets.size - 1)
 
 
+@quiet
 def moment_stats(X, y=None, offsets=None) -> MomentStats:
     """The additive statistic of Algorithm 2 over a task set or a :class:`TaskStream`.
 
@@ -81,6 +82,7 @@ def moment_stats(X, y=None, offsets=None) -> MomentStats:
     return total
 
 
+@quiet
 def second_moment(X, y=None, offsets=None) -> np.ndarray:
     """The moment matrix M of Algorithm 2.
 
@@ -112,6 +114,7 @@ def top_eigenvectors(M: np.ndarray, k: int):
     return vals.copy(), np.ascontiguousarray(vecs * signs)
 
 
+@quiet
 def estimate_subspace(X, y=None, offsets=None, k=None, *, return_eigenvalues: bool = False):
     """Estimate the span of the k regression vectors (Algorithm 2).
 
@@ -136,7 +139,7 @@ def estimate_subspace(X, y=None, offsets=None, k=None, *, return_eigenvalues: bo
     k = check_k(k)
     if not is_stream(X):
         X = np.asarray(X) if not isinstance(X, np.ndarray) else X
-        if X.ndim == 2:  # refuse a too-large k before reading any data
+        if X.ndim == 2 and X.shape[1] >= 1:  # refuse a too-large k before reading any data
             check_k(k, upper=X.shape[1], what="(the dimension d of X)")
     M = moment_stats(X, y, offsets).moment()
     k = check_k(k, upper=M.shape[0], what="(the dimension d of X)")

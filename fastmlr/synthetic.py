@@ -10,20 +10,20 @@ seed only, never on the number of threads.
 
 from __future__ import annotations
 
-import numbers
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import numpy as np
 
 from . import _threads
-from ._guards import check_work
+from ._validation import check_int, check_sums, check_work, quiet
 from .tasks import check_k, chunk_bounds
 
 __all__ = ["Mixture", "Sample", "make_mixture", "sample_tasks", "KINDS"]
 
 KINDS = ("orthonormal", "gaussian")
 _SAMPLE_CHUNK_ROWS = 1 << 15
+_INT64_MAX = np.iinfo(np.int64).max
 
 
 class Mixture(NamedTuple):
@@ -46,8 +46,8 @@ class Sample(NamedTuple):
 def _rng(seed):
     if isinstance(seed, np.random.SeedSequence):
         return seed
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0):
-        raise ValueError(f"seed is {seed!r}; expected a non-negative integer or None")
+    if seed is not None:
+        seed = check_int(seed, "seed", low=0, expected="a non-negative integer or None")
     return np.random.SeedSequence(seed)
 
 
@@ -61,6 +61,7 @@ def _real_vector(v, k: int, name: str) -> np.ndarray:
     return np.broadcast_to(a.astype(np.float64), (k,)).copy()
 
 
+@quiet
 def make_mixture(k, d, *, kind="orthonormal", noise=1.0, weights=None, seed=None) -> Mixture:
     """Meta-parameters of a mixture of k linear regressions in d dimensions.
 
@@ -83,9 +84,7 @@ def make_mixture(k, d, *, kind="orthonormal", noise=1.0, weights=None, seed=None
         ``W`` (k, d) float64, ``s`` (k,) float64, ``p`` (k,) float64.
     """
     k = check_k(k)
-    if isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1:
-        raise ValueError(f"d is {d!r}; expected a positive integer dimension")
-    d = int(d)
+    d = check_int(d, "d", low=1, expected="a positive integer dimension")
     if kind not in KINDS:
         raise ValueError(f"kind is {kind!r}; expected one of {', '.join(map(repr, KINDS))}")
     rng = np.random.default_rng(_rng(seed))
@@ -115,17 +114,20 @@ def make_mixture(k, d, *, kind="orthonormal", noise=1.0, weights=None, seed=None
 
 
 def _check_sizes(sizes, n_tasks):
-    if isinstance(sizes, numbers.Integral) and not isinstance(sizes, bool):
+    if isinstance(sizes, (int, np.integer)) and not isinstance(sizes, (bool, np.bool_)):
         if n_tasks is None:
             raise ValueError("sizes is one integer; pass n_tasks too, or one size per task")
-        if isinstance(n_tasks, bool) or not isinstance(n_tasks, numbers.Integral) or n_tasks < 1:
-            raise ValueError(f"n_tasks is {n_tasks!r}; expected a positive integer")
-        check_work(32.0 * int(n_tasks), f"n_tasks = {n_tasks} tasks", "sample fewer tasks (or in several calls)")
-        sizes = np.full(int(n_tasks), int(sizes), dtype=np.int64)
+        n_tasks = check_int(n_tasks, "n_tasks", low=1)
+        check_work(32.0 * n_tasks, f"n_tasks = {n_tasks} tasks", "sample fewer tasks (or in several calls)")
+        if int(sizes) > _INT64_MAX:
+            raise ValueError(f"sizes is {int(sizes)}; expected a number of rows below 2^63")
+        sizes = np.full(n_tasks, int(sizes), dtype=np.int64)
     else:
         sizes = np.asarray(sizes)
         if sizes.ndim != 1 or sizes.size < 1 or sizes.dtype.kind not in "iu":
             raise ValueError(f"sizes must be one integer or a non-empty 1-D integer array, got shape {sizes.shape}")
+        if sizes.dtype.kind == "u" and sizes.max() > _INT64_MAX:
+            raise ValueError(f"sizes holds {sizes.max()}; expected numbers of rows below 2^63")
         if n_tasks is not None and n_tasks != sizes.size:
             raise ValueError(f"n_tasks is {n_tasks} but sizes has {sizes.size} entries; expected n_tasks=None or len(sizes)")
         sizes = sizes.astype(np.int64)
@@ -134,6 +136,7 @@ def _check_sizes(sizes, n_tasks):
     return sizes
 
 
+@quiet
 def sample_tasks(W, s, p, sizes, *, n_tasks=None, seed=None, dtype="float64") -> Sample:
     """Sample tasks from a mixture of linear regressions.
 
@@ -195,8 +198,9 @@ def sample_tasks(W, s, p, sizes, *, n_tasks=None, seed=None, dtype="float64") ->
         rng.standard_normal(out=Xc, dtype=dt)
         eps = rng.standard_normal(b - a)
         zc = row_z[a:b]
-        mean = np.einsum("ij,ij->i", Xc, W[zc].astype(dt, copy=False), dtype=np.float64)
-        y[a:b] = mean + s[zc] * eps
+        with np.errstate(all="ignore"):  # (a worker thread) an overflow is reported below
+            mean = np.einsum("ij,ij->i", Xc, W[zc].astype(dt, copy=False), dtype=np.float64)
+            y[a:b] = mean + s[zc] * eps
 
     workers = max(1, min(_threads.get(), bounds.size - 1))
     if workers == 1:
@@ -205,4 +209,7 @@ def sample_tasks(W, s, p, sizes, *, n_tasks=None, seed=None, dtype="float64") ->
     else:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             list(pool.map(fill, range(bounds.size - 1)))
+    if not np.all(np.isfinite(y)):
+        raise ValueError(f"the sampled y overflowed {dt.name}: W and s are too large in magnitude for "
+                         f"x . w + s eps; rescale W and s (or use dtype='float64')")
     return Sample(X, y, offsets, z)

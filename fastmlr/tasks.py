@@ -13,12 +13,11 @@ compiled code runs, so a kernel only ever sees arrays it can read safely.
 
 from __future__ import annotations
 
-import numbers
 from typing import NamedTuple
 
 import numpy as np
 
-from ._guards import check_sums
+from ._validation import check_int, check_sums, quiet
 
 __all__ = ["TaskSet", "check_tasks", "pack_tasks", "group_tasks", "task_sizes"]
 
@@ -128,6 +127,7 @@ def check_offsets(offsets, N: int, name: str = "offsets") -> np.ndarray:
     return off
 
 
+@quiet
 def check_tasks(X, y, offsets, *, min_size: int = 0, role: str = "tasks", finite: bool = True) -> TaskSet:
     """Validate and coerce a task set once, before any kernel runs.
 
@@ -180,8 +180,7 @@ def check_tasks(X, y, offsets, *, min_size: int = 0, role: str = "tasks", finite
     if finite:
         check_finite(X, "X")
         check_finite(y, "y")
-    if isinstance(min_size, (bool, np.bool_)) or not isinstance(min_size, numbers.Integral):
-        raise TypeError(f"min_size must be an integer number of rows, got {type(min_size).__name__} {min_size!r}")
+    min_size = check_int(min_size, "min_size", expected="an integer number of rows")
     if min_size > 0:
         sizes = np.diff(off)
         small = sizes < min_size
@@ -196,11 +195,7 @@ def check_tasks(X, y, offsets, *, min_size: int = 0, role: str = "tasks", finite
 
 def check_k(k, *, upper: int | None = None, what: str = "") -> int:
     """Validate a number of components: an integer with ``1 <= k <= upper``."""
-    if isinstance(k, (bool, np.bool_)) or not isinstance(k, numbers.Integral):
-        raise TypeError(f"k must be an integer, got {type(k).__name__} {k!r}")
-    k = int(k)
-    if k < 1:
-        raise ValueError(f"k is {k}; expected a number of components k >= 1")
+    k = check_int(k, "k", low=1, expected="a number of components k >= 1")
     if upper is not None and k > upper:
         raise ValueError(f"k is {k}; expected k <= {upper}{' ' + what if what else ''}")
     return k
@@ -211,6 +206,7 @@ def task_sizes(offsets) -> np.ndarray:
     return np.diff(np.asarray(offsets, dtype=np.int64))
 
 
+@quiet
 def pack_tasks(Xs, ys) -> TaskSet:
     """Pack a list of per-task arrays into the ``(X, y, offsets)`` layout.
 
@@ -253,6 +249,7 @@ def pack_tasks(Xs, ys) -> TaskSet:
     return check_tasks(X, y, offsets)
 
 
+@quiet
 def group_tasks(X, y, task_ids) -> TaskSet:
     """Gather rows tagged with a task id into the ``(X, y, offsets)`` layout.
 
@@ -265,7 +262,8 @@ def group_tasks(X, y, task_ids) -> TaskSet:
     X : array_like, shape (N, d)
     y : array_like, shape (N,)
     task_ids : array_like, shape (N,)
-        Any sortable labels (integers, strings).
+        Any sortable labels (integers, strings); a missing id (NaN, NaT or None) is
+        refused, as the file readers refuse a missing task id.
 
     Returns
     -------
@@ -281,6 +279,11 @@ def group_tasks(X, y, task_ids) -> TaskSet:
         raise ValueError(f"task_ids has {ids.shape[0]} entries but X has shape {X.shape}; expected one id per row of X")
     if ids.size == 0:
         raise ValueError("task_ids is empty; expected at least one row")
+    missing = _missing_ids(ids)
+    if missing.any():  # np.unique would merge every NaN into one task (or keep each apart)
+        i = int(np.argmax(missing))
+        raise ValueError(f"task_ids has a missing id ({ids[i]!r}) at row {i} ({int(missing.sum())} rows in all); "
+                         f"expected an id on every row")
     try:
         uniq, inverse = np.unique(ids, return_inverse=True)
     except TypeError as exc:  # ids of mixed types that do not sort together
@@ -292,6 +295,19 @@ def group_tasks(X, y, task_ids) -> TaskSet:
     if y.ndim != 1 or y.shape[0] != X.shape[0]:
         raise ValueError(f"y has shape {y.shape}; expected ({X.shape[0]},) to match X")
     return check_tasks(X[order], y[order], offsets)
+
+
+def _missing_ids(ids: np.ndarray) -> np.ndarray:
+    """(N,) bool: which ids are missing values (NaN, NaT, or None in an object array)."""
+    kind = ids.dtype.kind
+    if kind in "fc":
+        return np.isnan(ids)
+    if kind in "mM":
+        return np.isnat(ids)
+    if kind == "O":
+        return np.fromiter((v is None or (isinstance(v, (float, complex, np.floating, np.complexfloating)) and v != v)
+                            for v in ids), dtype=bool, count=ids.size)
+    return np.zeros(ids.size, dtype=bool)
 
 
 def chunk_bounds(offsets: np.ndarray, max_rows: int) -> np.ndarray:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 import os
 
+from .._validation import check_int
 from .runner import Result, write_outputs
 
 __all__ = ["EXPERIMENTS", "run_experiment", "Result"]
@@ -43,10 +44,9 @@ def run_experiment(name, out, *, quick=False, trials=None, seed=0, progress=None
     """
     if name not in EXPERIMENTS:
         raise ValueError(f"experiment is {name!r}; expected one of {', '.join(EXPERIMENTS)}")
-    if trials is not None and (isinstance(trials, bool) or not isinstance(trials, int) or trials < 1):
-        raise ValueError(f"trials is {trials!r}; expected a positive integer")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed is {seed!r}; expected a non-negative integer")
+    if trials is not None:
+        trials = check_int(trials, "trials", low=1)
+    seed = check_int(seed, "seed", low=0)
     if os.path.exists(out) and not os.path.isdir(out):
         raise ValueError(f"out is {out!r}, which is a file; expected a directory")
     os.makedirs(out, exist_ok=True)  # before the run, so a bad path fails at once
