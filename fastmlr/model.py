@@ -2,27 +2,47 @@
 
 The file holds the arrays ``W`` (k, d), ``s2`` (k,), ``p`` (k,), ``transform`` (d, d),
 the diagnostics as a JSON string (an object), and ``format`` / ``format_version`` (one
-string, one integer).  It is written to a temporary file and renamed, so a failed write
-never leaves half a model; a file with any field malformed is refused on reading with
-one error that names it.
+string, one integer).  The weights p are a probability vector: their sum is 1 within
+:data:`P_SUM_TOL` times k.  It is written to a temporary file and renamed, so a failed
+write never leaves half a model; a file with any field malformed is refused on reading
+with one error that names it.  Reading touches only these seven members, and checks
+each one's declared shape against the data it holds before reading it
+(:mod:`fastmlr._npz`): other members cost nothing, and a header claiming more than the
+file holds is refused as damage.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import zipfile
 
 import numpy as np
 
 from ._atomic import atomic_open
+from ._npz import ZIP_ERRORS, MemberError, read_members
+from ._validation import quiet
 from .classify import check_params
 from .fit import Model
 
-__all__ = ["save_model", "load_model", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["save_model", "load_model", "FORMAT", "FORMAT_VERSION", "P_SUM_TOL"]
 
 FORMAT = "fastmlr-model"
 FORMAT_VERSION = 1
+
+#: The weights p of a model must sum to 1 within ``P_SUM_TOL * k``: rounding moves a
+#: sum of k weights by about k * 1.1e-16, so this leaves room for weights written with
+#: nine or more significant digits and refuses anything that is not a probability vector.
+P_SUM_TOL = 1e-9
+
+#: The members a model file defines; no other member is read.
+_MEMBERS = ("format", "format_version", "W", "s2", "p", "transform", "diagnostics")
+
+
+def _check_p_sum(p, name):
+    """ValueError unless the weights ``p`` (validated, non-negative) sum to 1 within rounding."""
+    total = float(np.sum(p))
+    if not abs(total - 1.0) <= P_SUM_TOL * p.size:
+        raise ValueError(f"{name} sums to {total!r}; expected weights that sum to 1 (within {P_SUM_TOL:g} * k)")
 
 
 def _json_default(obj):
@@ -33,21 +53,23 @@ def _json_default(obj):
     raise TypeError(f"{type(obj).__name__} is not JSON serializable")
 
 
+@quiet
 def save_model(path, model: Model) -> None:
     """Write ``model`` to ``path`` (one ``.npz`` file; replaced whole or not at all).
 
     Parameters
     ----------
     path : str or os.PathLike
-    model : Model -- as returned by :func:`fastmlr.fit`; ``transform`` finite (d, d),
-        ``diagnostics`` a JSON-friendly dict (or None)
+    model : Model -- as returned by :func:`fastmlr.fit`; ``p`` summing to 1 (within
+        :data:`P_SUM_TOL` * k), ``transform`` finite (d, d), ``diagnostics`` a
+        JSON-friendly dict (or None)
 
     Raises
     ------
     TypeError
         ``model`` is not a Model, or its diagnostics are not a dict of JSON values.
     ValueError
-        A parameter has the wrong shape or a non-finite value.
+        A parameter has the wrong shape or a non-finite value, or p does not sum to 1.
     OSError
         ``path`` cannot be written (a directory, no such directory, ...).
     """
@@ -55,6 +77,7 @@ def save_model(path, model: Model) -> None:
         raise TypeError(f"model must be a fastmlr Model (from fastmlr.fit), got {type(model).__name__}")
     W, s2, _ = check_params(model.W, model.s2, model.p, np.asarray(model.W).shape[1])
     p = np.asarray(model.p, dtype=np.float64)  # validated above; stored as given
+    _check_p_sum(p, "model.p")
     d = W.shape[1]
     T = _check_transform(model.transform, d, "model.transform")
     diagnostics = {} if model.diagnostics is None else model.diagnostics
@@ -88,6 +111,18 @@ def _scalar(data, key, kinds):
     return value.item()
 
 
+def _read(path, keys, what):
+    """``read_members`` with its errors as one ValueError naming the file."""
+    try:
+        return read_members(path, keys)
+    except MemberError as exc:
+        raise ValueError(f"{path} is {what} fastmlr model file: {exc}") from None
+    except ZIP_ERRORS as exc:
+        msg = str(exc).replace("\n", " ")
+        raise ValueError(f"{path} is not a readable fastmlr model file ({type(exc).__name__}: {msg})") from None
+
+
+@quiet
 def load_model(path) -> Model:
     """Read a model written by :func:`save_model`.
 
@@ -96,18 +131,17 @@ def load_model(path) -> Model:
     FileNotFoundError
         No such file.
     ValueError
-        The file is not a fastmlr model, is damaged, or has an unknown format version.
+        The file is not a fastmlr model, is damaged (a member whose header declares more
+        data than it holds, weights that do not sum to 1, ...), or has an unknown format
+        version.
     """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"model file {path} does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            data = {key: z[key] for key in z.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError, NotImplementedError) as exc:  # NotImplementedError: a damaged zip header
-        raise ValueError(f"{path} is not a readable fastmlr model file ({type(exc).__name__}: {exc})") from None
-    if not isinstance(data, dict) or "format" not in data or _scalar(data, "format", "U") != FORMAT:
+    data = _read(path, _MEMBERS[:1], "not a readable")  # the marker first: any other file is not read further
+    if "format" not in data or _scalar(data, "format", "U") != FORMAT:
         raise ValueError(f"{path} is not a fastmlr model file (no '{FORMAT}' marker)")
+    data.update(_read(path, _MEMBERS[1:], "a damaged"))
     if "format_version" not in data:
         raise ValueError(f"{path} is a damaged fastmlr model file: missing format_version")
     version = _scalar(data, "format_version", "iu")
@@ -123,6 +157,7 @@ def load_model(path) -> Model:
     try:
         W, s2, _ = check_params(data["W"], data["s2"], data["p"], np.asarray(data["W"]).shape[-1])
         p = np.asarray(data["p"], dtype=np.float64)
+        _check_p_sum(p, "p")
         T = _check_transform(data["transform"], W.shape[1], "transform")
         text = _scalar(data, "diagnostics", "U")
         if text is None:

@@ -1,7 +1,9 @@
 """Reading and writing a pool of tasks: ``.npz`` (X, y, task) or ``.csv``.
 
 * ``.npz``: arrays ``X`` (N, d), ``y`` (N,) and ``task`` (N,) -- one task id per row
-  (integers or strings).  Other arrays in the file are ignored.
+  (integers or strings; byte strings are read as UTF-8 text).  Other arrays in the
+  file are not read, and each of the three has its declared shape checked against
+  the data it holds before it is read (:mod:`fastmlr._npz`).
 * ``.csv`` (UTF-8, with or without a byte-order mark): a header line, then one row per
   example: a task-id column (default ``task``), a target column (default ``y``) and
   feature columns (default: every other column, in file order).  Empty cells and
@@ -20,12 +22,13 @@ from __future__ import annotations
 
 import csv
 import os
-import zipfile
 from typing import NamedTuple
 
 import numpy as np
 
 from ._atomic import atomic_open
+from ._npz import ZIP_ERRORS, MemberError, read_members
+from ._validation import quiet
 
 __all__ = ["Pool", "read_pool", "write_pool", "MISSING"]
 
@@ -42,7 +45,7 @@ class Pool(NamedTuple):
     y : (N,) float64
     offsets : (n + 1,) int64 -- task i is rows offsets[i]:offsets[i+1]
     tasks : (n,) -- the task ids, sorted.  From a ``.npz``: its ``task`` values (integers
-        or strings, in numpy's order).  From a ``.csv``: strings, those that read as an
+        or strings, in numpy's order; byte strings decoded as UTF-8).  From a ``.csv``: strings, those that read as an
         integer first, by value (ties, such as ``7`` and ``07``, by text), then the
         others by text -- so integer ids come out in the order a ``.npz`` gives them.
     rows : (N,) int64 -- line of each training row in the file (0 = first data row)
@@ -72,18 +75,16 @@ def _fmt(path, msg):
 
 def _read_npz(path):
     try:
-        with np.load(path, allow_pickle=False) as z:
-            files = set(z.files)
-            missing = [key for key in ("X", "y", "task") if key not in files]
-            if missing:
-                raise ValueError(_fmt(path, f"missing array(s) {', '.join(missing)}; a pool .npz needs X (N, d), y (N,) and task (N,)"))
-            X, y, task = z["X"], z["y"], z["task"]
-    except (zipfile.BadZipFile, EOFError, OSError, NotImplementedError) as exc:  # NotImplementedError: a damaged zip header
-        raise ValueError(_fmt(path, f"not a readable .npz file ({exc})")) from None
-    except ValueError as exc:
-        if str(exc).startswith(str(path)):
-            raise
-        raise ValueError(_fmt(path, f"not a readable .npz file ({exc})")) from None
+        z = read_members(path, ("X", "y", "task"))
+    except MemberError as exc:
+        raise ValueError(_fmt(path, f"a damaged .npz pool: {exc}")) from None
+    except ZIP_ERRORS as exc:
+        msg = str(exc).replace("\n", " ")
+        raise ValueError(_fmt(path, f"not a readable .npz file ({msg})")) from None
+    missing = [key for key in ("X", "y", "task") if key not in z]
+    if missing:
+        raise ValueError(_fmt(path, f"missing array(s) {', '.join(missing)}; a pool .npz needs X (N, d), y (N,) and task (N,)"))
+    X, y, task = z["X"], z["y"], z["task"]
     if X.ndim != 2 or X.shape[1] < 1:
         raise ValueError(_fmt(path, f"X has shape {X.shape}; expected (N, d) with d >= 1"))
     if y.ndim != 1 or y.shape[0] != X.shape[0]:
@@ -100,7 +101,9 @@ def _read_npz(path):
             raise ValueError(_fmt(path, "task holds an id beyond the 64-bit integer range; expected integer or "
                                         "string ids"))
         task = task.astype(np.int64)
-    elif task.dtype.kind not in "iuUS":
+    elif task.dtype.kind == "S":
+        task = _decode_ids(task, path)
+    elif task.dtype.kind not in "iuU":
         raise ValueError(_fmt(path, f"task has dtype {task.dtype}; expected integer or string ids"))
     X = X.astype(np.float64)
     y = y.astype(np.float64)
@@ -108,6 +111,21 @@ def _read_npz(path):
         r, c = np.argwhere(~np.isfinite(X))[0]
         raise ValueError(_fmt(path, f"X has a missing or non-finite value at row {r}, column {c}"))
     return X, y, task, [f"x{j}" for j in range(X.shape[1])]
+
+
+def _decode_ids(task, path):
+    """Byte-string task ids as text (UTF-8), so that every later step (sorting, writing
+    a .csv) sees the same ids; an id that is not UTF-8 is refused naming the file."""
+    try:
+        return np.char.decode(task, "utf-8")
+    except UnicodeDecodeError:
+        for i, raw in enumerate(task.tolist()):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValueError(_fmt(path, f"task id {raw!r} on row {i} is not UTF-8 text ({exc.reason}); "
+                                            f"expected integer ids, text, or byte strings in UTF-8")) from None
+        raise
 
 
 def _parse_column(cells, name, path, allow_missing):
@@ -205,6 +223,7 @@ def _csv_task_order(ids):
     return uniq[perm], rank[inverse.reshape(-1)]
 
 
+@quiet
 def read_pool(path, *, task_col="task", target_col="y", features=None, allow_query=False) -> Pool:
     """Read a pool from ``.npz`` or ``.csv`` (see the module doc).
 
@@ -253,6 +272,7 @@ def read_pool(path, *, task_col="task", target_col="y", features=None, allow_que
                 q.astype(np.int64), names, ext == ".csv")
 
 
+@quiet
 def write_pool(path, X, y, task) -> None:
     """Write rows (X, y, task id) to ``.npz`` or ``.csv`` (replaced whole or not at all).
 
