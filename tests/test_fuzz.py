@@ -1477,3 +1477,159 @@ def test_cli_output_collisions(case):
         assert code == 0, (argv, err)
         for o, _ in outputs:
             assert os.path.isfile(os.path.join(where, o)) and not os.path.islink(os.path.join(where, o))
+
+
+# ---------------------------------------------------------------------------------
+# crafted .npz members: model and pool files whose members lie about themselves
+
+import zipfile  # noqa: E402
+
+from fastmlr.pool_io import read_pool  # noqa: E402
+
+MEMBER_FAULTS = ("good", "absurd_shape", "shape_too_small", "shape_too_large", "negative_dim", "zero_d",
+                 "empty", "complex", "text", "bool", "int8", "float16", "big_endian", "object", "fortran",
+                 "version_2", "version_9", "long_header", "not_npy", "deflated", "duplicate")
+EXTRA_FAULTS = ("extra_absurd", "extra_large", "extra_garbage")
+ID_FAULTS = ("bytes_utf8", "bytes_latin1", "nan_ids", "unicode_ids")
+
+
+def _header(descr, shape, fortran=False, version=(1, 0)):
+    buf = io.BytesIO()
+    d = {"descr": descr, "fortran_order": fortran, "shape": shape}
+    if version == (1, 0):
+        np.lib.format.write_array_header_1_0(buf, d)
+    else:
+        np.lib.format.write_array_header_2_0(buf, d)
+    return buf.getvalue()
+
+
+def crafted_member(arr, fault, rng):
+    """``.npy`` bytes for ``arr`` with ``fault`` applied (see MEMBER_FAULTS)."""
+    arr = np.asarray(arr)
+    descr = np.lib.format.dtype_to_descr(arr.dtype)
+    data = arr.tobytes()
+    if fault == "absurd_shape":
+        return _header(descr, (10 ** int(rng.integers(9, 16)),) + arr.shape[1:]) + data
+    if fault in ("shape_too_small", "shape_too_large"):
+        n = max(arr.shape[0] if arr.ndim else 1, 1)
+        return _header(descr, (n - 1 if fault == "shape_too_small" else n + 5,) + arr.shape[1:]) + data
+    if fault == "negative_dim":
+        return _header(descr, (-3,) + arr.shape[1:]) + data
+    if fault == "zero_d":
+        return _header(descr, ()) + data[: arr.dtype.itemsize]
+    if fault == "empty":
+        return _header(descr, (0,) + arr.shape[1:])
+    if fault == "object":
+        return _header("|O", arr.shape) + bytes(8 * max(arr.size, 1))
+    if fault == "fortran":
+        return _header(descr, arr.shape, fortran=True) + np.asfortranarray(arr).tobytes(order="F")
+    if fault == "version_2":
+        return _header(descr, arr.shape, version=(2, 0)) + data
+    if fault == "version_9":
+        return b"\x93NUMPY\x09\x00" + _header(descr, arr.shape)[8:] + data
+    if fault == "long_header":
+        return _header(descr, (1,) * 4000) + data[: arr.dtype.itemsize]
+    if fault == "not_npy":
+        return rng.bytes(int(rng.integers(0, 64)))
+    cast = {"complex": np.complex128, "text": "U3", "bool": np.bool_, "int8": np.int8, "float16": np.float16,
+            "big_endian": ">f8"}.get(fault)
+    if cast is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                other = arr.astype(cast)
+            except ValueError:  # text that is no number
+                other = np.zeros(arr.shape, dtype=cast)
+            return crafted_member(other, "good", rng)
+    return _header(descr, arr.shape) + data
+
+
+def _ids(task, fault):
+    if fault == "bytes_utf8":
+        return np.array([f"t\u00e9{t}".encode() for t in task])
+    if fault == "bytes_latin1":
+        return np.array([f"t\u00e9{t}".encode("latin-1") for t in task])
+    if fault == "nan_ids":
+        return np.where(task == 3, np.nan, task.astype(np.float64))
+    return np.array([f"\u03c4{t}" for t in task])
+
+
+@functools.lru_cache(maxsize=None)
+def _good_members(kind):
+    path = fitted_files()["model" if kind == "model" else "npz"]
+    with np.load(path) as z:
+        return {key: z[key] for key in z.files}
+
+
+def crafted_npz(kind, member, fault, rng):
+    """A model or pool file whose ``member`` has ``fault``; returns its path."""
+    arrays = _good_members(kind)
+    path = tempfile.mktemp(dir=_TMP, suffix=".npz")
+    members = {key: crafted_member(a, "good", rng) for key, a in arrays.items()}
+    deflate = set()
+    extra = None
+    if fault in ID_FAULTS:
+        members["task"] = crafted_member(_ids(arrays["task"], fault), "good", rng)
+    elif fault == "extra_absurd":
+        members["extra"] = _header("<f8", (10**12, 3)) + bytes(24)
+    elif fault == "extra_garbage":
+        members["extra"] = rng.bytes(100)
+    elif fault == "extra_large":
+        extra = 2 << 20
+    elif fault == "deflated":
+        deflate.add(member)
+    elif fault != "duplicate":
+        members[member] = crafted_member(arrays[member], fault, rng)
+    with warnings.catch_warnings(), zipfile.ZipFile(path, "w") as zf:
+        warnings.simplefilter("ignore")  # zipfile's warning about a duplicate name
+        for key, data in members.items():
+            zf.writestr(key + ".npy", data,
+                        compress_type=zipfile.ZIP_DEFLATED if key in deflate else zipfile.ZIP_STORED)
+        if fault == "duplicate":  # a second member of the same name, last in the archive
+            first = arrays[member][:1] if arrays[member].ndim else arrays[member]
+            zf.writestr(member + ".npy", crafted_member(first, "good", rng))
+        if extra:
+            info = zipfile.ZipInfo("extra.npy")
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with zf.open(info, "w") as fh:
+                fh.write(_header("<f8", (extra // 8,)))
+                fh.write(bytes(extra))
+    return path
+
+
+def _crafted_case(kind):
+    members = ("format", "format_version", "W", "s2", "p", "transform", "diagnostics") if kind == "model" \
+        else ("X", "y", "task")
+    faults = MEMBER_FAULTS + EXTRA_FAULTS + (ID_FAULTS if kind == "pool" else ())
+    return st.tuples(st.just(kind), st.sampled_from(members), st.sampled_from(faults))
+
+
+@fuzz(case=st.one_of(_crafted_case("model"), _crafted_case("pool")), seed=st.integers(0, 2**16),
+      cli_too=st.sampled_from([False, False, False, True]))
+def test_crafted_npz_members(case, seed, cli_too):
+    kind, member, fault = case
+    event(f"{kind}: {fault}")
+    path = crafted_npz(kind, member, fault, np.random.default_rng(seed))
+    read = fastmlr.load_model if kind == "model" else read_pool
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)  # a NumPy warning is a failure too
+            res = read(path)
+    except ValueError as exc:  # MemoryError or any other exception fails the test
+        msg = str(exc)
+        assert path in msg, msg
+        assert "\n" not in msg.strip(), f"message is not one line: {msg!r}"
+        assert fault != "good" or kind == "pool" and member == "task", msg
+        event(f"refused: {re.sub(r'[-+.0-9e]{2,}|[0-9]', '#', msg[len(path):])[:50]}")
+    else:
+        event("returned")
+        if kind == "model":
+            check_mixture_result(res.W, res.s2, res.p, res.W.shape[0], res.W.shape[1])
+        else:
+            assert res.X.shape[0] == res.y.shape[0] == res.offsets[-1] and np.all(np.isfinite(res.X))
+            assert res.tasks.dtype.kind in "iuU"
+    if cli_too:
+        argv = ["predict", path, fitted_files()["npz"], "-o", tempfile.mktemp(dir=_TMP, suffix=".npz")] \
+            if kind == "model" else ["check", path]
+        code, out, err = run_cli(argv)
+        check_cli_outcome(argv, code, out, err)
