@@ -45,7 +45,12 @@ _DEFLATE_RATIO = 1032
 
 
 class MemberError(ValueError):
-    """A member of the archive is not what it declares (or declares too much)."""
+    """A member of the archive is not what it declares (``over_limit`` False: the file
+    is damaged) or declares more than the limit (``over_limit`` True)."""
+
+    def __init__(self, message, over_limit=False):
+        super().__init__(message)
+        self.over_limit = over_limit
 
 
 def _size(nbytes: int) -> str:
@@ -87,7 +92,7 @@ def _check_member(zf, info, key, limit):
     if info.compress_type == zipfile.ZIP_DEFLATED and info.file_size > _DEFLATE_RATIO * info.compress_size + 1024:
         raise MemberError(f"{what}, more than its {_size(info.compress_size)} of compressed data can hold")
     if nbytes > limit:
-        raise MemberError(f"{what}, over the {_size(limit)} limit (fastmlr._config.MAX_WORK_BYTES)")
+        raise MemberError(f"{what}, over the {_size(limit)} limit (fastmlr._config.MAX_WORK_BYTES)", over_limit=True)
 
 
 def read_members(path, keys, *, limit=None) -> dict:
@@ -125,5 +130,5 @@ def read_members(path, keys, *, limit=None) -> dict:
                 try:
                     out[key] = np.lib.format.read_array(fh, allow_pickle=False)
                 except MemoryError:
-                    raise MemberError(f"{key} ({_size(info.file_size)}) does not fit in memory") from None
+                    raise MemberError(f"{key} ({_size(info.file_size)}) does not fit in memory", over_limit=True) from None
     return out

@@ -116,6 +116,8 @@ def _read(path, keys, what):
     try:
         return read_members(path, keys)
     except MemberError as exc:
+        if exc.over_limit:
+            raise ValueError(f"{path} is too large to read as a fastmlr model file: {exc}") from None
         raise ValueError(f"{path} is {what} fastmlr model file: {exc}") from None
     except ZIP_ERRORS as exc:
         msg = str(exc).replace("\n", " ")

@@ -77,7 +77,8 @@ def _read_npz(path):
     try:
         z = read_members(path, ("X", "y", "task"))
     except MemberError as exc:
-        raise ValueError(_fmt(path, f"a damaged .npz pool: {exc}")) from None
+        what = "too large to read" if exc.over_limit else "a damaged .npz pool"
+        raise ValueError(_fmt(path, f"{what}: {exc}")) from None
     except ZIP_ERRORS as exc:
         msg = str(exc).replace("\n", " ")
         raise ValueError(_fmt(path, f"not a readable .npz file ({msg})")) from None

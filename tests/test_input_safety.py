@@ -137,7 +137,7 @@ def test_a_member_over_the_work_limit_is_refused_before_reading(pool, tmp_path, 
     S, task = pool
     path = write_npz(tmp_path / "p.npz", {"X": npy(S.X), "y": npy(S.y), "task": npy(task)})
     monkeypatch.setattr(_config, "MAX_WORK_BYTES", 1 << 10)
-    with pytest.raises(ValueError, match=r"p\.npz: a damaged \.npz pool: X declares .* over the 1\.0 KiB limit"):
+    with pytest.raises(ValueError, match=r"p\.npz: too large to read: X declares .* over the 1\.0 KiB limit"):
         read_pool(path)
 
 
