@@ -340,3 +340,14 @@ def test_demo_names_a_bad_scale():
     for bad in (float("nan"), 0.0, -1.0):
         with pytest.raises(ValueError, match=r"^scale is .*; expected a positive finite number$"):
             run_demo(k=2, d=4, scale=bad)
+
+
+def test_every_computing_public_function_runs_without_numpy_warnings():
+    settings = {"available_backends", "get_backend", "n_threads", "set_backend", "use_backend"}  # compute nothing
+    functions = {name for name in fastmlr.__all__ if callable(getattr(fastmlr, name))
+                 and not isinstance(getattr(fastmlr, name), type)} - settings
+    from fastmlr import pool_io
+    from fastmlr.demo import run_demo
+
+    unwrapped = sorted(name for name in functions if not getattr(getattr(fastmlr, name), "__quiet__", False))
+    assert unwrapped == [] and pool_io.read_pool.__quiet__ and pool_io.write_pool.__quiet__ and run_demo.__quiet__
