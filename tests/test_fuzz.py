@@ -842,7 +842,8 @@ def fitted_files():
     np.savez(paths["npz"], X=pool.X, y=pool.y, task=task)
     with open(paths["csv"], "w") as fh:
         fh.write("task,y,x0,x1,x2\n")
-        fh.writelines(f"{t},{v!r},{a!r},{b!r},{c!r}\n" for t, v, (a, b, c) in zip(task, pool.y, pool.X))
+        fh.writelines(f"{t},{float(v)!r},{float(a)!r},{float(b)!r},{float(c)!r}\n"
+                      for t, v, (a, b, c) in zip(task, pool.y, pool.X))
     fastmlr.save_model(paths["model"], fastmlr.fit(*pool[:3], 2))
     return paths
 
