@@ -52,13 +52,15 @@ import numpy as np
 import scipy.linalg
 
 from . import em as _em
+from . import em_passes as _em_passes
 from ._validation import check_int, check_real, check_sums, quiet, user_stacklevel
 from .classify import FallbackWarning
 from .starts import kmeans_pp, projected_em, projected_em_batch, split_merge
 from .cluster import LINKAGES, cluster_tasks
 from .subspace import _moment_stats, top_eigenvectors
-from .stream import collect
-from .tasks import TaskSet, check_k
+from .scan import scan_stream
+from .stream import collect, is_stream
+from .tasks import TaskSet, as_tasks, check_k, takes_tasks
 
 __all__ = ["Model", "fit", "choose_heavy", "heavy_min_rows", "whitening_transform", "select_tasks"]
 
@@ -79,6 +81,10 @@ _SHORT_RUN = 3
 #: Tolerance of the subspace EM that finishes the best start: it only has to place the
 #: start in the right basin, the EM on all tasks does the rest.
 _PROJECTED_TOL = 1e-3
+
+#: Besides seeds drawn over the whole heavy set, as many seeds are drawn over its
+#: ``_CORE_PER_K * k`` largest tasks alone when the heavy set is larger.
+_CORE_PER_K = 8
 
 
 class Model(NamedTuple):
@@ -112,7 +118,7 @@ def select_tasks(ts: TaskSet, idx: np.ndarray) -> TaskSet:
     return TaskSet(np.ascontiguousarray(ts.X[rows]), np.ascontiguousarray(ts.y[rows]), off)
 
 
-def whitening_transform(X, *, tol=WHITEN_TOL, S=None):
+def whitening_transform(X, *, tol=WHITEN_TOL, S=None, N=None):
     """Pooled second moment S = X^T X / N and whether x needs whitening.
 
     ``S`` (d, d) may be given when it is already known (e.g. from per-task statistics).
@@ -124,7 +130,8 @@ def whitening_transform(X, *, tol=WHITEN_TOL, S=None):
         errors) from 1
     eigenvalues : (d,) float64 -- of S, decreasing
     """
-    N, d = X.shape
+    if X is not None:
+        N, d = X.shape
     if S is None:
         S = (X.T @ X).astype(np.float64) / N
     check_sums(S, "the second moment X^T X / N")
@@ -189,9 +196,9 @@ def choose_heavy(sizes: np.ndarray, k: int, *, n_heavy=None, max_heavy=2000) -> 
     return order[:count]
 
 
-def _projected_starts(ts_w, U, sizes, kk, heavy_idx, linkages, n_seeds, seed, diag_starts):
-    """Run EM in the subspace from every start; return the best :class:`ProjectedStart`."""
-    heavy = select_tasks(ts_w, heavy_idx)
+def _projected_starts(heavy, U, sizes, kk, heavy_idx, linkages, n_seeds, seed, diag_starts):
+    """Run EM in the subspace from every start; return the best :class:`ProjectedStart`.
+    ``heavy`` is the task set of the heavy tasks ``heavy_idx`` (whitened if x is)."""
     Z = np.ascontiguousarray(heavy.X.astype(np.float64, copy=False) @ U)
     zts = TaskSet(Z, np.ascontiguousarray(heavy.y, dtype=np.float64), heavy.offsets)
     zstats = _em.task_stats(*zts)
@@ -207,7 +214,12 @@ def _projected_starts(ts_w, U, sizes, kk, heavy_idx, linkages, n_seeds, seed, di
         diag_starts.append({"start": linkage, "seconds": time.perf_counter() - t1})
     if n_seeds:
         t1 = time.perf_counter()
-        V0 = kmeans_pp(G, th, kk, np.random.default_rng(seed), n_starts=n_seeds)  # (S, k, r)
+        rng = np.random.default_rng(seed)
+        V0 = kmeans_pp(G, th, kk, rng, n_starts=n_seeds)  # (S, k, r)
+        core = min(_CORE_PER_K * kk, G.shape[0])
+        if core < G.shape[0]:  # seeds from the largest tasks alone, whose estimates are the least noisy
+            V0 = np.concatenate([V0, kmeans_pp(G[:core], th[:core], kk, rng, n_starts=n_seeds)])
+        n_seeds = V0.shape[0]
         # variances and weights from the heavy tasks' nearest centres, every seed at once
         Vf = V0.reshape(n_seeds * kk, -1)
         sse = _em._sse_stats(zstats, Vf).reshape(n_seeds, kk, -1)
@@ -220,8 +232,9 @@ def _projected_starts(ts_w, U, sizes, kk, heavy_idx, linkages, n_seeds, seed, di
         p0 = (np.bincount(flat, minlength=n_seeds * kk) + 1.0).reshape(n_seeds, kk)
         each = (time.perf_counter() - t1) / n_seeds
         for j in range(n_seeds):
-            found.append((V0[j], np.maximum(s2[j], 1e-6 * ybar2), p0[j] / p0[j].sum(), f"kmeans++ seed {j}"))
-            diag_starts.append({"start": f"kmeans++ seed {j}", "seconds": each})
+            name = f"kmeans++ seed {j}" if j < n_seeds // 2 or core == G.shape[0] else f"kmeans++ core seed {j}"
+            found.append((V0[j], np.maximum(s2[j], 1e-6 * ybar2), p0[j] / p0[j].sum(), name))
+            diag_starts.append({"start": name, "seconds": each})
     # every start has a short run, all at once
     t1 = time.perf_counter()
     found = projected_em_batch(zts, zstats, found, max_iter=_SHORT_RUN)
@@ -234,21 +247,35 @@ def _projected_starts(ts_w, U, sizes, kk, heavy_idx, linkages, n_seeds, seed, di
     return split_merge(zts, zstats, G, th, best, tol=_PROJECTED_TOL)
 
 
-_MISSING = object()
+#: How ``fit`` may run EM: "stats" (exact, per-task statistics), "passes" (generalized
+#: EM in two passes over the rows per iteration, :mod:`fastmlr.em_passes`), "rows"
+#: (exact, k weighted Gram matrices from the rows at every iteration: k N d^2, for
+#: reference), "auto" ("stats" when they fit in memory and cost less, else "passes").
+EM_PATHS = ("auto", "stats", "passes", "rows")
+
+
+def _stats_pay(n: int, N: int, d: int) -> bool:
+    """Whether per-task statistics fit in memory (``_em.STATS_MAX_BYTES``) and an EM
+    iteration over them (two products of k x n x d(d+1)/2) costs less than the
+    passes' three products of k x N x d."""
+    return 4 * n * d * (d + 1) <= _em.STATS_MAX_BYTES and n * (d + 1) <= 3 * N
 
 
 @quiet
-def fit(X, y=None, offsets=None, k=_MISSING, *, whiten="auto", linkages=(), n_seeds=None, seed=0, n_heavy=None,
+@takes_tasks
+def fit(tasks, k, *, whiten="auto", linkages=(), n_seeds=None, seed=0, n_heavy=None,
         max_heavy=None, tol=2e-6, max_iter=300, k_max=None, em_path="auto", progress=None) -> Model:
     """Fit a mixture of k linear regressions to one pool of tasks of any sizes.
 
     Parameters
     ----------
-    X : (N, d) float array, or a :class:`TaskStream` of chunks (then omit y and offsets
-        and pass k by keyword); a stream is gathered in memory, since EM revisits every
-        task at every iteration
-    y : (N,) float array
-    offsets : (n + 1,) int array -- tasks of any sizes; empty tasks are ignored
+    tasks : (X, y, offsets), TaskSet or TaskStream
+        The pool: ``X`` (N, d), ``y`` (N,), ``offsets`` (n + 1,), tasks of any sizes
+        (empty tasks are ignored).  A :class:`TaskStream` is never gathered in memory:
+        one pass reads what the start needs, a second its heavy tasks, and EM reads it
+        once per pass (``em_path="passes"``), keeping (n, k) responsibilities and
+        k x d state.  The old form ``fit(X, y, offsets, k)`` still works, with a
+        ``DeprecationWarning``.
     k : int or None
         Number of components; None chooses it (see :func:`fastmlr.select_k.choose_k`).
     whiten : "auto", True or False
@@ -269,8 +296,12 @@ def fit(X, y=None, offsets=None, k=_MISSING, *, whiten="auto", linkages=(), n_se
     max_iter : int -- EM iteration cap
     k_max : int, optional -- largest k tried when k is None (default
         ``min(n // 10, 32, (N - 1) // d)``, at least 1, for n tasks and N rows)
-    em_path : {"auto", "stats", "rows"} -- how EM builds its normal equations
-        (:mod:`fastmlr.em`); "auto" uses per-task statistics when they fit in memory
+    em_path : {"auto", "stats", "passes", "rows"} -- how EM runs (``EM_PATHS``):
+        "stats" exact EM over per-task statistics X_i^T X_i; "passes" generalized EM in
+        two passes over the rows per iteration (:mod:`fastmlr.em_passes`; same optimum,
+        no k N d^2 cost); "rows" exact EM from k weighted Gram matrices per iteration
+        (for reference); "auto" takes "stats" when they fit in memory and cost less
+        per iteration, else "passes"
     progress : callable(str) or None -- told what runs
 
     Returns
@@ -285,18 +316,26 @@ def fit(X, y=None, offsets=None, k=_MISSING, *, whiten="auto", linkages=(), n_se
     """
     say = progress or (lambda msg: None)
     t_start = time.perf_counter()
-    if k is _MISSING:
-        raise TypeError("fit() needs k: the number of components, or None to choose it")
-    ts0 = collect(X, y, offsets, role="pool")
-    sizes0 = np.diff(ts0.offsets)
-    nonempty = np.flatnonzero(sizes0 > 0)
-    ts = ts0 if nonempty.size == sizes0.size else select_tasks(ts0, nonempty)
-    n, d = ts.offsets.size - 1, ts.X.shape[1]
-    sizes = np.diff(ts.offsets)
+    tasks = as_tasks(tasks)
+    if is_stream(tasks):
+        say("reading the stream")
+        scan = scan_stream(tasks)
+        ts = None
+        sizes, d = scan.sizes, scan.d
+        n, N = sizes.size, scan.N
+        x_shape, n_given = (N, d), n + scan.empty
+    else:
+        ts0 = collect(*tasks, role="pool")
+        sizes0 = np.diff(ts0.offsets)
+        nonempty = np.flatnonzero(sizes0 > 0)
+        ts = ts0 if nonempty.size == sizes0.size else select_tasks(ts0, nonempty)
+        n, d, N = ts.offsets.size - 1, ts.X.shape[1], int(ts.offsets[-1])
+        sizes = np.diff(ts.offsets)
+        x_shape, n_given = ts0.X.shape, sizes0.size
     if not (isinstance(whiten, (bool, np.bool_)) or (isinstance(whiten, str) and whiten == "auto")):
         raise ValueError(f"whiten is {whiten!r}; expected 'auto', True or False")
-    if em_path not in ("auto", "stats", "rows"):
-        raise ValueError(f"em_path is {em_path!r}; expected 'auto', 'stats' or 'rows'")
+    if em_path not in EM_PATHS:
+        raise ValueError(f"em_path is {em_path!r}; expected one of {', '.join(map(repr, EM_PATHS))}")
     if not isinstance(linkages, (str, tuple, list)):
         raise TypeError(f"linkages is {linkages!r}; expected a sequence of names from {LINKAGES}")
     linkages = tuple(linkages) if not isinstance(linkages, str) else (linkages,)
@@ -311,60 +350,87 @@ def fit(X, y=None, offsets=None, k=_MISSING, *, whiten="auto", linkages=(), n_se
     max_iter = check_int(max_iter, "max_iter", low=1)
     seed = check_int(seed, "seed", low=0)
     tol = check_real(tol, "tol", low=0)
-    if ts.offsets[-1] == 0:
-        raise ValueError(f"the pool has no rows (X has shape {ts0.X.shape}; all {sizes0.size} tasks are empty); "
+    if N == 0:
+        raise ValueError(f"the pool has no rows (X has shape {x_shape}; all {n_given} tasks are empty); "
                          f"expected tasks with rows that have a target (a file whose every row is a query row "
                          f"has none to fit)")
-    ms = _em.mean_square(ts.y)  # inf if it overflowed: refused after X's check below
+    ms = _em.mean_square(ts.y) if ts is not None else scan.yy / N  # inf if it overflowed: refused below
     if ms < _UNDERFLOW:  # EM's variances would be subnormal: its likelihoods overflow
-        if not np.any(ts.y):
+        y_max = float(np.max(np.abs(ts.y))) if ts is not None else scan.y_max
+        if y_max == 0:
             raise ValueError("y is 0 on every row; a mixture of regressions needs a target that varies")
-        raise ValueError(f"y is too small in magnitude (largest |y| is {float(np.max(np.abs(ts.y))):.3g}: mean y^2 = "
+        raise ValueError(f"y is too small in magnitude (largest |y| is {y_max:.3g}: mean y^2 = "
                          f"{ms:.3g} is in float64's underflow range); rescale y (e.g. divide it by its largest "
                          f"absolute value) and scale W and s2 back")
     sub_idx = np.flatnonzero(sizes >= 2)
     if sub_idx.size == 0:
         raise ValueError("the pool has no task with at least 2 rows; the subspace step needs some")
-    diag: dict = {"n_tasks": int(n), "n_rows": int(ts.offsets[-1]), "d": int(d),
-                  "empty_tasks_ignored": int(sizes0.size - n)}
+    diag: dict = {"n_tasks": int(n), "n_rows": N, "d": int(d), "empty_tasks_ignored": int(n_given - n)}
     seconds: dict = {}
 
     stats = None
-    use_stats = em_path == "stats" or (em_path == "auto" and 4 * n * d * (d + 1) <= _em.STATS_MAX_BYTES)
+    if ts is None and em_path in ("stats", "rows"):
+        raise ValueError(f"em_path is {em_path!r} but X is a TaskStream; a stream is fitted by em_path='passes' "
+                         f"(or 'auto'), which reads it once per pass")
+    use_stats = em_path == "stats" or (em_path == "auto" and ts is not None and _stats_pay(n, N, d))
     if use_stats:
         say("per-task statistics")
         t0 = time.perf_counter()
         stats = _em.task_stats(*ts)
         seconds["task_stats"] = time.perf_counter() - t0
-    diag["em_path"] = "stats" if use_stats else "rows"
+    path = "stats" if use_stats else ("rows" if em_path == "rows" else "passes")
+    diag["em_path"] = path
 
     say("whitening check")
     t0 = time.perf_counter()
     # the pooled second moment is the sum of the per-task Gram matrices when we have them
     # (a product with ones: BLAS reads the (n, d(d+1)/2) array at memory speed; np.sum along
     # axis 0 took four times as long)
-    S = None if stats is None else _em.unpack(np.ones(n) @ stats.A, d) / ts.offsets[-1]
-    T, needed, s_eig = whitening_transform(ts.X, S=S)
+    if ts is None:
+        S = scan.XtX / N
+    else:
+        S = None if stats is None else _em.unpack(np.ones(n) @ stats.A, d) / N
+    T, needed, s_eig = whitening_transform(ts.X if ts is not None else None, S=S, N=N)
+    S_inv = T @ T  # (X^T X / N)^{-1}: the preconditioner of the passes' W step
     check_sums(np.array(ms), "the mean square of y")
     whitened = needed if whiten == "auto" else bool(whiten)
     if not whitened:
         T = np.eye(d)
-    ts_w = TaskSet(np.ascontiguousarray(ts.X @ T.astype(ts.X.dtype)), ts.y, ts.offsets) if whitened else ts
     diag["whitening"] = {"applied": whitened, "second_moment_eigenvalues": [float(v) for v in s_eig[[0, -1]]]}
 
     say("moment matrix")
-    sub = ts_w if sub_idx.size == n else select_tasks(ts_w, sub_idx)
-    M = _moment_stats(*sub).moment()
+    if ts is None:
+        # b = mean of y x over half a task is linear in x, so whitening maps M to T M T
+        M = scan.moment.moment()
+        if whitened:
+            M = T @ M @ T
+
+        def heavy_tasks(idx):
+            h = scan.gather(idx)
+            return TaskSet(np.ascontiguousarray(h.X @ T.astype(h.X.dtype)), h.y, h.offsets) if whitened else h
+
+        pool = scan.pool()
+        floor = 1e-10 * max(ms, np.finfo(np.float64).tiny)
+    else:
+        ts_w = TaskSet(np.ascontiguousarray(ts.X @ T.astype(ts.X.dtype)), ts.y, ts.offsets) if whitened else ts
+        sub = ts_w if sub_idx.size == n else select_tasks(ts_w, sub_idx)
+        M = _moment_stats(*sub).moment()
+
+        def heavy_tasks(idx):
+            return select_tasks(ts_w, idx)
+
+        pool = _em_passes.array_pool(ts)
+        floor = _em.s2_floor(ts)
     eig = scipy.linalg.eigh(M, eigvals_only=True)[::-1]
     seconds["subspace"] = time.perf_counter() - t0
     diag["roles"] = {"subspace_tasks": int(sub_idx.size)}
 
     def fit_k(kk):
         kk = check_k(kk, upper=n, what="(the number of non-empty tasks in the pool)")
-        if ts.offsets[-1] <= kk * d:
+        if N <= kk * d:
             raise ValueError(
-                f"k is {kk} but the pool has {int(ts.offsets[-1])} rows; every component needs more than "
-                f"d = {d} rows, so use k <= {max(1, (int(ts.offsets[-1]) - 1) // d)}")
+                f"k is {kk} but the pool has {N} rows; every component needs more than "
+                f"d = {d} rows, so use k <= {max(1, (N - 1) // d)}")
         cap = max_heavy if max_heavy is not None else max(500, 125 * kk)
         heavy_idx = choose_heavy(sizes, kk, n_heavy=n_heavy, max_heavy=cap)
         seeds = n_seeds if n_seeds is not None else max(4, math.ceil(kk / 2))
@@ -373,13 +439,17 @@ def fit(X, y=None, offsets=None, k=_MISSING, *, whiten="auto", linkages=(), n_se
         t1 = time.perf_counter()
         say(f"k={kk}: starts in the subspace")
         starts: list = []
-        best = _projected_starts(ts_w, U, sizes, kk, heavy_idx, linkages, seeds, seed, starts)
+        best = _projected_starts(heavy_tasks(heavy_idx), U, sizes, kk, heavy_idx, linkages, seeds, seed, starts)
         W0 = best.V @ U.T
         if whitened:
             W0 = W0 @ T
         t3 = time.perf_counter()
         say(f"k={kk}: EM on all tasks")
-        res = _em.run_em(ts, W0, best.s2, best.p, tol=tol, max_iter=max_iter, stats=stats, progress=progress)
+        if path == "passes":
+            res = _em_passes.run_gem(pool, W0, best.s2, best.p, S_inv, floor=floor, tol=tol,
+                                     max_iter=max_iter, progress=progress)
+        else:
+            res = _em.run_em(ts, W0, best.s2, best.p, tol=tol, max_iter=max_iter, stats=stats, progress=progress)
         t4 = time.perf_counter()
         info = {"heavy_tasks": int(heavy_idx.size), "heavy_min_rows": int(sizes[heavy_idx].min()),
                 "subspace_rank": r, "starts": starts, "chosen_start": best.label,
@@ -391,7 +461,7 @@ def fit(X, y=None, offsets=None, k=_MISSING, *, whiten="auto", linkages=(), n_se
     if k is None:
         from .select_k import choose_k
 
-        k, (res, info), diag["k_selection"] = choose_k(fit_k, eig, n=n, d=d, rows=int(ts.offsets[-1]),
+        k, (res, info), diag["k_selection"] = choose_k(fit_k, eig, n=n, d=d, rows=N,
                                                        k_max=k_max, progress=say)
     else:
         res, info = fit_k(k)

@@ -1,0 +1,185 @@
+"""fit at the paper's scale: Figure 2's pool, pooled, against meta_learn on the same data.
+
+The pool is Figure 2's setting (k = 32, d = 256, orthonormal W, unit noise, uniform p):
+``scale * 2^19`` light tasks of 4 rows, 256 heavy tasks of 256, 2^13 tasks of 32,
+written once to .npy files in a temporary directory.  Each measurement runs in a fresh
+process that loads them:
+
+* ``meta_learn`` on the three batches and ``fit`` on the pool with k given, in one
+  process, alternating (``--repeat``), so their time ratio is measured under the same
+  load;
+* ``fit`` alone, for its peak resident memory beyond the data's size;
+* with ``--exact``, exact EM (``em_path="rows"``: k weighted Gram matrices per
+  iteration) from fit's own start, for the gap in log-likelihood and error;
+* with ``--stream``, the same pool as float32 chunks on disk through
+  ``open_npy_chunks``: peak memory, and the difference to the in-memory float32 fit.
+
+Errors are matched max ||w_hat - w||; the oracle is least squares on the true labels
+over all rows.
+
+    python benchmarks/fit_scale.py --scale 0.25 --exact
+    python benchmarks/fit_scale.py --scale 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+
+def make_pool(directory, scale, seed=0, k=32, d=256):
+    import fastmlr
+
+    W, s2, p = fastmlr.make_mixture(k=k, d=d, seed=seed)
+    batches = [fastmlr.sample_tasks(W, s2, p, 4, n_tasks=int(round((1 << 19) * scale)), seed=seed + 1),
+               fastmlr.sample_tasks(W, s2, p, 256, n_tasks=256, seed=seed + 2),
+               fastmlr.sample_tasks(W, s2, p, 32, n_tasks=1 << 13, seed=seed + 3)]
+    sizes = np.concatenate([np.diff(b.offsets) for b in batches])
+    np.save(f"{directory}/offsets.npy", np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64))
+    np.save(f"{directory}/batch_tasks.npy", np.array([b.offsets.size - 1 for b in batches]))
+    np.save(f"{directory}/z.npy", np.concatenate([b.z for b in batches]))
+    np.save(f"{directory}/W.npy", W)
+    for name in ("X", "y"):
+        arr = np.concatenate([getattr(b, name) for b in batches])
+        np.save(f"{directory}/{name}.npy", arr)
+        np.save(f"{directory}/{name}32.npy", arr.astype(np.float32))
+        del arr
+
+
+def _load(directory, f32=False):
+    suffix = "32" if f32 else ""
+    X = np.load(f"{directory}/X{suffix}.npy")
+    y = np.load(f"{directory}/y{suffix}.npy")
+    return X, y, np.load(f"{directory}/offsets.npy")
+
+
+def _peak_gib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def child(mode, directory, repeat):
+    import fastmlr  # noqa: F401 (before the timings: first-call compilation is not timed)
+    from fastmlr.tasks import TaskSet
+
+    W = np.load(f"{directory}/W.npy")
+    k = W.shape[0]
+    out: dict = {}
+    if mode == "stream":
+        stream = fastmlr.open_npy_chunks(f"{directory}/X32.npy", f"{directory}/y32.npy", f"{directory}/offsets.npy")
+        base = _peak_gib()
+        t0 = time.perf_counter()
+        m = fastmlr.fit(stream, k=k)
+        out.update(seconds=time.perf_counter() - t0, peak_gib=_peak_gib(), base_gib=base, W=m.W.tolist(),
+                   loglik=m.diagnostics["loglik"])
+        print(json.dumps(out))
+        return
+    X, y, off = _load(directory, f32=(mode == "float32"))
+    data_gib = (X.nbytes + y.nbytes + off.nbytes) / 2**30
+    nb = np.load(f"{directory}/batch_tasks.npy")
+    cut = np.cumsum(nb)
+    sizes = np.diff(off)
+
+    def batch(a, b):
+        lo, hi = int(off[a]), int(off[b])
+        return X[lo:hi], y[lo:hi], off[a:b + 1] - off[a]
+
+    light, heavy, light2 = batch(0, cut[0]), batch(cut[0], cut[1]), batch(cut[1], cut[2])
+    if mode in ("time", "float32"):
+        fastmlr.meta_learn(light, heavy, light2, k)  # warm-up (compilation)
+        tm, tf = [], []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            ml = fastmlr.meta_learn(light, heavy, light2, k)
+            tm.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            m = fastmlr.fit(X, y, off, k=k)
+            tf.append(time.perf_counter() - t0)
+        out.update(meta_learn_seconds=min(tm), fit_seconds=min(tf),
+                   meta_learn_err=float(fastmlr.parameter_error(ml.W, W).max),
+                   fit_err=float(fastmlr.parameter_error(m.W, W).max), loglik=m.diagnostics["loglik"],
+                   em_iterations=m.diagnostics["em_iterations"], em_path=m.diagnostics["em_path"],
+                   fit_stage_seconds=m.diagnostics["seconds"], W=m.W.tolist())
+        if mode == "time":
+            z = np.repeat(np.load(f"{directory}/z.npy"), sizes)
+            Wo = np.stack([np.linalg.lstsq(X[z == l], y[z == l], rcond=None)[0] for l in range(k)])
+            out["oracle_err"] = float(fastmlr.parameter_error(Wo, W).max)
+    elif mode == "memory":
+        base = _peak_gib()
+        t0 = time.perf_counter()
+        fastmlr.fit(X, y, off, k=k)
+        out.update(seconds=time.perf_counter() - t0, peak_gib=_peak_gib(), data_gib=data_gib, base_gib=base)
+    elif mode == "exact":
+        t0 = time.perf_counter()
+        m_fast = fastmlr.fit(X, y, off, k=k, em_path="passes")
+        t_fast = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        m_exact = fastmlr.fit(X, y, off, k=k, em_path="rows")
+        t_exact = time.perf_counter() - t0
+        out.update(passes_seconds=t_fast, exact_seconds=t_exact,
+                   passes_loglik=m_fast.diagnostics["loglik"], exact_loglik=m_exact.diagnostics["loglik"],
+                   passes_err=float(fastmlr.parameter_error(m_fast.W, W).max),
+                   exact_err=float(fastmlr.parameter_error(m_exact.W, W).max),
+                   passes_iterations=m_fast.diagnostics["em_iterations"],
+                   exact_iterations=m_exact.diagnostics["em_iterations"], rows=int(off[-1]))
+    print(json.dumps(out))
+
+
+def run(mode, directory, repeat=1):
+    r = subprocess.run([sys.executable, __file__, "--child", mode, "--dir", directory, "--repeat", str(repeat)],
+                       capture_output=True, text=True)
+    if r.returncode:
+        sys.exit(f"{mode} failed:\n{r.stderr}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scale", type=float, default=1.0, help="fraction of Figure 2's 2^19 light tasks")
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--exact", action="store_true", help="also exact EM (slow: k N d^2 per iteration)")
+    ap.add_argument("--stream", action="store_true", help="also the float32 pool streamed from disk")
+    ap.add_argument("--dir", help="reuse (or write) the pool in this directory")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        return child(args.child, args.dir, args.repeat)
+    directory = args.dir or tempfile.mkdtemp(prefix="fit_scale-")
+    os.makedirs(directory, exist_ok=True)
+    if not os.path.exists(f"{directory}/X.npy"):
+        make_pool(directory, args.scale)
+    N = int(np.load(f"{directory}/offsets.npy")[-1])
+    print(f"pool: scale {args.scale}, {N:,} rows, k = 32, d = 256 (in {directory})")
+    t = run("time", directory, args.repeat)
+    print(f"meta_learn {t['meta_learn_seconds']:.1f} s, max err {t['meta_learn_err']:.3f}")
+    print(f"fit        {t['fit_seconds']:.1f} s, max err {t['fit_err']:.3f}  ({t['em_iterations']} EM iterations, "
+          f"{t['em_path']}); stages {json.dumps({k: round(v, 2) for k, v in t['fit_stage_seconds'].items()})}")
+    print(f"fit / meta_learn: {t['fit_seconds'] / t['meta_learn_seconds']:.1f}x;  oracle err {t['oracle_err']:.3f}, "
+          f"fit / oracle {t['fit_err'] / t['oracle_err']:.2f}x")
+    m = run("memory", directory)
+    print(f"memory: data {m['data_gib']:.2f} GiB, fit's peak {m['peak_gib']:.2f} GiB "
+          f"(+{m['peak_gib'] - m['data_gib']:.2f} GiB beyond the data)")
+    if args.exact:
+        e = run("exact", directory)
+        print(f"exact EM: {e['exact_seconds']:.1f} s, {e['exact_iterations']} it., loglik {e['exact_loglik']:.3f}, "
+              f"err {e['exact_err']:.4f}")
+        print(f"passes:   {e['passes_seconds']:.1f} s, {e['passes_iterations']} it., loglik {e['passes_loglik']:.3f}, "
+              f"err {e['passes_err']:.4f}  (gap {(e['exact_loglik'] - e['passes_loglik']) / e['rows']:.2e} per row, "
+              f"err ratio {e['passes_err'] / e['exact_err']:.4f})")
+    if args.stream:
+        f = run("float32", directory)
+        s = run("stream", directory)
+        diff = np.abs(np.array(s["W"]) - np.array(f["W"])).max() / np.abs(np.array(f["W"])).max()
+        print(f"stream (float32 .npy chunks): {s['seconds']:.1f} s, peak {s['peak_gib']:.2f} GiB; "
+              f"max relative difference of W to the in-memory float32 fit {diff:.2e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""A pool read as a stream of chunks: what ``fit`` learns in one pass, and the passes after.
+
+``fit`` on a :class:`~fastmlr.stream.TaskStream` never holds the pool in memory.  One
+scan (:func:`scan_stream`) gathers, chunk by chunk, every statistic the spectral start
+needs -- the task sizes, the second moment ``X^T X`` (whitening, and the W step's
+preconditioner), the moment statistic of Algorithm 2 over the tasks with two rows or
+more, and the scale of y; a second pass (:meth:`StreamScan.gather`) collects the chosen
+heavy tasks (a few thousand); EM then reads the stream once per pass
+(:meth:`StreamScan.pool`).  Empty tasks are dropped everywhere, as ``fit`` drops them
+from arrays.  Each pass validates its chunks as it reads them.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .em_passes import Pool
+from .stream import task_chunks
+from .subspace import MomentStats, _moment_stats
+from .tasks import TaskSet
+
+__all__ = ["StreamScan", "scan_stream"]
+
+
+def _select(ts: TaskSet, idx: np.ndarray) -> TaskSet:
+    """The tasks ``idx`` (in that order) of one chunk, as a contiguous task set."""
+    sizes = np.diff(ts.offsets)[idx]
+    off = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    rows = np.repeat(ts.offsets[idx] - off[:-1], sizes) + np.arange(off[-1])
+    return TaskSet(np.ascontiguousarray(ts.X[rows]), np.ascontiguousarray(ts.y[rows]), off)
+
+
+def _nonempty(ts: TaskSet) -> TaskSet:
+    sizes = np.diff(ts.offsets)
+    return ts if sizes.all() else _select(ts, np.flatnonzero(sizes))
+
+
+class StreamScan(NamedTuple):
+    """What one pass over a stream tells ``fit`` (non-empty tasks only).
+
+    Attributes
+    ----------
+    stream : TaskStream
+    sizes : (n,) int64 -- rows of every non-empty task, in stream order
+    chunk_tasks : (m,) int64 -- non-empty tasks in each chunk
+    d : int
+    dtype : numpy dtype of X
+    XtX : (d, d) float64 -- ``sum X^T X`` over all rows
+    moment : MomentStats or None -- Algorithm 2's statistic over the tasks with >= 2 rows
+    yy : float -- ``sum y^2``
+    y_max : float -- largest |y|
+    empty : int -- empty tasks dropped
+    """
+
+    stream: object
+    sizes: np.ndarray
+    chunk_tasks: np.ndarray
+    d: int
+    dtype: np.dtype
+    XtX: np.ndarray
+    moment: MomentStats | None
+    yy: float
+    y_max: float
+    empty: int
+
+    @property
+    def N(self) -> int:
+        return int(self.sizes.sum())
+
+    def chunks(self):
+        """``(first_task, TaskSet)`` of every chunk, empty tasks dropped, validated again."""
+        first = 0
+        for j, ts in enumerate(task_chunks(self.stream, role="pool")):
+            ts = _nonempty(ts)
+            n_j = ts.offsets.size - 1
+            if j >= self.chunk_tasks.size or n_j != self.chunk_tasks[j] or ts.X.shape[1] != self.d:
+                raise ValueError(f"pool: the TaskStream gave different chunks on a second reading (chunk {j}); "
+                                 f"fit reads the stream several times and needs the same chunks every time")
+            if n_j:
+                yield first, ts
+            first += n_j
+
+    def pool(self) -> Pool:
+        """The stream as a :class:`fastmlr.em_passes.Pool`."""
+        return Pool(self.chunks, int(self.sizes.size), self.N, self.sizes.astype(np.float64))
+
+    def gather(self, idx) -> TaskSet:
+        """The tasks ``idx`` (indices among the non-empty tasks, in that order), in memory."""
+        idx = np.asarray(idx, dtype=np.int64)
+        order = np.argsort(idx, kind="stable")
+        parts, got = [], []
+        for first, ts in self.chunks():
+            n_j = ts.offsets.size - 1
+            a, b = np.searchsorted(idx[order], [first, first + n_j])
+            if b > a:
+                parts.append(_select(ts, idx[order[a:b]] - first))
+                got.append(order[a:b])
+        whole = _concat(parts, self.d, self.dtype)
+        # back from stream order to the order asked for
+        pos = np.empty(idx.size, dtype=np.int64)
+        pos[np.concatenate(got) if got else np.zeros(0, np.int64)] = np.arange(idx.size)
+        return _select(whole, pos)
+
+
+def _concat(parts, d, dtype) -> TaskSet:
+    if not parts:
+        return TaskSet(np.zeros((0, d), dtype), np.zeros(0, dtype), np.zeros(1, np.int64))
+    sizes = np.concatenate([np.diff(p.offsets) for p in parts])
+    off = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    return TaskSet(np.concatenate([p.X for p in parts]), np.concatenate([p.y for p in parts]), off)
+
+
+def scan_stream(stream) -> StreamScan:
+    """Read a stream once and return its :class:`StreamScan`.
+
+    Raises
+    ------
+    ValueError
+        A chunk that fails validation (named by its index), chunks of different d.
+    """
+    sizes, chunk_tasks = [], []
+    XtX = None
+    moment = None
+    yy, y_max, d, dtype, empty = 0.0, 0.0, None, None, 0
+    for ts in task_chunks(stream, role="pool"):
+        n_in = ts.offsets.size - 1
+        ts = _nonempty(ts)
+        empty += n_in - (ts.offsets.size - 1)
+        if d is None:
+            d, dtype = ts.X.shape[1], ts.X.dtype
+            XtX = np.zeros((d, d))
+        elif ts.X.dtype != dtype:
+            dtype = np.result_type(dtype, ts.X.dtype)
+        s = np.diff(ts.offsets)
+        sizes.append(s)
+        chunk_tasks.append(s.size)
+        if s.size == 0:
+            continue
+        XtX += ts.X.T @ ts.X
+        y64 = ts.y.astype(np.float64, copy=False)
+        yy += float(y64 @ y64)
+        y_max = max(y_max, float(np.abs(y64).max()))
+        two = np.flatnonzero(s >= 2)
+        if two.size:
+            part = _moment_stats(*(ts if two.size == s.size else _select(ts, two)))
+            moment = part if moment is None else moment + part
+    return StreamScan(stream, np.concatenate(sizes).astype(np.int64), np.asarray(chunk_tasks, dtype=np.int64),
+                      int(d), np.dtype(dtype), XtX, moment, yy, y_max, empty)
