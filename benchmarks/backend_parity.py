@@ -96,7 +96,7 @@ def main(argv=None):
 
     arrays = {
         "W": (ma.W, mb.W), "s2": (ma.s2, mb.s2), "p": (ma.p, mb.p), "U": (ma.U, mb.U),
-        "cluster.W": (ma.cluster.W, mb.cluster.W), "cluster.r2": (ma.cluster.r2, mb.cluster.r2),
+        "cluster.W": (ma.cluster.W, mb.cluster.W), "cluster.s2": (ma.cluster.s2, mb.cluster.s2),
     }
     worst = 0.0
     for name, (x, z) in arrays.items():

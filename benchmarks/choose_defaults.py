@@ -21,21 +21,21 @@ def main():
     ap.add_argument("--d", type=int, default=256)
     ap.add_argument("--light", type=int, default=1 << 19)
     args = ap.parse_args()
-    W, s, p = fastmlr.make_mixture(args.k, args.d, seed=0)
-    light = fastmlr.sample_tasks(W, s, p, 4, n_tasks=args.light, seed=1)
-    U = fastmlr.estimate_subspace(*light[:3], args.k)
+    W, s2, p = fastmlr.make_mixture(args.k, args.d, seed=0)
+    light = fastmlr.sample_tasks(W, s2, p, 4, n_tasks=args.light, seed=1)
+    U = fastmlr.estimate_subspace(light[:3], args.k)
     del light
     print(f"k={args.k} d={args.d} subspace error {fastmlr.subspace_error(U, W):.3f}; {args.trials} trials of 256 heavy tasks")
     print(f"{'t_H':>5} {'linkage':>8} {'L':>3} {'acc mean':>9} {'acc min':>8} {'perfect':>8} {'max err':>8}")
     for tH in (64, 128, 256):
-        heavies = [fastmlr.sample_tasks(W, s, p, tH, n_tasks=256, seed=100 + t) for t in range(args.trials)]
+        heavies = [fastmlr.sample_tasks(W, s2, p, tH, n_tasks=256, seed=100 + t) for t in range(args.trials)]
         for linkage in ("single", "average"):
             for L in (1, 2, 4, 8):
                 if 2 * L > tH:
                     continue
                 accs, errs = [], []
                 for h in heavies:
-                    c = fastmlr.cluster_tasks(*h[:3], U, args.k, L=L, linkage=linkage)
+                    c = fastmlr.cluster_tasks(h[:3], U, args.k, L=L, linkage=linkage)
                     accs.append(fastmlr.clustering_accuracy(c.labels, h.z))
                     errs.append(fastmlr.parameter_error(c.W, W).max)
                 accs = np.array(accs)

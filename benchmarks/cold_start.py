@@ -29,7 +29,7 @@ import fastmlr
 from fastmlr.cli import build_parser
 from fastmlr.demo import run_demo
 args = build_parser().parse_args(["demo", *sys.argv[1:]])
-fastmlr.set_backend(args.backend)
+fastmlr.backend.set_backend(args.backend)
 times = []
 for _ in range(2):
     t0 = time.perf_counter()

@@ -46,13 +46,13 @@ def long_tailed_sizes(rng, n, low, cap):
 
 def make_pool(k, d, scale, dtype, seed):
     rng = np.random.default_rng(seed)
-    W, s, p = fastmlr.make_mixture(k, d, seed=seed)
+    W, s2, p = fastmlr.make_mixture(k, d, seed=seed)
     n1 = int((1 << 19) * scale)
     n2 = int((1 << 13) * scale)
-    light = fastmlr.sample_tasks(W, s, p, long_tailed_sizes(rng, n1, 2, 64), seed=seed + 1, dtype=dtype)
-    heavy = fastmlr.sample_tasks(W, s, p, 256, n_tasks=256, seed=seed + 2, dtype=dtype)
-    light2 = fastmlr.sample_tasks(W, s, p, long_tailed_sizes(rng, n2, 24, 128), seed=seed + 3, dtype=dtype)
-    return (W, s, p), light[:3], heavy[:3], light2[:3]
+    light = fastmlr.sample_tasks(W, s2, p, long_tailed_sizes(rng, n1, 2, 64), seed=seed + 1, dtype=dtype)
+    heavy = fastmlr.sample_tasks(W, s2, p, 256, n_tasks=256, seed=seed + 2, dtype=dtype)
+    light2 = fastmlr.sample_tasks(W, s2, p, long_tailed_sizes(rng, n2, 24, 128), seed=seed + 3, dtype=dtype)
+    return (W, s2, p), light[:3], heavy[:3], light2[:3]
 
 
 def read(X):
@@ -85,13 +85,13 @@ def floor_parts(light, heavy, light2, U, W, L):
 
 def stage_calls(light, heavy, light2, k):
     """Each stage of Algorithm 1 under the current backend, as a callable (warmed up)."""
-    U = fastmlr.estimate_subspace(*light, k)
-    c = fastmlr.cluster_tasks(*heavy, U, k)
-    fastmlr.classify_tasks(*light2, c.W, c.r2)
+    U = fastmlr.estimate_subspace(light, k)
+    c = fastmlr.cluster_tasks(heavy, U, k)
+    fastmlr.classify_tasks(light2, c.W, c.s2)
     calls = {
-        "subspace": lambda: fastmlr.estimate_subspace(*light, k),
-        "cluster": lambda: fastmlr.cluster_tasks(*heavy, U, k),
-        "classify": lambda: fastmlr.classify_tasks(*light2, c.W, c.r2),
+        "subspace": lambda: fastmlr.estimate_subspace(light, k),
+        "cluster": lambda: fastmlr.cluster_tasks(heavy, U, k),
+        "classify": lambda: fastmlr.classify_tasks(light2, c.W, c.s2),
         "end to end": lambda: fastmlr.meta_learn(light, heavy, light2, k),
     }
     return calls, U, c
@@ -120,24 +120,24 @@ def interleaved(calls, parts, repeat):
 
 def clustering_case(repeat, seed=0, nH=4096, k=64, L=4, d=256, t=16):
     """The clustering step alone (H and linkage) at n_H = 4096, k = 64, L = 4."""
-    W, s, p = fastmlr.make_mixture(k, d, seed=seed)
-    heavy = fastmlr.sample_tasks(W, s, p, t, n_tasks=nH, seed=seed + 1)[:3]
+    W, s2, p = fastmlr.make_mixture(k, d, seed=seed)
+    heavy = fastmlr.sample_tasks(W, s2, p, t, n_tasks=nH, seed=seed + 1)[:3]
     U = np.linalg.qr(W.T)[0]
     res = {}
     for b in ("numba", "numpy"):
         with fastmlr.use_backend(b):
-            fastmlr.cluster_tasks(*heavy, U, k, L=L)
-            res[b] = best(lambda: fastmlr.cluster_tasks(*heavy, U, k, L=L), repeat)
+            fastmlr.cluster_tasks(heavy, U, k, L=L)
+            res[b] = best(lambda: fastmlr.cluster_tasks(heavy, U, k, L=L), repeat)
     return res
 
 
 def sampling_case(k, d, scale, repeat):
-    W, s, p = fastmlr.make_mixture(k, d, seed=0)
+    W, s2, p = fastmlr.make_mixture(k, d, seed=0)
     n = int((1 << 19) * scale)
     res = {}
     for threads in (1, 2):
         with fastmlr.n_threads(threads):
-            res[threads] = best(lambda: fastmlr.sample_tasks(W, s, p, 4, n_tasks=n, seed=1), repeat)
+            res[threads] = best(lambda: fastmlr.sample_tasks(W, s2, p, 4, n_tasks=n, seed=1), repeat)
     return res
 
 
@@ -159,7 +159,7 @@ def main(argv=None):
     pool64 = make_pool(args.k, args.d, args.scale, "float64", seed=0)
     for dtype in dtypes:
         # float32 runs on the float64 pool cast down: the same tasks, so the estimates compare
-        (W, s, p), light, heavy, light2 = pool64 if dtype == "float64" else (
+        (W, s2, p), light, heavy, light2 = pool64 if dtype == "float64" else (
             pool64[0], *(tuple(a.astype(np.float32) if a.dtype.kind == "f" else a for a in part) for part in pool64[1:]))
         print(f"\n[{dtype}] light {light[2].size - 1} tasks / {light[0].shape[0]} rows, heavy {heavy[2].size - 1}, "
               f"light2 {light2[2].size - 1} tasks / {light2[0].shape[0]} rows")
@@ -185,7 +185,7 @@ def main(argv=None):
         a = report["stages"]["float64"]["end to end"]["fastmlr"]
         b = report["stages"]["float32"]["end to end"]["fastmlr"]
         W64 = ests["float64"].W
-        W32 = ests["float32"].W[fastmlr.match_components(ests["float32"].W, W64)]  # same components, any order
+        W32 = ests["float32"].W[fastmlr.metrics.match_components(ests["float32"].W, W64)]  # same components, any order
         dW = np.abs(W32 - W64).max() / np.abs(W64).max()
         report["float32"] = {"speedup": a / b, "max_rel_diff_W": float(dW)}
         print(f"\nfloat32 vs float64 end to end: {a / b:.2f}x faster; estimates differ by {100 * dW:.3f}% (max, relative)")

@@ -23,7 +23,7 @@ import fastmlr  # noqa: E402  (first, so that the thread settings reach BLAS)
 import numpy as np  # noqa: E402
 
 from fastmlr.em import run_em, task_stats  # noqa: E402
-from fastmlr.pool_cli import simulate_pool  # noqa: E402
+from fastmlr.synthetic import simulate_pool  # noqa: E402
 from fastmlr.tasks import check_tasks  # noqa: E402
 
 DEFAULT_SETTINGS = ["16,16,4000", "16,32,6000", "16,64,8000", "12,24,3000", "8,32,3000", "16,16,2000", "8,16,1500"]
@@ -44,7 +44,7 @@ def main(argv=None):
             X, y, off = fastmlr.group_tasks(sim["X"], sim["y"], sim["task"])
             m = fastmlr.fit(X, y, off, k, n_seeds=args.n_seeds)
             ts = check_tasks(X, y, off)
-            s2 = np.broadcast_to(np.asarray(sim["s"], dtype=float) ** 2, (k,)).copy()
+            s2 = np.broadcast_to(np.asarray(sim["s2"], dtype=float), (k,)).copy()
             ref = run_em(ts, sim["W"], s2, np.asarray(sim["p"], dtype=float), stats=task_stats(*ts))
             ll, ll_ref = m.diagnostics["loglik"], float(ref.loglik[-1])
             err = fastmlr.parameter_error(m.W, sim["W"]).max

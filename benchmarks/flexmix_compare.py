@@ -109,8 +109,8 @@ def main(argv=None) -> int:
     import numpy as np
 
     import fastmlr
-    from fastmlr.classify import refit
-    from fastmlr.pool_cli import simulate_pool
+    from fastmlr.lstsq import refit
+    from fastmlr.synthetic import simulate_pool
     use_r = not args.no_r and have_flexmix()
     if not use_r:
         print("(flexmix not run: Rscript with the flexmix package was not found or --no-r was given)")
@@ -132,7 +132,7 @@ def main(argv=None) -> int:
                 W = sim["W"]
                 R = np.zeros((n, k))
                 R[np.arange(n), sim["z"]] = 1.0
-                err_or = fastmlr.parameter_error(refit(X, y, off, R, W, sim["s"] ** 2)[0], W).max
+                err_or = fastmlr.parameter_error(refit(fastmlr.TaskSet(X, y, off), R, W, sim["s2"])[0], W).max
                 pool = os.path.join(work, "pool.npz")
                 np.savez(pool, X=X, y=y, offsets=off)
                 fits = [time_fastmlr(pool, k, args.repeat, t) for t in args.threads]

@@ -25,7 +25,7 @@ import numpy as np
 def write_pool(out, tasks, rows, d, seed=0):
     import fastmlr
 
-    W, s, p = fastmlr.make_mixture(8, d, seed=seed)
+    W, s2, p = fastmlr.make_mixture(8, d, seed=seed)
     N = tasks * rows
     X = np.lib.format.open_memmap(os.path.join(out, "X.npy"), mode="w+", dtype=np.float32, shape=(N, d))
     y = np.lib.format.open_memmap(os.path.join(out, "y.npy"), mode="w+", dtype=np.float32, shape=(N,))
@@ -33,7 +33,7 @@ def write_pool(out, tasks, rows, d, seed=0):
     step = 1 << 16  # tasks sampled at a time
     for c, lo in enumerate(range(0, tasks, step)):
         n = min(step, tasks - lo)
-        part = fastmlr.sample_tasks(W, s, p, rows, n_tasks=n, seed=seed * 100003 + c + 1, dtype="float32")
+        part = fastmlr.sample_tasks(W, s2, p, rows, n_tasks=n, seed=seed * 100003 + c + 1, dtype="float32")
         X[lo * rows : (lo + n) * rows] = part.X
         y[lo * rows : (lo + n) * rows] = part.y
     X.flush()

@@ -20,32 +20,54 @@ _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # set the variable in the environment (the fastmlr command line does it first).
 _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "12")
 
-from .backend import available_backends, get_backend, n_threads, set_backend, use_backend
-from .classify import ClassifyResult, FallbackWarning, classify_tasks
-from .cluster import ClusterResult, cluster_tasks, distance_matrix
-from .feasibility import Feasibility, feasibility
+from ._validation import FallbackWarning
+from .backend import n_threads, use_backend
+from .classify import classify_tasks
+from .cluster import cluster_tasks
+from .feasibility import feasibility
 from .fit import Model, fit
-from .metrics import clustering_accuracy, match_components, parameter_error, subspace_error
+from .metrics import clustering_accuracy, parameter_error, subspace_error
 from .model import load_model, save_model
-from .pipeline import MetaLearnResult, meta_learn
-from .predict import log_likelihoods, posterior, predict_params
-from .stream import TaskStream, open_npy_chunks
-from .subspace import estimate_subspace, moment_stats, second_moment
+from .pipeline import meta_learn
+from .predict import posterior, predict_params
+from .stream import open_npy_chunks
+from .subspace import estimate_subspace
 from .synthetic import make_mixture, sample_tasks
-from .tasks import TaskSet, check_tasks, group_tasks, pack_tasks
+from .tasks import TaskSet, TaskStream, group_tasks, pack_tasks
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "available_backends", "get_backend", "n_threads", "set_backend", "use_backend",
-    "ClassifyResult", "FallbackWarning", "classify_tasks",
-    "ClusterResult", "cluster_tasks", "distance_matrix",
-    "Feasibility", "feasibility", "Model", "fit", "load_model", "save_model",
-    "clustering_accuracy", "match_components", "parameter_error", "subspace_error",
-    "MetaLearnResult", "meta_learn",
-    "log_likelihoods", "posterior", "predict_params",
-    "TaskStream", "open_npy_chunks",
-    "estimate_subspace", "moment_stats", "second_moment",
-    "make_mixture", "sample_tasks",
-    "TaskSet", "check_tasks", "group_tasks", "pack_tasks",
+    # the stages of Algorithm 1 and prediction
+    "estimate_subspace", "cluster_tasks", "classify_tasks", "posterior", "predict_params",
+    # the estimators and their model
+    "meta_learn", "fit", "Model", "save_model", "load_model", "FallbackWarning",
+    # task sets
+    "TaskSet", "TaskStream", "open_npy_chunks", "pack_tasks", "group_tasks",
+    # the generative model, metrics and the pool check
+    "make_mixture", "sample_tasks", "parameter_error", "subspace_error", "clustering_accuracy", "feasibility",
+    # kernel backend and threads, for a block of code
+    "use_backend", "n_threads",
 ]
+
+#: Names that were at the top level before and the module that holds them now.
+_MOVED = {
+    "available_backends": "backend", "get_backend": "backend", "set_backend": "backend",
+    "ClassifyResult": "classify", "ClusterResult": "cluster", "distance_matrix": "cluster",
+    "Feasibility": "feasibility", "match_components": "metrics", "MetaLearnResult": "pipeline",
+    "log_likelihoods": "predict", "moment_stats": "subspace", "second_moment": "subspace",
+    "check_tasks": "tasks",
+}
+
+
+def __getattr__(name):
+    """A name that moved to a submodule, with a ``DeprecationWarning`` saying where."""
+    if name in _MOVED:
+        import importlib
+        import warnings
+
+        module = _MOVED[name]
+        warnings.warn(f"fastmlr.{name} is deprecated at the top level; use fastmlr.{module}.{name}",
+                      DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

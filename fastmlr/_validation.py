@@ -11,6 +11,9 @@
 * :func:`check_sums` refuses a result whose sums overflowed: finite inputs of huge
   magnitude (|x| ~ 1e150 and above, or ~ 1e19 for float32) make squares overflow, and
   an inf or NaN that slipped into an estimate would otherwise be returned silently.
+* :func:`check_params` checks the parameters of a mixture (W, s2, p) against the data's
+  dimension; a component that cannot be estimated from its data is announced by
+  :class:`FallbackWarning`.
 * :func:`quiet` runs a public function with NumPy's floating-point warnings off: every
   overflow they would announce is detected from the results (:func:`check_sums`) and
   reported as one error, so no ``RuntimeWarning`` reaches the caller first.
@@ -28,7 +31,8 @@ import numpy as np
 
 from . import _config
 
-__all__ = ["ArgumentTypeError", "check_int", "check_real", "check_work", "check_sums", "quiet", "user_stacklevel"]
+__all__ = ["ArgumentTypeError", "FallbackWarning", "check_int", "check_real", "check_work", "check_sums",
+           "check_params", "quiet", "user_stacklevel"]
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
@@ -37,6 +41,10 @@ class ArgumentTypeError(TypeError, ValueError):
     """An argument of the wrong type (a float or a bool where an integer is expected,
     text where a number is).  Both a ``TypeError`` and a ``ValueError``: code that
     caught either for a bad argument keeps working."""
+
+
+class FallbackWarning(RuntimeWarning):
+    """A component could not be estimated from its data and kept its previous value."""
 
 
 def _shown(value) -> str:
@@ -165,6 +173,47 @@ def check_sums(arr: np.ndarray, what: str, dtype=np.float64) -> None:
             f"their squares; rescale X and y (e.g. divide them by their largest absolute "
             f"value) and scale the estimates back{hint}"
         )
+
+
+def check_params(W, s2, p, d: int, *, s2_name: str = "s2"):
+    """Check the parameters of a mixture of k regressions in d dimensions.
+
+    Parameters
+    ----------
+    W : array_like, shape (k, d) -- components (rows), real and finite
+    s2 : array_like, shape (k,) -- noise variances, finite and > 0
+    p : array_like, shape (k,), or None -- weights, finite and >= 0 with a positive sum
+    d : int -- the dimension of the data
+    s2_name : str -- how the message names ``s2``
+
+    Returns
+    -------
+    W : (k, d) float64, C-contiguous
+    s2 : (k,) float64
+    p : (k,) float64 normalized to sum to one, or None
+    """
+    W = np.asarray(W)
+    if W.dtype.kind not in "fiu" or W.ndim != 2 or W.shape[1] != d or W.shape[0] < 1:
+        raise ValueError(f"W has shape {W.shape} and dtype {W.dtype}; expected a real (k, d) = (k, {d}) array")
+    W = np.ascontiguousarray(W, dtype=np.float64)
+    if not np.all(np.isfinite(W)):
+        where = np.argwhere(~np.isfinite(W))[0]
+        raise ValueError(f"W contains NaN or inf (first at index {tuple(int(i) for i in where)}); "
+                         f"remove or impute non-finite values first")
+    k = W.shape[0]
+    s2 = np.asarray(s2, dtype=np.float64) if np.asarray(s2).dtype.kind in "fiu" else None
+    if s2 is None or s2.shape != (k,):
+        raise ValueError(f"{s2_name} must be a real array of shape ({k},), one variance per row of W")
+    if not np.all(np.isfinite(s2)) or np.any(s2 <= 0):
+        raise ValueError(f"{s2_name} must hold finite positive variances, got {s2}")
+    if p is not None:
+        p = np.asarray(p, dtype=np.float64) if np.asarray(p).dtype.kind in "fiu" else None
+        if p is None or p.shape != (k,):
+            raise ValueError(f"p must be a real array of shape ({k},), one weight per row of W")
+        if not np.all(np.isfinite(p)) or np.any(p < 0) or p.sum() <= 0:
+            raise ValueError(f"p must hold finite non-negative weights with a positive sum, got {p}")
+        p = p / p.sum()
+    return W, s2, p
 
 
 def quiet(fn):

@@ -12,6 +12,12 @@ dissimilarities, which a common shift moves alike, so negative values need no
 shift): ``average_linkage`` by the nearest-neighbour chain, with H as its working
 matrix, and ``single_linkage`` by a minimum spanning tree.  (The NumPy backend's
 SciPy linkage wants non-negative values and is given H shifted by a constant.)
+
+The three steps: per chunk of whole tasks, :class:`GroupMeans` (each task's 2L group
+means of y*x in U coordinates, small); combine by ``+`` (concatenation: clustering
+needs every pair, so the heavy set's means are gathered); finalize by H, the linkage
+and each cluster's w~ and r~^2 (the variances read the heavy set once more, each
+task under its own cluster).
 """
 
 from __future__ import annotations
@@ -21,13 +27,15 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _config
-from ._validation import check_int, check_sums, check_work, quiet
+import warnings
+
+from ._validation import check_int, check_sums, check_work, quiet, user_stacklevel
 from .backend import kernels
 from .residuals import class_sse
 from .stream import collect
-from .tasks import check_finite, check_finite_through, check_k
+from .tasks import check_finite, check_finite_through, check_k, takes_tasks
 
-__all__ = ["ClusterResult", "cluster_tasks", "distance_matrix", "LINKAGES"]
+__all__ = ["ClusterResult", "GroupMeans", "group_means", "cluster_tasks", "distance_matrix", "LINKAGES"]
 
 LINKAGES = ("average", "single")
 
@@ -39,14 +47,49 @@ class ClusterResult(NamedTuple):
     ----------
     labels : (n_H,) int64 -- cluster of each heavy task, numbered by first appearance
     W : (k, d) float64 -- w~_l, the cluster means of y*x projected on U
-    r2 : (k,) float64 -- r~_l^2, mean squared residual of the cluster's rows under w~_l
+    s2 : (k,) float64 -- noise variances r~_l^2: the mean squared residual
+        ``RSS_l / rows_l`` of the cluster's rows under w~_l
     p : (k,) float64 -- fraction of heavy tasks in each cluster
     """
 
     labels: np.ndarray
     W: np.ndarray
-    r2: np.ndarray
+    s2: np.ndarray
     p: np.ndarray
+
+    @property
+    def r2(self) -> np.ndarray:
+        """The earlier name of :attr:`s2` (deprecated)."""
+        warnings.warn("ClusterResult.r2 is deprecated; the noise variance is called s2", DeprecationWarning,
+                      stacklevel=user_stacklevel())
+        return self.s2
+
+
+class GroupMeans(NamedTuple):
+    """Statistic of the clustering stage for a chunk of whole tasks.
+
+    Attributes
+    ----------
+    P : (n, 2L, r) float64 -- ``U^T`` times the mean of y*x over each of a task's 2L
+        groups of rows
+    sizes : (n,) int64 -- rows of each task
+
+    Statistics of consecutive chunks combine by ``+``, which concatenates them (in
+    task order): they are small, and clustering needs all of them together.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> a = GroupMeans(np.zeros((3, 2, 1)), np.full(3, 4))
+    >>> (a + a).P.shape
+    (6, 2, 1)
+    """
+
+    P: np.ndarray
+    sizes: np.ndarray
+
+    def __add__(self, other):  # type: ignore[override]
+        return GroupMeans(np.concatenate([self.P, other.P]), np.concatenate([self.sizes, other.sizes]))
 
 
 def _check_U(U, d: int) -> np.ndarray:
@@ -71,18 +114,20 @@ def _check_L(L, sizes: np.ndarray) -> int:
     return L
 
 
-def _check_memory(n: int) -> None:
+def _check_distance_work(n: int) -> None:
     check_work(8.0 * n * n, f"clustering {n} heavy tasks needs an {n} x {n} distance matrix of {{size}}",
                "pass fewer heavy tasks (a few thousand suffice: the paper needs n_H of order k log k)")
 
 
 @quiet
-def distance_matrix(X, y=None, offsets=None, U=None, *, L=None):
+@takes_tasks
+def distance_matrix(tasks, U, *, L=None):
     """The median-of-L distance matrix H of Algorithm 3, and the projected group means.
 
     Parameters
     ----------
-    X, y, offsets : the heavy task set; every task needs at least 2L rows
+    tasks : (X, y, offsets), TaskSet or TaskStream
+        The heavy task set; every task needs at least 2L rows.
     U : (d, r) float array -- the subspace (usually from :func:`estimate_subspace`)
     L : int, optional -- median pairs (default ``_config.DEFAULT_L``)
 
@@ -90,22 +135,55 @@ def distance_matrix(X, y=None, offsets=None, U=None, *, L=None):
     -------
     H : (n_H, n_H) float64
     P : (n_H, 2L, r) float64 -- U^T times each group's mean of y*x
+
+    See Also
+    --------
+    cluster_tasks : H clustered, and each cluster's estimates.
+
+    Examples
+    --------
+    >>> import fastmlr
+    >>> from fastmlr.cluster import distance_matrix
+    >>> W, s2, p = fastmlr.make_mixture(2, 4, seed=0)
+    >>> H, P = distance_matrix(fastmlr.sample_tasks(W, s2, p, 16, n_tasks=5, seed=1), W.T)
+    >>> H.shape, P.shape
+    ((5, 5), (5, 2, 2))
     """
-    ts = collect(X, y, offsets, min_size=2, role="heavy tasks", finite=False)  # checked in _distances
+    ts = collect(tasks, min_size=2, role="heavy tasks", finite=False)  # checked in group_means
     U = _check_U(U, ts.X.shape[1])
     sizes = np.diff(ts.offsets)
     L = _check_L(L, sizes)
-    _check_memory(sizes.size)
-    return _distances(ts, U, L)
+    _check_distance_work(sizes.size)
+    return _distances(group_means(ts, U, L), L)
 
 
-def _distances(ts, U, L):
+def group_means(ts, U, L) -> GroupMeans:
+    """:class:`GroupMeans` of a chunk of whole tasks, validated but for its values.
+
+    Every value of X and y reaches the group means (as y*x), so NaN and inf are caught
+    from them (:func:`fastmlr.tasks.check_finite_through`): the stage reads X once.
+
+    Parameters
+    ----------
+    ts : TaskSet -- ``X`` (N, d), ``y`` (N,), ``offsets`` (n + 1,), tasks of >= 2L rows
+    U : (d, r) float64
+    L : int
+
+    Returns
+    -------
+    GroupMeans
+    """
     with np.errstate(over="ignore", invalid="ignore"):  # reported by the check below
         G = kernels().group_means(ts.X, ts.y, ts.offsets, 2 * L)  # (n, 2L, d)
-    # every value of X and y reaches the group means (as y*x): the stage reads X once
     check_finite_through(G, ts.X, ts.y, "the group means of y*x")
     P = np.ascontiguousarray(G.astype(np.float64, copy=False) @ U)  # (n, 2L, r)
     check_sums(P, "the projected group means")
+    return GroupMeans(P, np.diff(ts.offsets))
+
+
+def _distances(gm: GroupMeans, L):
+    """H (n, n) from the gathered group means, with P (n, 2L, r)."""
+    P = gm.P
     with np.errstate(over="ignore", invalid="ignore"):  # reported by the check below
         H = median_distance_matrix(P, L)
     # every entry of H and every partial sum behind it is at most 4 r max|P|^2 in
@@ -158,16 +236,15 @@ def median_distance_matrix(P, L):
 
 
 @quiet
-def cluster_tasks(X, y=None, offsets=None, U=None, k=None, *, L=None, linkage=None) -> ClusterResult:
+@takes_tasks
+def cluster_tasks(tasks, U, k, *, L=None, linkage=None) -> ClusterResult:
     """Cluster heavy tasks in the subspace U and estimate each cluster (Algorithm 3).
 
     Parameters
     ----------
-    X : (N, d) float array, or a :class:`TaskStream` (then omit y and offsets, pass the
-        rest by keyword; the heavy set is gathered in memory, as H needs all of it)
-    y : (N,) float array
-    offsets : (n_H + 1,) int array
-        The heavy tasks; each needs at least 2L rows.
+    tasks : (X, y, offsets), TaskSet or TaskStream
+        The heavy tasks: ``X`` (N, d), ``y`` (N,), ``offsets`` (n_H + 1,); each task
+        needs at least 2L rows.  A stream is gathered in memory, as H needs all of it.
     U : (d, r) float array
         Orthonormal basis of the estimated subspace.
     k : int, 1 <= k <= n_H
@@ -183,9 +260,24 @@ def cluster_tasks(X, y=None, offsets=None, U=None, k=None, *, L=None, linkage=No
     Returns
     -------
     ClusterResult
-        ``labels`` (n_H,), ``W`` (k, d), ``r2`` (k,), ``p`` (k,).
+        ``labels`` (n_H,), ``W`` (k, d), ``s2`` (k,), ``p`` (k,).
+
+    See Also
+    --------
+    estimate_subspace : the subspace U.
+    classify_tasks : the next stage, started from ``W`` and ``s2``.
+    fastmlr.cluster.distance_matrix : the matrix H alone.
+
+    Examples
+    --------
+    >>> import fastmlr
+    >>> W, s2, p = fastmlr.make_mixture(2, 4, seed=0)
+    >>> heavy = fastmlr.sample_tasks(W, s2, p, 64, n_tasks=20, seed=1)
+    >>> c = fastmlr.cluster_tasks(heavy, W.T, 2)
+    >>> c.W.shape, fastmlr.clustering_accuracy(c.labels, heavy.z)
+    ((2, 4), 1.0)
     """
-    ts = collect(X, y, offsets, min_size=2, role="heavy tasks", finite=False)  # checked in _distances
+    ts = collect(tasks, min_size=2, role="heavy tasks", finite=False)  # checked in group_means
     n = ts.offsets.size - 1
     U = _check_U(U, ts.X.shape[1])
     k = check_k(k, upper=n, what=f"(the number of heavy tasks)")
@@ -195,9 +287,10 @@ def cluster_tasks(X, y=None, offsets=None, U=None, k=None, *, L=None, linkage=No
         linkage = _config.DEFAULT_LINKAGE
     if not isinstance(linkage, str) or linkage not in LINKAGES:
         raise ValueError(f"linkage is {linkage!r}; expected one of {', '.join(map(repr, LINKAGES))}")
-    _check_memory(n)
+    _check_distance_work(n)
 
-    H, P = _distances(ts, U, L)
+    gm = group_means(ts, U, L)  # the statistic (one chunk: the heavy set is small)
+    H, P = _distances(gm, L)
     if linkage == "single":
         labels = kernels().single_linkage(H, k)
     else:
@@ -216,7 +309,7 @@ def cluster_tasks(X, y=None, offsets=None, U=None, k=None, *, L=None, linkage=No
     W = ((onehot.T @ proj_sums) / rows[:, None]) @ U.T  # (k, d)
     sse = class_sse(ts.X, ts.y, ts.offsets, labels, W)  # each cluster under its own w
     check_sums(sse, "the residual sums of squares")
-    r2 = sse / rows
-    r2 = np.maximum(r2, np.finfo(np.float64).tiny)
+    s2 = sse / rows
+    s2 = np.maximum(s2, np.finfo(np.float64).tiny)
     p = onehot.sum(axis=0) / n
-    return ClusterResult(labels.astype(np.int64), W, r2, p)
+    return ClusterResult(labels.astype(np.int64), W, s2, p)

@@ -7,14 +7,14 @@ import time
 import numpy as np
 
 from ._validation import check_int, check_real, quiet
-from .classify import refit
+from .lstsq import refit
 from .metrics import clustering_accuracy, parameter_error, subspace_error
 from .pipeline import meta_learn
 from .predict import predict_params
 from .synthetic import _rng, make_mixture, sample_tasks
-from .tasks import slice_tasks
+from .tasks import TaskSet, slice_tasks
 
-__all__ = ["run_demo", "format_demo", "add_commands", "TAUS"]
+__all__ = ["run_demo", "format_demo", "TAUS"]
 
 TAUS = (2, 4, 8, 16, 32)
 _TEST_ROWS = 100
@@ -29,11 +29,9 @@ def _prediction_mse(new, tau, W, s2, p, method):
     Xt = X.reshape(n, per, -1)
     yt = y.reshape(n, per)
     train_off = np.arange(n + 1, dtype=np.int64) * tau
-    B = predict_params(
-        np.ascontiguousarray(Xt[:, :tau].reshape(n * tau, -1)),
-        np.ascontiguousarray(yt[:, :tau].reshape(-1)),
-        train_off, W, s2, p, method=method,
-    )
+    train = (np.ascontiguousarray(Xt[:, :tau].reshape(n * tau, -1)), np.ascontiguousarray(yt[:, :tau].reshape(-1)),
+             train_off)
+    B = predict_params(train, W, s2, p, method=method)
     test = slice(per - _TEST_ROWS, per)
     resid = np.einsum("itd,id->it", Xt[:, test], B) - yt[:, test]
     return float(np.mean(resid**2))
@@ -67,31 +65,31 @@ def run_demo(*, k=32, d=256, seed=0, scale=1.0, dtype="float64", progress=None) 
     t1, tH, t2 = 4, 256, 32
     ss = _rng(seed)  # checks the seed
     s_mix, s_l1, s_h, s_l2, s_new = ss.spawn(5)
-    W, s, p = make_mixture(k, d, kind="orthonormal", noise=1.0, seed=s_mix)
+    W, s2, p = make_mixture(k, d, kind="orthonormal", s2=1.0, seed=s_mix)
     times = {}
     t0 = time.perf_counter()
     say("sampling")
-    light = sample_tasks(W, s, p, t1, n_tasks=n1, seed=s_l1, dtype=dtype)
-    heavy = sample_tasks(W, s, p, tH, n_tasks=nH, seed=s_h, dtype=dtype)
-    light2 = sample_tasks(W, s, p, t2, n_tasks=n2, seed=s_l2, dtype=dtype)
-    new = sample_tasks(W, s, p, max(TAUS) + _TEST_ROWS, n_tasks=_NEW_TASKS, seed=s_new, dtype=dtype)
+    light = sample_tasks(W, s2, p, t1, n_tasks=n1, seed=s_l1, dtype=dtype)
+    heavy = sample_tasks(W, s2, p, tH, n_tasks=nH, seed=s_h, dtype=dtype)
+    light2 = sample_tasks(W, s2, p, t2, n_tasks=n2, seed=s_l2, dtype=dtype)
+    new = sample_tasks(W, s2, p, max(TAUS) + _TEST_ROWS, n_tasks=_NEW_TASKS, seed=s_new, dtype=dtype)
     times["sampling"] = time.perf_counter() - t0
 
     say("meta-learning")
-    m = meta_learn(light[:3], heavy[:3], light2[:3], k)
+    m = meta_learn(light, heavy, light2, k)
     times.update(m.seconds)
 
     say("oracles")
     onehot = np.zeros((n2, k))
     onehot[np.arange(n2), light2.z] = 1.0
-    W_or, s2_or, rows_or = refit(light2.X, light2.y, light2.offsets, onehot, W, s**2)
+    W_or, s2_or, rows_or = refit(TaskSet(light2.X, light2.y, light2.offsets), onehot, W, s2)
     p_or = onehot.mean(axis=0)
     err = parameter_error(m.W, W)
     err_or = parameter_error(W_or, W)
 
     say("prediction")
     t0 = time.perf_counter()
-    models = {"": (m.W, m.s2, m.p), "true_": (W, s**2, p), "refit_": (W_or, s2_or, p_or)}
+    models = {"": (m.W, m.s2, m.p), "true_": (W, s2, p), "refit_": (W_or, s2_or, p_or)}
     prediction = []
     for tau in TAUS:
         row = {"tau": tau}
@@ -117,7 +115,7 @@ def run_demo(*, k=32, d=256, seed=0, scale=1.0, dtype="float64", progress=None) 
             "heavy": {"tasks": nH, "rows_per_task": tH},
             "light2": {"tasks": n2, "rows_per_task": t2},
             "new_tasks": _NEW_TASKS, "test_rows_per_task": _TEST_ROWS,
-            "noise_floor": float(p @ s**2),
+            "noise_floor": float(p @ s2),
         },
         "seconds": times,
         "stages": {
@@ -163,35 +161,7 @@ def format_demo(res: dict) -> str:
             f"{r['tau']:>4}{r['map']:>9.4f}{r['bayes']:>9.4f}{r['true_map']:>9.4f}{r['true_bayes']:>9.4f}"
             f"{r['refit_map']:>9.4f}{r['refit_bayes']:>9.4f}"
         )
-    out.append("  * with the true (W, s, p);  o with least squares refit on the true labels")
+    out.append("  * with the true (W, s2, p);  o with least squares refit on the true labels")
     out.append("")
     out.extend(f"  [{'ok' if v else 'FAIL'}] {name}" for name, v in res["checks"].items())
     return "\n".join(out)
-
-
-def add_commands(sub, parents):
-    """Register ``fastmlr demo`` (see :mod:`fastmlr.cli`)."""
-    from .cli import int_at_least, positive_float
-
-    p = sub.add_parser("demo", parents=parents, help="the paper's Figure 2 setting end to end, with oracles",
-                       description="Sample the paper's Figure 2 setting, run Algorithm 1, and compare with oracles.")
-    p.add_argument("--k", type=int_at_least(1), default=32, help="components (default 32)")
-    p.add_argument("--d", type=int_at_least(1), default=256, help="dimension (default 256)")
-    p.add_argument("--seed", type=int_at_least(0), default=0, help="random seed (default 0)")
-    p.add_argument("--scale", type=positive_float, default=1.0, help="multiply the number of tasks (default 1)")
-    p.add_argument("--dtype", choices=("float64", "float32"), default="float64")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    p.set_defaults(func=_command)
-
-
-def _command(args) -> int:
-    import json
-
-    from .backend import get_backend
-    from .cli import progress_printer
-
-    res = run_demo(k=args.k, d=args.d, seed=args.seed, scale=args.scale, dtype=args.dtype,
-                   progress=progress_printer(args.json))
-    res["setting"]["backend"] = get_backend()
-    print(json.dumps(res, indent=2) if args.json else format_demo(res))
-    return 0

@@ -11,8 +11,7 @@ from ._validation import quiet
 from .classify import ClassifyResult, classify_tasks
 from .cluster import ClusterResult, cluster_tasks
 from .subspace import estimate_subspace
-from .stream import is_stream
-from .tasks import check_k
+from .tasks import as_tasks, check_k
 
 __all__ = ["MetaLearnResult", "meta_learn"]
 
@@ -40,43 +39,56 @@ class MetaLearnResult(NamedTuple):
     seconds: dict
 
 
-def _triple(arg, name):
-    if is_stream(arg):
-        return arg, None, None
-    if not isinstance(arg, (tuple, list)) or len(arg) < 3:
-        raise TypeError(f"{name} must be an (X, y, offsets) triple, got {type(arg).__name__}")
-    return arg[0], arg[1], arg[2]
-
-
 @quiet
 def meta_learn(light, heavy, light2, k, *, L=None, linkage=None) -> MetaLearnResult:
     """Estimate a mixture of k linear regressions with Algorithm 1.
 
     Parameters
     ----------
-    light : (X, y, offsets) -- tasks with >= 2 rows, for the subspace (D_L1)
-    heavy : (X, y, offsets) -- tasks with >= 2L rows, for clustering (D_H)
-    light2 : (X, y, offsets) -- tasks for classification and the refit (D_L2)
-
-    Each set may also be a :class:`TaskStream` of chunks: the light sets are then read
-    one chunk at a time (one pass each), the heavy set is gathered in memory.
+    light : (X, y, offsets), TaskSet or TaskStream
+        Tasks with >= 2 rows, for the subspace (D_L1).
+    heavy : (X, y, offsets), TaskSet or TaskStream
+        Tasks with >= 2L rows, for clustering (D_H); a stream is gathered in memory.
+    light2 : (X, y, offsets), TaskSet or TaskStream
+        Tasks for classification and the refit (D_L2).
     k : int -- number of components
     L, linkage : options of :func:`cluster_tasks`
+
+    A stream is read one chunk at a time (one pass for each light set).
 
     Returns
     -------
     MetaLearnResult
+        ``W`` (k, d), ``s2`` (k,) (the unbiased ``RSS / (rows - d)`` of the refit),
+        ``p`` (k,), ``U`` (d, k), the stages' results and their times.
+
+    See Also
+    --------
+    estimate_subspace, cluster_tasks, classify_tasks : the three stages.
+    fit : one pool of tasks of any sizes, by EM.
+    predict_params : predictions for new tasks.
+
+    Examples
+    --------
+    >>> import fastmlr
+    >>> W, s2, p = fastmlr.make_mixture(2, 4, seed=0)
+    >>> light = fastmlr.sample_tasks(W, s2, p, 4, n_tasks=2000, seed=1)
+    >>> heavy = fastmlr.sample_tasks(W, s2, p, 32, n_tasks=20, seed=2)
+    >>> light2 = fastmlr.sample_tasks(W, s2, p, 16, n_tasks=200, seed=3)
+    >>> m = fastmlr.meta_learn(light, heavy, light2, 2)
+    >>> m.W.shape, bool(fastmlr.parameter_error(m.W, W).max < 0.2)
+    ((2, 4), True)
     """
-    light, heavy, light2 = _triple(light, "light"), _triple(heavy, "heavy"), _triple(light2, "light2")
+    light, heavy, light2 = as_tasks(light, "light"), as_tasks(heavy, "heavy"), as_tasks(light2, "light2")
     check_k(k)
     seconds = {}
     t0 = time.perf_counter()
-    U = estimate_subspace(*light, k)
+    U = estimate_subspace(light, k)
     t1 = time.perf_counter()
     seconds["subspace"] = t1 - t0
-    c = cluster_tasks(*heavy, U, k, L=L, linkage=linkage)
+    c = cluster_tasks(heavy, U, k, L=L, linkage=linkage)
     t2 = time.perf_counter()
     seconds["cluster"] = t2 - t1
-    r = classify_tasks(*light2, c.W, c.r2)
+    r = classify_tasks(light2, c.W, c.s2)
     seconds["classify"] = time.perf_counter() - t2
     return MetaLearnResult(r.W, r.s2, r.p, U, c, r, seconds)

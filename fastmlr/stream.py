@@ -5,68 +5,22 @@ set can arrive in chunks -- consecutive groups of whole tasks, each an
 ``(X, y, offsets)`` triple -- that are never all in memory together.  A
 :class:`TaskStream` wraps such a source; :func:`open_npy_chunks` makes one over
 ``.npy`` files opened with ``mmap_mode="r"``.  Stage functions accept a stream in
-place of the three arrays (``estimate_subspace(stream, k=32)``).
+place of the three arrays (``estimate_subspace(stream, 32)``).  The class itself
+lives with the other task-set forms in :mod:`fastmlr.tasks`.
 """
 
 from __future__ import annotations
 
 import mmap
 import os
-from collections.abc import Iterable
 
 import numpy as np
 
 from . import _config
 from ._validation import check_int, quiet
-from .tasks import TaskSet, check_offsets, check_tasks, chunk_bounds, slice_tasks
+from .tasks import TaskSet, TaskStream, as_tasks, check_offsets, check_tasks, chunk_bounds, slice_tasks
 
-__all__ = ["TaskStream", "open_npy_chunks", "task_chunks", "is_stream", "collect"]
-
-
-class TaskStream:
-    """A task set delivered as consecutive chunks of whole tasks.
-
-    Parameters
-    ----------
-    source : callable or iterable
-        A callable returning a fresh iterator of ``(X, y, offsets)`` triples (each a
-        task set of its own: offsets start at 0), or a re-iterable collection of
-        triples (a list).  A one-shot iterator (a generator object) works for
-        single-pass stages only; iterating it twice raises ``ValueError``.
-
-    Notes
-    -----
-    Statistics of chunks add up, so results equal those of the concatenated arrays
-    up to the order of floating-point summation (chunks are reduced in order, so a
-    stream gives the same result every time).
-    """
-
-    def __init__(self, source):
-        if not callable(source) and not isinstance(source, Iterable):
-            raise TypeError(f"source must be a callable or an iterable of (X, y, offsets) chunks, got {type(source).__name__}")
-        self._source = source
-        self._one_shot = not callable(source) and iter(source) is source
-        self._used = False
-
-    def __iter__(self):
-        if self._one_shot:
-            if self._used:
-                raise ValueError("this TaskStream wraps a one-shot iterator that was already consumed; "
-                                 "pass a callable that returns a fresh iterator to read it more than once")
-            self._used = True
-        it = self._source() if callable(self._source) else iter(self._source)
-        for chunk in it:
-            if not isinstance(chunk, (tuple, list)) or len(chunk) < 3:
-                raise TypeError(f"a chunk must be an (X, y, offsets) triple, got {type(chunk).__name__}")
-            yield chunk[0], chunk[1], chunk[2]
-
-    @property
-    def one_shot(self) -> bool:
-        """Whether the stream wraps a one-shot iterator, which can be read only once."""
-        return self._one_shot
-
-    def __repr__(self):
-        return f"TaskStream({self._source!r})"
+__all__ = ["TaskStream", "open_npy_chunks", "task_chunks", "is_stream", "collect"]  # TaskStream: from tasks
 
 
 def is_stream(X) -> bool:
@@ -74,9 +28,19 @@ def is_stream(X) -> bool:
     return isinstance(X, TaskStream)
 
 
+def _resolve(X, y, offsets):
+    """The task set behind ``(X, y, offsets)`` or a task set in one argument."""
+    if y is None and offsets is None:
+        return as_tasks(X)
+    if y is None or offsets is None:
+        raise TypeError("pass X, y and offsets (or a task set as one argument)")
+    return TaskSet(X, y, offsets)
+
+
 def task_chunks(X, y=None, offsets=None, *, min_size: int = 0, role: str = "tasks", max_rows: int | None = None,
                 finite: bool = True):
-    """Validated chunks of a task set given as three arrays or as a :class:`TaskStream`.
+    """Validated chunks of a task set (any form of :func:`fastmlr.tasks.as_tasks`, or
+    three arrays).
 
     Arrays are validated once and cut into views of about ``max_rows`` rows (default
     ``_config.CHUNK_ROWS``); a stream's chunks are validated one by one, each before
@@ -87,9 +51,10 @@ def task_chunks(X, y=None, offsets=None, *, min_size: int = 0, role: str = "task
     ------
     TaskSet
     """
+    if is_stream(X) and (y is not None or offsets is not None):
+        raise TypeError("X is a TaskStream: leave y and offsets out (each chunk carries its own)")
+    X = _resolve(X, y, offsets)
     if is_stream(X):
-        if y is not None or offsets is not None:
-            raise TypeError("X is a TaskStream: leave y and offsets out (each chunk carries its own)")
         d = None
         count = 0
         for i, chunk in enumerate(X):
@@ -104,9 +69,7 @@ def task_chunks(X, y=None, offsets=None, *, min_size: int = 0, role: str = "task
         if count == 0:
             raise ValueError(f"{role}: the TaskStream yielded no chunk; expected at least one task")
         return
-    if y is None or offsets is None:
-        raise TypeError("pass X, y and offsets (or a TaskStream as X)")
-    ts = check_tasks(X, y, offsets, min_size=min_size, role=role, finite=finite)
+    ts = check_tasks(*X, min_size=min_size, role=role, finite=finite)
     bounds = chunk_bounds(ts.offsets, max_rows or _config.CHUNK_ROWS)
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         yield slice_tasks(*ts, lo, hi)
@@ -118,10 +81,9 @@ def collect(X, y=None, offsets=None, *, min_size: int = 0, role: str = "tasks", 
     ``finite=False`` leaves the values of arrays unchecked, for a caller that checks
     them through a kernel's output (:func:`fastmlr.tasks.check_finite_through`); a
     stream's chunks are always checked as they are read."""
+    X = _resolve(X, y, offsets)
     if not is_stream(X):
-        if y is None or offsets is None:
-            raise TypeError("pass X, y and offsets (or a TaskStream as X)")
-        return check_tasks(X, y, offsets, min_size=min_size, role=role, finite=finite)
+        return check_tasks(*X, min_size=min_size, role=role, finite=finite)
     parts = list(task_chunks(X, min_size=min_size, role=role))
     dtype = np.result_type(*[p.X.dtype for p in parts])
     Xs = np.concatenate([p.X for p in parts]).astype(dtype, copy=False)

@@ -3,6 +3,10 @@
 Each task's rows are split into two halves; with b1, b2 the means of y*x over the
 halves, ``M = (1/2n) sum_i (b1_i b2_i^T + b2_i b1_i^T)`` is an unbiased estimate of
 ``sum_l p_l w_l w_l^T``, and U spans its top-k eigenvectors.
+
+The three steps: per chunk of whole tasks, :class:`MomentStats` (``sum_i b1_i b2_i^T``
+and the task count); combine by ``+``; finalize by :meth:`MomentStats.moment` and the
+top-k eigenvectors (:func:`top_eigenvectors`).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from ._validation import check_sums, check_work, quiet
 from ._parallel import reduce_blocks
 from .backend import kernels
 from .stream import is_stream, task_chunks
-from .tasks import check_finite_through, check_k, check_tasks, chunk_bounds, slice_tasks
+from .tasks import as_tasks, check_finite_through, check_k, check_tasks, chunk_bounds, slice_tasks, takes_tasks
 
 __all__ = ["second_moment", "estimate_subspace", "top_eigenvectors", "MomentStats", "moment_stats"]
 
@@ -27,6 +31,18 @@ class MomentStats(NamedTuple):
 
     ``cross`` (d, d) float64 is ``sum_i b1_i b2_i^T`` and ``n`` the number of tasks;
     statistics of disjoint task sets add termwise.
+
+    See Also
+    --------
+    moment_stats : the statistic of a task set.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> a = MomentStats(np.array([[2.0, 0.0], [1.0, 0.0]]), 2)
+    >>> (a + a).moment()
+    array([[1.  , 0.25],
+           [0.25, 0.  ]])
     """
 
     cross: np.ndarray
@@ -67,36 +83,76 @@ def _moment_stats(X, y, offsets) -> MomentStats:
 
 
 @quiet
-def moment_stats(X, y=None, offsets=None) -> MomentStats:
-    """The additive statistic of Algorithm 2 over a task set or a :class:`TaskStream`.
+@takes_tasks
+def moment_stats(tasks) -> MomentStats:
+    """The additive statistic of Algorithm 2 over a task set.
 
     Statistics of disjoint task sets add (``a + b``), so the subspace of a pool can be
     assembled from parts computed anywhere.
+
+    Parameters
+    ----------
+    tasks : (X, y, offsets), TaskSet or TaskStream
+        ``X`` (N, d), ``y`` (N,), ``offsets`` (n + 1,); every task needs at least 2 rows.
+
+    Returns
+    -------
+    MomentStats
+        ``cross`` (d, d) float64 and the number of tasks ``n``.
+
+    See Also
+    --------
+    second_moment : the finalized moment matrix M.
+    estimate_subspace : its top eigenvectors.
+
+    Examples
+    --------
+    >>> import fastmlr
+    >>> from fastmlr.subspace import moment_stats
+    >>> W, s2, p = fastmlr.make_mixture(2, 4, seed=0)
+    >>> a = moment_stats(fastmlr.sample_tasks(W, s2, p, 4, n_tasks=100, seed=1))
+    >>> b = moment_stats(fastmlr.sample_tasks(W, s2, p, 4, n_tasks=50, seed=2))
+    >>> (a + b).n, (a + b).moment().shape
+    (150, (4, 4))
     """
-    if not is_stream(X):  # NaN and inf are checked through the kernel's output
-        return _moment_stats(*check_tasks(X, y, offsets, min_size=2, role="subspace tasks", finite=False))
+    tasks = as_tasks(tasks)
+    if not is_stream(tasks):  # NaN and inf are checked through the kernel's output
+        return _moment_stats(*check_tasks(*tasks, min_size=2, role="subspace tasks", finite=False))
     total = None
-    for ts in task_chunks(X, y, offsets, min_size=2, role="subspace tasks"):
+    for ts in task_chunks(tasks, min_size=2, role="subspace tasks"):
         part = _moment_stats(*ts)
         total = part if total is None else total + part
     return total
 
 
 @quiet
-def second_moment(X, y=None, offsets=None) -> np.ndarray:
-    """The moment matrix M of Algorithm 2.
+@takes_tasks
+def second_moment(tasks) -> np.ndarray:
+    """The moment matrix M of Algorithm 2, an unbiased estimate of ``sum_l p_l w_l w_l^T``.
 
     Parameters
     ----------
-    X : (N, d) float array, or a :class:`TaskStream` (then omit y and offsets)
-    y : (N,) float array
-    offsets : (n + 1,) int array; every task needs at least 2 rows
+    tasks : (X, y, offsets), TaskSet or TaskStream
+        ``X`` (N, d), ``y`` (N,), ``offsets`` (n + 1,); every task needs at least 2 rows.
 
     Returns
     -------
     M : (d, d) float64, symmetric
+
+    See Also
+    --------
+    estimate_subspace : the top-k eigenvectors of M.
+    fastmlr.subspace.moment_stats : the additive statistic behind M.
+
+    Examples
+    --------
+    >>> import fastmlr
+    >>> W, s2, p = fastmlr.make_mixture(2, 4, seed=0)
+    >>> M = fastmlr.second_moment(fastmlr.sample_tasks(W, s2, p, 4, n_tasks=200, seed=1))
+    >>> M.shape, bool((M == M.T).all())
+    ((4, 4), True)
     """
-    return moment_stats(X, y, offsets).moment()
+    return moment_stats(tasks).moment()
 
 
 def top_eigenvectors(M: np.ndarray, k: int):
@@ -115,16 +171,15 @@ def top_eigenvectors(M: np.ndarray, k: int):
 
 
 @quiet
-def estimate_subspace(X, y=None, offsets=None, k=None, *, return_eigenvalues: bool = False):
+@takes_tasks
+def estimate_subspace(tasks, k, *, return_eigenvalues: bool = False):
     """Estimate the span of the k regression vectors (Algorithm 2).
 
     Parameters
     ----------
-    X : (N, d) float array, or a :class:`TaskStream` of chunks (then omit y and
-        offsets and pass k by keyword)
-    y : (N,) float array
-    offsets : (n + 1,) int array
-        Every task needs at least 2 rows (odd sizes are fine: the halves differ by one).
+    tasks : (X, y, offsets), TaskSet or TaskStream
+        ``X`` (N, d), ``y`` (N,), ``offsets`` (n + 1,).  Every task needs at least 2
+        rows (odd sizes are fine: the halves differ by one).
     k : int, 1 <= k <= d
     return_eigenvalues : bool
         Also return the eigenvalues of M, all d of them in decreasing order.
@@ -133,15 +188,30 @@ def estimate_subspace(X, y=None, offsets=None, k=None, *, return_eigenvalues: bo
     -------
     U : (d, k) float64 with orthonormal columns, ordered by decreasing eigenvalue
     eigenvalues : (d,) float64, only if ``return_eigenvalues``
+
+    See Also
+    --------
+    second_moment : the matrix M whose eigenvectors these are.
+    cluster_tasks : the next stage of Algorithm 1.
+    fastmlr.metrics.subspace_error : distance to the true span.
+
+    Examples
+    --------
+    >>> import fastmlr
+    >>> W, s2, p = fastmlr.make_mixture(2, 8, seed=0)
+    >>> light = fastmlr.sample_tasks(W, s2, p, 4, n_tasks=2000, seed=1)
+    >>> U = fastmlr.estimate_subspace(light, 2)
+    >>> U.shape, bool(fastmlr.subspace_error(U, W) < 0.5)
+    ((8, 2), True)
     """
-    if k is None:
-        raise TypeError("estimate_subspace() needs k, the number of components")
     k = check_k(k)
-    if not is_stream(X):
-        X = np.asarray(X) if not isinstance(X, np.ndarray) else X
+    tasks = as_tasks(tasks)
+    if not is_stream(tasks):
+        X = np.asarray(tasks.X) if not isinstance(tasks.X, np.ndarray) else tasks.X
         if X.ndim == 2 and X.shape[1] >= 1:  # refuse a too-large k before reading any data
             check_k(k, upper=X.shape[1], what="(the dimension d of X)")
-    M = moment_stats(X, y, offsets).moment()
+        tasks = tasks._replace(X=X)
+    M = moment_stats(tasks).moment()
     k = check_k(k, upper=M.shape[0], what="(the dimension d of X)")
     if return_eigenvalues:
         vals, vecs = scipy.linalg.eigh(M)

@@ -1,7 +1,9 @@
-"""The paper's generative model, seeded.
+"""The paper's generative model and a pool simulator, seeded.
 
 Task i draws a component z_i ~ p; each of its rows has x ~ N(0, I_d) and
-y = w_z . x + s_z * eps with eps ~ N(0, 1).
+y = w_z . x + sqrt(s2_z) * eps with eps ~ N(0, 1).  ``s2`` is the noise variance, as
+everywhere in fastmlr.  :func:`simulate_pool` draws a whole pool of tasks of many
+sizes (:func:`pool_sizes`), most of them tiny.
 
 Sampling is split into fixed chunks of tasks, each with its own random stream spawned
 from the seed, and the chunks are filled by a thread pool: the arrays depend on the
@@ -13,24 +15,29 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
+import math
+import warnings
+
 import numpy as np
 
 from . import _threads
-from ._validation import check_int, check_sums, check_work, quiet
+from ._validation import check_int, check_params, check_sums, check_work, quiet, user_stacklevel
 from .tasks import check_k, chunk_bounds
 
-__all__ = ["Mixture", "Sample", "make_mixture", "sample_tasks", "KINDS"]
+__all__ = ["Mixture", "Sample", "make_mixture", "sample_tasks", "pool_sizes", "simulate_pool", "KINDS",
+           "SIZE_DISTRIBUTIONS"]
 
 KINDS = ("orthonormal", "gaussian")
+SIZE_DISTRIBUTIONS = ("loguniform", "uniform")
 _SAMPLE_CHUNK_ROWS = 1 << 15
 _INT64_MAX = np.iinfo(np.int64).max
 
 
 class Mixture(NamedTuple):
-    """Meta-parameters: ``W`` (k, d) rows are components, ``s`` (k,) noise scales, ``p`` (k,) weights."""
+    """Meta-parameters: ``W`` (k, d) rows are components, ``s2`` (k,) noise variances, ``p`` (k,) weights."""
 
     W: np.ndarray
-    s: np.ndarray
+    s2: np.ndarray
     p: np.ndarray
 
 
@@ -61,8 +68,11 @@ def _real_vector(v, k: int, name: str) -> np.ndarray:
     return np.broadcast_to(a.astype(np.float64), (k,)).copy()
 
 
+_UNSET = object()
+
+
 @quiet
-def make_mixture(k, d, *, kind="orthonormal", noise=1.0, weights=None, seed=None) -> Mixture:
+def make_mixture(k, d, *, kind="orthonormal", s2=1.0, weights=None, seed=None, noise=_UNSET) -> Mixture:
     """Meta-parameters of a mixture of k linear regressions in d dimensions.
 
     Parameters
@@ -72,16 +82,30 @@ def make_mixture(k, d, *, kind="orthonormal", noise=1.0, weights=None, seed=None
     kind : {"orthonormal", "gaussian"}
         "orthonormal": rows of W are orthonormal (needs k <= d), the paper's Figure 2
         setting.  "gaussian": rows drawn i.i.d. from N(0, I_d / d), so ``||w|| ~ 1``.
-    noise : float or (k,) array, > 0 -- the noise scales s
+    s2 : float or (k,) array, >= 0 -- the noise variances
     weights : None, "random" or (k,) array
         Mixing weights p: uniform (None), drawn from a flat Dirichlet ("random"), or
         given (normalized to sum to one).
     seed : int or None
+    noise : float or (k,) array, deprecated
+        Noise standard deviations, the earlier way to set ``s2 = noise**2``.
 
     Returns
     -------
     Mixture
-        ``W`` (k, d) float64, ``s`` (k,) float64, ``p`` (k,) float64.
+        ``W`` (k, d) float64, ``s2`` (k,) float64, ``p`` (k,) float64.
+
+    See Also
+    --------
+    sample_tasks : tasks drawn from the mixture.
+    simulate_pool : a whole pool of tasks of many sizes.
+
+    Examples
+    --------
+    >>> import fastmlr
+    >>> W, s2, p = fastmlr.make_mixture(3, 5, s2=0.25, seed=0)
+    >>> W.shape, s2, p.sum()
+    ((3, 5), array([0.25, 0.25, 0.25]), 1.0)
     """
     k = check_k(k)
     d = check_int(d, "d", low=1, expected="a positive integer dimension")
@@ -96,9 +120,16 @@ def make_mixture(k, d, *, kind="orthonormal", noise=1.0, weights=None, seed=None
         W = (Q * np.sign(np.diag(R))).T
     else:
         W = rng.standard_normal((k, d)) / np.sqrt(d)
-    s = _real_vector(noise, k, "noise")
-    if not np.all(np.isfinite(s)) or np.any(s < 0):
-        raise ValueError(f"noise must be finite and non-negative, got {noise!r}")
+    if noise is not _UNSET:  # standard deviations: their squares are the variances
+        warnings.warn("make_mixture(noise=...) is deprecated; pass the noise variances as s2 (s2 = noise**2)",
+                      DeprecationWarning, stacklevel=user_stacklevel())
+        sd = _real_vector(noise, k, "noise")
+        if not np.all(np.isfinite(sd)) or np.any(sd < 0):
+            raise ValueError(f"noise must be finite and non-negative, got {noise!r}")
+        s2 = sd * sd
+    v = _real_vector(s2, k, "s2")
+    if not np.all(np.isfinite(v)) or np.any(v < 0):
+        raise ValueError(f"s2 must be finite and non-negative noise variances, got {s2!r}")
     if weights is None:
         p = np.full(k, 1.0 / k)
     elif isinstance(weights, str):
@@ -110,7 +141,7 @@ def make_mixture(k, d, *, kind="orthonormal", noise=1.0, weights=None, seed=None
         if np.ndim(weights) != 1 or not np.all(np.isfinite(p)) or np.any(p < 0) or p.sum() <= 0:
             raise ValueError(f"weights must be {k} finite non-negative numbers with a positive sum")
         p = p / p.sum()
-    return Mixture(np.ascontiguousarray(W), s, p)
+    return Mixture(np.ascontiguousarray(W), v, p)
 
 
 def _check_sizes(sizes, n_tasks):
@@ -137,13 +168,14 @@ def _check_sizes(sizes, n_tasks):
 
 
 @quiet
-def sample_tasks(W, s, p, sizes, *, n_tasks=None, seed=None, dtype="float64") -> Sample:
+def sample_tasks(W, s2, p, sizes, *, n_tasks=None, seed=None, dtype="float64") -> Sample:
     """Sample tasks from a mixture of linear regressions.
 
     Parameters
     ----------
     W : (k, d) float array -- components (rows)
-    s : (k,) float array -- noise scales
+    s2 : (k,) float array, >= 0 -- noise variances (each row's noise is
+        ``sqrt(s2_z) * eps``)
     p : (k,) float array -- mixing weights
     sizes : int or (n,) int array
         Rows per task: one size for all (then ``n_tasks`` is required) or one per task.
@@ -155,16 +187,29 @@ def sample_tasks(W, s, p, sizes, *, n_tasks=None, seed=None, dtype="float64") ->
     Returns
     -------
     Sample
-        ``X`` (N, d), ``y`` (N,), ``offsets`` (n + 1,) int64, ``z`` (n,) int64.
-    """
-    from .classify import check_params
+        ``X`` (N, d), ``y`` (N,), ``offsets`` (n + 1,) int64, ``z`` (n,) int64: a task
+        set (every function that takes tasks accepts it) with its hidden components.
 
+    See Also
+    --------
+    make_mixture : the mixture to sample from.
+    simulate_pool : a pool with task sizes of a given distribution.
+
+    Examples
+    --------
+    >>> import fastmlr
+    >>> W, s2, p = fastmlr.make_mixture(2, 3, seed=0)
+    >>> S = fastmlr.sample_tasks(W, s2, p, [2, 5, 3], seed=1)
+    >>> S.X.shape, S.offsets, S.z.shape
+    ((10, 3), array([ 0,  2,  7, 10]), (3,))
+    """
     W = np.asarray(W)
     if W.ndim != 2:
         raise ValueError(f"W has shape {W.shape}; expected a (k, d) array")
-    s = _real_vector(s, W.shape[0], "s") if np.ndim(s) == 1 else np.asarray(s)
-    if s.shape != (W.shape[0],) or s.dtype.kind != "f" or not np.all(np.isfinite(s)) or np.any(s < 0):
-        raise ValueError(f"s must be {W.shape[0]} finite non-negative noise scales")
+    s2 = _real_vector(s2, W.shape[0], "s2") if np.ndim(s2) == 1 else np.asarray(s2)
+    if s2.shape != (W.shape[0],) or s2.dtype.kind != "f" or not np.all(np.isfinite(s2)) or np.any(s2 < 0):
+        raise ValueError(f"s2 must be {W.shape[0]} finite non-negative noise variances")
+    sd = np.sqrt(s2)  # the noise scale of each component
     W, _, p = check_params(W, np.ones(W.shape[0]), p, W.shape[1])
     try:
         dt = np.dtype(dtype)
@@ -200,7 +245,7 @@ def sample_tasks(W, s, p, sizes, *, n_tasks=None, seed=None, dtype="float64") ->
         zc = row_z[a:b]
         with np.errstate(all="ignore"):  # (a worker thread) an overflow is reported below
             mean = np.einsum("ij,ij->i", Xc, W[zc].astype(dt, copy=False), dtype=np.float64)
-            y[a:b] = mean + s[zc] * eps
+            y[a:b] = mean + sd[zc] * eps
 
     workers = max(1, min(_threads.get(), bounds.size - 1))
     if workers == 1:
@@ -210,6 +255,95 @@ def sample_tasks(W, s, p, sizes, *, n_tasks=None, seed=None, dtype="float64") ->
         with ThreadPoolExecutor(max_workers=workers) as pool:
             list(pool.map(fill, range(bounds.size - 1)))
     if not np.all(np.isfinite(y)):
-        raise ValueError(f"the sampled y overflowed {dt.name}: W and s are too large in magnitude for "
-                         f"x . w + s eps; rescale W and s (or use dtype='float64')")
+        raise ValueError(f"the sampled y overflowed {dt.name}: W and s2 are too large in magnitude for "
+                         f"x . w + sqrt(s2) eps; rescale W and s2 (or use dtype='float64')")
     return Sample(X, y, offsets, z)
+
+
+def pool_sizes(n, low, high, *, distribution="loguniform", seed=None) -> np.ndarray:
+    """Task sizes of a pool: ``n`` integers in [low, high].
+
+    "loguniform" (default) makes most tasks tiny, like the paper's Figure 1: the
+    density of a size falls as 1/size.  "uniform" draws every size equally often.
+
+    Parameters
+    ----------
+    n, low, high : int >= 1, with low <= high
+    distribution : {"loguniform", "uniform"}
+    seed : int, SeedSequence or None
+
+    Returns
+    -------
+    (n,) int64
+
+    See Also
+    --------
+    simulate_pool : a pool with these sizes.
+
+    Examples
+    --------
+    >>> sizes = pool_sizes(1000, 4, 32, seed=0)
+    >>> int(sizes.min()) >= 4, int(sizes.max()) <= 32, bool((sizes < 8).mean() > 0.3)
+    (True, True, True)
+    """
+    for name, v in (("n", n), ("low", low), ("high", high)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} is {v!r}; expected a positive integer")
+    if high < low:
+        raise ValueError(f"high is {high} but low is {low}; expected low <= high")
+    if distribution not in SIZE_DISTRIBUTIONS:
+        raise ValueError(f"distribution is {distribution!r}; expected one of {', '.join(SIZE_DISTRIBUTIONS)}")
+    rng = np.random.default_rng(seed)
+    if distribution == "uniform":
+        return rng.integers(low, high + 1, size=n).astype(np.int64)
+    u = rng.uniform(math.log(low), math.log(high + 1), size=n)
+    return np.minimum(np.floor(np.exp(u)), high).astype(np.int64)
+
+
+def simulate_pool(k, d, n_tasks, *, low=4, high=32, distribution="loguniform", s2=1.0,
+                  kind="orthonormal", queries=0, seed=0) -> dict:
+    """A seeded pool from the paper's model, with task sizes from :func:`pool_sizes`.
+
+    Parameters
+    ----------
+    k, d, n_tasks : int >= 1 -- components, dimension, tasks
+    low, high : int -- smallest and largest task (training rows)
+    distribution : {"loguniform", "uniform"} -- of the task sizes
+    s2 : float or (k,) array -- noise variances
+    kind : {"orthonormal", "gaussian"} -- see :func:`make_mixture`
+    queries : int >= 0 -- extra rows per task whose target is missing (NaN)
+    seed : int
+
+    Returns
+    -------
+    dict
+        ``X`` (N, d), ``y`` (N,) (NaN on query rows), ``task`` (N,) ids, the truth
+        ``W`` (k, d), ``s2`` (k,), ``p`` (k,), ``z`` (n,), and ``sizes`` (n,): the
+        training rows of each task.
+
+    See Also
+    --------
+    fastmlr.group_tasks : rows tagged with task ids into a task set.
+    fastmlr.fit : the estimator for such a pool.
+
+    Examples
+    --------
+    >>> import fastmlr
+    >>> sim = simulate_pool(2, 3, 50, seed=0)
+    >>> tasks = fastmlr.group_tasks(sim["X"], sim["y"], sim["task"])
+    >>> len(tasks.offsets) - 1, sim["s2"]
+    (50, array([1., 1.]))
+    """
+    if isinstance(queries, bool) or not isinstance(queries, (int, np.integer)) or queries < 0:
+        raise ValueError(f"queries is {queries!r}; expected a non-negative integer")
+    ss = np.random.SeedSequence(seed)
+    s_mix, s_sizes, s_rows = ss.spawn(3)
+    W, s2, p = make_mixture(k, d, kind=kind, s2=s2, seed=s_mix)
+    sizes = pool_sizes(n_tasks, low, high, distribution=distribution, seed=s_sizes)
+    S = sample_tasks(W, s2, p, sizes + queries, seed=s_rows)
+    task = np.repeat(np.arange(n_tasks), sizes + queries)
+    y = S.y.astype(np.float64)
+    if queries:
+        pos = np.arange(y.size) - np.repeat(S.offsets[:-1], sizes + queries)
+        y[pos >= np.repeat(sizes, sizes + queries)] = np.nan
+    return {"X": S.X, "y": y, "task": task, "W": W, "s2": s2, "p": p, "z": S.z, "sizes": sizes}

@@ -1,4 +1,4 @@
-"""The task-set layout: three plain arrays, their validation, and packing helpers.
+"""The task set: its layout, the forms a function accepts it in, and packing helpers.
 
 A *task set* is ``(X, y, offsets)``:
 
@@ -7,27 +7,219 @@ A *task set* is ``(X, y, offsets)``:
 * ``offsets`` : (n + 1,) int64 with ``offsets[0] == 0``, non-decreasing and
   ``offsets[-1] == N``; task ``i`` is rows ``offsets[i]:offsets[i + 1]``.
 
+Every function that reads tasks takes the task set as its first argument, in one of
+three forms (:func:`as_tasks`): an ``(X, y, offsets)`` tuple, a :class:`TaskSet` (or
+any object with attributes ``X``, ``y`` and ``offsets``, such as a sample of
+:func:`fastmlr.sample_tasks`), or a :class:`TaskStream` of chunks of whole tasks.
+The older form with three separate arrays, ``f(X, y, offsets, ...)``, still works
+for one release and warns (:func:`takes_tasks`).
+
 Every public function validates its task set with :func:`check_tasks` before any
 compiled code runs, so a kernel only ever sees arrays it can read safely.
 """
 
 from __future__ import annotations
 
+import functools
+import warnings
+from collections.abc import Iterable
 from typing import NamedTuple
 
 import numpy as np
 
-from ._validation import check_int, check_sums, quiet
+from ._validation import check_int, check_sums, quiet, user_stacklevel
 
-__all__ = ["TaskSet", "check_tasks", "pack_tasks", "group_tasks", "task_sizes"]
+__all__ = ["TaskSet", "TaskStream", "as_tasks", "takes_tasks", "renamed_keyword", "check_tasks", "pack_tasks", "group_tasks",
+           "task_sizes"]
 
 
 class TaskSet(NamedTuple):
-    """A validated task set: ``X`` (N, d), ``y`` (N,), ``offsets`` (n + 1,) int64."""
+    """A task set: ``X`` (N, d), ``y`` (N,), ``offsets`` (n + 1,) int64.
+
+    The functions of this module return validated task sets (C-contiguous, one float
+    dtype, int64 offsets).  Any ``(X, y, offsets)`` tuple is accepted wherever a task
+    set is.
+
+    See Also
+    --------
+    pack_tasks, group_tasks, TaskStream
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ts = TaskSet(np.ones((5, 2)), np.zeros(5), np.array([0, 2, 5]))
+    >>> np.diff(ts.offsets)                    # task sizes
+    array([2, 3])
+    """
 
     X: np.ndarray
     y: np.ndarray
     offsets: np.ndarray
+
+
+class TaskStream:
+    """A task set delivered as consecutive chunks of whole tasks.
+
+    Parameters
+    ----------
+    source : callable or iterable
+        A callable returning a fresh iterator of ``(X, y, offsets)`` triples (each a
+        task set of its own: offsets start at 0), or a re-iterable collection of
+        triples (a list).  A one-shot iterator (a generator object) works for
+        single-pass stages only; iterating it twice raises ``ValueError``.
+
+    Notes
+    -----
+    Statistics of chunks add up (:mod:`fastmlr.stats`), so results equal those of the
+    concatenated arrays up to the order of floating-point summation (chunks are
+    reduced in order, so a stream gives the same result every time).
+
+    See Also
+    --------
+    fastmlr.open_npy_chunks : a stream over ``.npy`` files, through memory maps.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> chunk = (np.ones((4, 2)), np.ones(4), np.array([0, 2, 4]))
+    >>> stream = TaskStream([chunk, chunk])      # two chunks of two tasks each
+    >>> sum(len(off) - 1 for _, _, off in stream)
+    4
+    """
+
+    def __init__(self, source):
+        if not callable(source) and not isinstance(source, Iterable):
+            raise TypeError(f"source must be a callable or an iterable of (X, y, offsets) chunks, got {type(source).__name__}")
+        self._source = source
+        self._one_shot = not callable(source) and iter(source) is source
+        self._used = False
+
+    def __iter__(self):
+        if self._one_shot:
+            if self._used:
+                raise ValueError("this TaskStream wraps a one-shot iterator that was already consumed; "
+                                 "pass a callable that returns a fresh iterator to read it more than once")
+            self._used = True
+        it = self._source() if callable(self._source) else iter(self._source)
+        for chunk in it:
+            if not isinstance(chunk, (tuple, list)) or len(chunk) < 3:
+                raise TypeError(f"a chunk must be an (X, y, offsets) triple, got {type(chunk).__name__}")
+            yield chunk[0], chunk[1], chunk[2]
+
+    @property
+    def one_shot(self) -> bool:
+        """Whether the stream wraps a one-shot iterator, which can be read only once."""
+        return self._one_shot
+
+    def __repr__(self):
+        return f"TaskStream({self._source!r})"
+
+
+def _has_fields(obj) -> bool:
+    return all(hasattr(obj, a) for a in ("X", "y", "offsets")) and not isinstance(obj, np.ndarray)
+
+
+def as_tasks(tasks, name: str = "tasks"):
+    """A task set in one of its accepted forms, as a :class:`TaskSet` or a :class:`TaskStream`.
+
+    Parameters
+    ----------
+    tasks : tuple, TaskSet, TaskStream or object with ``X``, ``y``, ``offsets``
+        An ``(X, y, offsets)`` tuple (or list), a :class:`TaskSet`, any object with
+        attributes ``X``, ``y`` and ``offsets`` (a :func:`fastmlr.sample_tasks`
+        sample), or a :class:`TaskStream`.
+    name : str
+        How an error message names the argument.
+
+    Returns
+    -------
+    TaskSet or TaskStream
+        The arrays as given (validation is each stage's, with its own minimum task
+        size), or the stream itself.
+
+    Raises
+    ------
+    TypeError
+        Any other object, such as a bare array.
+
+    See Also
+    --------
+    check_tasks : validation and coercion of the arrays.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ts = as_tasks((np.ones((3, 2)), np.ones(3), [0, 1, 3]))
+    >>> type(ts).__name__, ts.offsets
+    ('TaskSet', [0, 1, 3])
+    """
+    if isinstance(tasks, TaskStream):
+        return tasks
+    if _has_fields(tasks):
+        return TaskSet(tasks.X, tasks.y, tasks.offsets)
+    if isinstance(tasks, (tuple, list)) and len(tasks) == 3:
+        if isinstance(tasks[0], TaskStream):
+            raise TypeError(f"{name} holds a TaskStream as X; pass the stream alone and leave y and offsets out "
+                            f"(each chunk carries its own)")
+        return TaskSet(*tasks)
+    what = f"an array of shape {tasks.shape}" if isinstance(tasks, np.ndarray) else type(tasks).__name__
+    raise TypeError(f"{name} is {what}; expected a task set: an (X, y, offsets) tuple, a TaskSet or a TaskStream")
+
+
+def _looks_like_tasks(obj) -> bool:
+    """Whether ``obj`` is a task set in a new-style form (not the X of the old form)."""
+    if isinstance(obj, TaskStream) or _has_fields(obj):
+        return True
+    if isinstance(obj, (tuple, list)) and len(obj) == 3:
+        try:
+            return np.ndim(obj[0]) == 2
+        except Exception:  # ragged rows: an old-style X given as nested lists
+            return False
+    return False
+
+
+def takes_tasks(fn):
+    """Decorate a function whose first argument is a task set.
+
+    A call in the older form with three separate arrays, ``fn(X, y, offsets, ...)``
+    (or ``y=`` and ``offsets=`` by keyword), is turned into
+    ``fn((X, y, offsets), ...)`` with a ``DeprecationWarning``; every other call
+    passes through unchanged.  This form is accepted for one release.
+    """
+    name = fn.__name__
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if args and not _looks_like_tasks(args[0]) and (len(args) >= 3 or "offsets" in kwargs or "y" in kwargs):
+            rest = list(args[1:])
+            y = kwargs.pop("y") if "y" in kwargs else (rest.pop(0) if rest else None)
+            offsets = kwargs.pop("offsets") if "offsets" in kwargs else (rest.pop(0) if rest else None)
+            warnings.warn(f"{name}(X, y, offsets, ...) is deprecated; pass the task set as one argument: "
+                          f"{name}((X, y, offsets), ...)", DeprecationWarning, stacklevel=user_stacklevel())
+            args = ((args[0], y, offsets), *rest)
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def renamed_keyword(old: str, new: str):
+    """Decorate a function whose argument ``new`` was called ``old``: a call with
+    ``old=`` by keyword is passed on as ``new=`` with a ``DeprecationWarning``."""
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            if old in kwargs:
+                if new in kwargs:
+                    raise TypeError(f"{fn.__name__}() got both {old}= and {new}=; pass {new} only")
+                warnings.warn(f"{fn.__name__}({old}=...) is deprecated; the argument is called {new}",
+                              DeprecationWarning, stacklevel=user_stacklevel())
+                kwargs[new] = kwargs.pop(old)
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
 
 
 def _float_dtype(arr: np.ndarray, name: str) -> np.dtype:

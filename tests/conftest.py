@@ -16,8 +16,8 @@ def backend(request):
 @pytest.fixture(scope="session")
 def small_problem():
     """k=4, d=16 orthonormal mixture with the three task sets of Algorithm 1 (seeded)."""
-    W, s, p = fastmlr.make_mixture(4, 16, seed=0)
-    light = fastmlr.sample_tasks(W, s, p, 4, n_tasks=20000, seed=1)
-    heavy = fastmlr.sample_tasks(W, s, p, 64, n_tasks=200, seed=2)
-    light2 = fastmlr.sample_tasks(W, s, p, 16, n_tasks=2000, seed=3)
-    return {"W": W, "s": s, "p": p, "light": light, "heavy": heavy, "light2": light2}
+    W, s2, p = fastmlr.make_mixture(4, 16, seed=0)
+    light = fastmlr.sample_tasks(W, s2, p, 4, n_tasks=20000, seed=1)
+    heavy = fastmlr.sample_tasks(W, s2, p, 64, n_tasks=200, seed=2)
+    light2 = fastmlr.sample_tasks(W, s2, p, 16, n_tasks=2000, seed=3)
+    return {"W": W, "s2": s2, "p": p, "light": light, "heavy": heavy, "light2": light2}

@@ -49,7 +49,7 @@ def run_python(code, blocked=(), env_backend=None, tmp_path=None):
 
 
 def test_available_backends_in_order_of_preference():
-    names = fastmlr.available_backends()
+    names = fastmlr.backend.available_backends()
     assert names == [b for b in ("numba", "cython", "numpy") if b in names]
     assert names[-1] == "numpy"
 
@@ -65,7 +65,7 @@ def test_cython_backend_built_when_required():
 
 
 def test_default_is_the_first_available(tmp_path):
-    p = run_python("import fastmlr; print(fastmlr.get_backend())", tmp_path=tmp_path)
+    p = run_python("import fastmlr; print(fastmlr.backend.get_backend())", tmp_path=tmp_path)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == BACKENDS[0]
 
@@ -78,46 +78,46 @@ def test_import_does_not_import_numba(tmp_path):
 
 def test_unknown_backend_is_a_value_error():
     with pytest.raises(ValueError, match=r"backend is 'fortran'; expected one of 'numba', 'cython', 'numpy'"):
-        fastmlr.set_backend("fortran")
+        fastmlr.backend.set_backend("fortran")
     with pytest.raises(ValueError, match="backend is 3"):
-        fastmlr.set_backend(3)
+        fastmlr.backend.set_backend(3)
 
 
 def test_unavailable_backend_says_why_and_how(monkeypatch):
-    before = fastmlr.get_backend()
+    before = fastmlr.backend.get_backend()
     monkeypatch.setitem(backend._MODULES, "cython", "fastmlr._no_such_extension")
     with pytest.raises(ImportError) as err:
-        fastmlr.set_backend("cython")
+        fastmlr.backend.set_backend("cython")
     msg = str(err.value)
     assert "backend 'cython' is not available" in msg
     assert "No module named 'fastmlr._no_such_extension'" in msg  # why
     assert "pip install" in msg and "FASTMLR_REQUIRE_CYTHON=1" in msg  # how
-    assert fastmlr.get_backend() == before
-    assert "cython" not in fastmlr.available_backends()
+    assert fastmlr.backend.get_backend() == before
+    assert "cython" not in fastmlr.backend.available_backends()
 
 
 @pytest.mark.parametrize("name", BACKENDS)
 def test_set_backend_and_use_backend_restore(name):
-    before = fastmlr.get_backend()
+    before = fastmlr.backend.get_backend()
     with fastmlr.use_backend(name):
-        assert fastmlr.get_backend() == name
+        assert fastmlr.backend.get_backend() == name
         assert backend.kernels() is backend._load(name)
-    assert fastmlr.get_backend() == before
+    assert fastmlr.backend.get_backend() == before
     with pytest.raises(RuntimeError):
         with fastmlr.use_backend(name):
             raise RuntimeError("boom")
-    assert fastmlr.get_backend() == before
+    assert fastmlr.backend.get_backend() == before
 
 
 def test_environment_variable_selects_backend(tmp_path):
     for name in BACKENDS:
-        p = run_python("import fastmlr; print(fastmlr.get_backend())", env_backend=name, tmp_path=tmp_path)
+        p = run_python("import fastmlr; print(fastmlr.backend.get_backend())", env_backend=name, tmp_path=tmp_path)
         assert p.returncode == 0, p.stderr
         assert p.stdout.strip() == name
 
 
 def test_bad_environment_variable_is_named(tmp_path):
-    p = run_python("import fastmlr; fastmlr.get_backend()", env_backend="fortran", tmp_path=tmp_path)
+    p = run_python("import fastmlr; fastmlr.backend.get_backend()", env_backend="fortran", tmp_path=tmp_path)
     assert p.returncode != 0
     assert "ValueError: FASTMLR_BACKEND=fortran: backend is 'fortran'" in p.stderr
 
@@ -129,10 +129,10 @@ def test_runs_on_cython_without_numba(tmp_path):
     import fastmlr
     from fastmlr.cli import main
 
-    assert fastmlr.get_backend() == "cython", fastmlr.get_backend()
-    assert fastmlr.available_backends() == ["cython", "numpy"]
+    assert fastmlr.backend.get_backend() == "cython", fastmlr.backend.get_backend()
+    assert fastmlr.backend.available_backends() == ["cython", "numpy"]
     try:
-        fastmlr.set_backend("numba")
+        fastmlr.backend.set_backend("numba")
     except ImportError as exc:
         print("ERROR", exc, file=sys.stderr)
     else:
@@ -152,7 +152,7 @@ def test_runs_on_cython_without_numba(tmp_path):
 def test_falls_back_to_numpy_without_compiled_backends(tmp_path):
     code = """
     import fastmlr
-    print(fastmlr.get_backend(), fastmlr.available_backends())
+    print(fastmlr.backend.get_backend(), fastmlr.backend.available_backends())
     """
     p = run_python(code, blocked={"numba", "fastmlr._ckernels"}, tmp_path=tmp_path)
     assert p.returncode == 0, p.stderr
@@ -211,9 +211,9 @@ def test_stage_results_match_numpy_backend(name, small_problem):
     # one stage end to end under each compiled backend, against the oracle backend
     X, y, off = small_problem["light"][:3]
     with fastmlr.use_backend("numpy"):
-        want = fastmlr.second_moment(X, y, off)
+        want = fastmlr.subspace.second_moment((X, y, off))
     with fastmlr.use_backend(name):
-        got = fastmlr.second_moment(X, y, off)
+        got = fastmlr.subspace.second_moment((X, y, off))
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-14)
 
 

@@ -18,12 +18,12 @@ TOL = 1e-12
 
 @pytest.fixture(scope="module")
 def problem():
-    W, s, p = fastmlr.make_mixture(4, 12, seed=11)
-    light = fastmlr.sample_tasks(W, s, p, np.random.default_rng(0).integers(2, 7, size=6000), seed=12)
-    heavy = fastmlr.sample_tasks(W, s, p, 48, n_tasks=150, seed=13)
-    light2 = fastmlr.sample_tasks(W, s, p, np.random.default_rng(1).integers(1, 20, size=1500), seed=14)
-    new = fastmlr.sample_tasks(W, s, p, 5, n_tasks=300, seed=15)
-    return {"W": W, "s": s, "p": p, "sets": (light[:3], heavy[:3], light2[:3]), "new": new[:3]}
+    W, s2, p = fastmlr.make_mixture(4, 12, seed=11)
+    light = fastmlr.sample_tasks(W, s2, p, np.random.default_rng(0).integers(2, 7, size=6000), seed=12)
+    heavy = fastmlr.sample_tasks(W, s2, p, 48, n_tasks=150, seed=13)
+    light2 = fastmlr.sample_tasks(W, s2, p, np.random.default_rng(1).integers(1, 20, size=1500), seed=14)
+    new = fastmlr.sample_tasks(W, s2, p, 5, n_tasks=300, seed=15)
+    return {"W": W, "s2": s2, "p": p, "sets": (light[:3], heavy[:3], light2[:3]), "new": new[:3]}
 
 
 def run_all(problem, linkage):
@@ -31,12 +31,12 @@ def run_all(problem, linkage):
     light, heavy, light2 = problem["sets"]
     m = fastmlr.meta_learn(light, heavy, light2, 4, linkage=linkage, L=2)
     out = {
-        "U": m.U, "cluster.labels": m.cluster.labels, "cluster.W": m.cluster.W, "cluster.r2": m.cluster.r2,
+        "U": m.U, "cluster.labels": m.cluster.labels, "cluster.W": m.cluster.W, "cluster.s2": m.cluster.s2,
         "classify.labels": m.classify.labels, "W": m.W, "s2": m.s2, "p": m.p,
-        "M": fastmlr.second_moment(*light),
-        "H": fastmlr.distance_matrix(*heavy, m.U, L=2)[0],
-        "loglik": fastmlr.log_likelihoods(*problem["new"], m.W, m.s2, m.p),
-        "bayes": fastmlr.predict_params(*problem["new"], m.W, m.s2, m.p),
+        "M": fastmlr.subspace.second_moment(light),
+        "H": fastmlr.cluster.distance_matrix(heavy, m.U, L=2)[0],
+        "loglik": fastmlr.predict.log_likelihoods(problem["new"], m.W, m.s2, m.p),
+        "bayes": fastmlr.predict_params(problem["new"], m.W, m.s2, m.p),
     }
     for name, v in out.items():
         assert np.all(np.isfinite(v)), name
@@ -112,12 +112,12 @@ def test_fit_agrees_across_threads_and_backends(problem):
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_sample_tasks_ignores_the_thread_count(dtype):
-    W, s, p = fastmlr.make_mixture(3, 5, seed=0)
+    W, s2, p = fastmlr.make_mixture(3, 5, seed=0)
     sizes = np.random.default_rng(0).integers(0, 40, size=6000)  # ~120k rows: several chunks
     runs = []
     for threads in (1, 2, 1):
         with fastmlr.n_threads(threads):
-            runs.append(fastmlr.sample_tasks(W, s, p, sizes, seed=5, dtype=dtype))
+            runs.append(fastmlr.sample_tasks(W, s2, p, sizes, seed=5, dtype=dtype))
     assert runs[0].offsets[-1] > 3 * (1 << 15)
     for other in runs[1:]:
         for a, b in zip(runs[0], other):

@@ -9,10 +9,10 @@ import pytest
 
 import fastmlr
 from fastmlr import em
-from fastmlr.classify import refit
+from fastmlr.lstsq import refit
 from fastmlr.feasibility import format_feasibility
 from fastmlr.fit import choose_heavy, select_tasks
-from fastmlr.pool_cli import simulate_pool
+from fastmlr.synthetic import simulate_pool
 
 
 def _pool(k, d, n, seed, low=4, high=24):
@@ -26,7 +26,7 @@ def _oracle(ts, sim):
     k = sim["W"].shape[0]
     R = np.zeros((ts.offsets.size - 1, k))
     R[np.arange(R.shape[0]), sim["z"]] = 1.0
-    return refit(*ts, R, sim["W"], sim["s"] ** 2)[0]
+    return refit(ts, R, sim["W"], sim["s2"])[0]
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_fit_reaches_at_least_the_likelihood_of_the_truth(pool_4_12):
     # the maximum-likelihood estimate is at least as likely as the true parameters
     sim, ts = pool_4_12
     m = fastmlr.fit(*ts, 4)
-    lj = em.log_joint(ts, sim["W"], sim["s"] ** 2, sim["p"])
+    lj = em.log_joint(ts, sim["W"], sim["s2"], sim["p"])
     m_ = lj.max(axis=1)
     ll_true = float((m_ + np.log(np.exp(lj - m_[:, None]).sum(axis=1))).sum())
     assert m.diagnostics["loglik"] >= ll_true
@@ -220,7 +220,7 @@ def test_whitening_on_anisotropic_features():
     assert m.diagnostics["whitening"]["applied"]
     R = np.zeros((1500, k))
     R[np.arange(1500), sim["z"]] = 1.0
-    W_or = refit(X2, ts.y, ts.offsets, R, W2, np.ones(k))[0]
+    W_or = refit(fastmlr.TaskSet(X2, ts.y, ts.offsets), R, W2, np.ones(k))[0]
     err = fastmlr.parameter_error(m.W, W2).max
     err_or = fastmlr.parameter_error(W_or, W2).max
     assert err <= 1.35 * err_or, (err, err_or)
@@ -260,7 +260,7 @@ def test_select_tasks():
     X = np.arange(20.0).reshape(10, 2)
     y = np.arange(10.0)
     off = np.array([0, 3, 3, 7, 10])
-    ts = fastmlr.check_tasks(X, y, off)
+    ts = fastmlr.tasks.check_tasks(X, y, off)
     sub = select_tasks(ts, np.array([3, 0]))
     assert list(sub.offsets) == [0, 3, 6]
     assert list(sub.y) == [7, 8, 9, 0, 1, 2]
@@ -298,8 +298,8 @@ def test_fit_refuses_a_target_that_is_zero_everywhere():
 
 
 def test_fit_refuses_data_whose_squares_underflow_and_does_not_depend_on_units():
-    W, s, p = fastmlr.make_mixture(k=2, d=4, seed=0)
-    S = fastmlr.sample_tasks(W, s, p, 8, n_tasks=200, seed=2)
+    W, s2, p = fastmlr.make_mixture(k=2, d=4, seed=0)
+    S = fastmlr.sample_tasks(W, s2, p, 8, n_tasks=200, seed=2)
     with pytest.raises(ValueError, match="y is too small in magnitude"):
         fastmlr.fit(S.X, S.y * 1e-160, S.offsets, 2)
     with pytest.raises(ValueError, match="X is too small in magnitude"):
@@ -468,9 +468,9 @@ def test_feasibility_counts_heavy_tasks_as_fit_chooses_them_and_allows_k_above_d
 def test_fit_renumbers_kept_components_and_warns():
     # k = 7 on a pool of 4 components with small tasks: some components end with too
     # few weighted rows; the diagnostics number them as the returned model does
-    W, s, p = fastmlr.make_mixture(4, 16, seed=0)
+    W, s2, p = fastmlr.make_mixture(4, 16, seed=0)
     sizes = np.random.default_rng(5).integers(2, 12, size=1500)
-    S = fastmlr.sample_tasks(W, s, p, sizes, seed=5)
+    S = fastmlr.sample_tasks(W, s2, p, sizes, seed=5)
     with pytest.warns(fastmlr.FallbackWarning, match="weighted rows during EM"):
         m = fastmlr.fit(*S[:3], k=7)
     kept = m.diagnostics["kept_components"]

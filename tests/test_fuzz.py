@@ -378,7 +378,8 @@ def ints_or_junk(lo, hi, good=None):
 
 
 def run_on(fn, inp, extra_names, *args, memory=False, **kwargs):
-    """Run ``fn(X, y, offsets, *args)`` on a fuzzed task input with the outcome rules.
+    """Run ``fn((X, y, offsets), *args)`` on a fuzzed task input with the outcome rules
+    (``fn(X, y, offsets, *args)`` for ``check_tasks``, which takes the three arrays).
 
     A corrupted task set must be refused naming the argument at fault (or another
     argument that may also be bad); a valid layout must give bitwise the result of its
@@ -388,9 +389,14 @@ def run_on(fn, inp, extra_names, *args, memory=False, **kwargs):
     names = tuple(extra_names) + (DATA_NAMES if fault is None else (fault,) + tuple(extra_names))
     if kind == "huge":
         names = names + ("X", "y")
-    ok, res = attempt(fn, X, y, off, *args, names=names, must_fail=fault is not None, memory=memory, **kwargs)
+    def call(X, y, off, *rest, **kw):
+        if fn is fastmlr.tasks.check_tasks:
+            return fn(X, y, off, *rest, **kw)
+        return fn((X, y, off), *rest, **kw)
+
+    ok, res = attempt(call, X, y, off, *args, names=names, must_fail=fault is not None, memory=memory, **kwargs)
     if ok and twin is not None:
-        ok2, res2 = attempt(fn, *twin, *args, names=names, memory=memory, **kwargs)
+        ok2, res2 = attempt(call, *twin, *args, names=names, memory=memory, **kwargs)
         assert ok2, "the coerced twin of a valid input was refused"
         same(res, res2)
     return res
@@ -402,7 +408,7 @@ def run_on(fn, inp, extra_names, *args, memory=False, **kwargs):
 
 @fuzz(inp=task_input(), min_size=st.one_of(st.integers(-1, 4), st.sampled_from(["2", 2.0, None])))
 def test_check_tasks(inp, min_size):
-    res = run_on(fastmlr.check_tasks, inp, ("min_size",), min_size=min_size)
+    res = run_on(fastmlr.tasks.check_tasks, inp, ("min_size",), min_size=min_size)
     if res is not None:
         X, y, off = res
         assert X.flags.c_contiguous and y.flags.c_contiguous and off.dtype == np.int64
@@ -481,7 +487,7 @@ def test_estimate_subspace(backend, inp, k, eig):
 @fuzz(backends=True, inp=task_input())
 def test_second_moment(backend, inp):
     with fastmlr.use_backend(backend):
-        M = run_on(fastmlr.second_moment, inp, ())
+        M = run_on(fastmlr.subspace.second_moment, inp, ())
     if M is not None:
         finite(M)
         np.testing.assert_array_equal(M, M.T)
@@ -511,7 +517,7 @@ def _d_of(inp):
 def test_distance_matrix(backend, inp, r, seed, how, L):
     U = _U(_d_of(inp), r, seed, how)
     with fastmlr.use_backend(backend):
-        res = run_on(fastmlr.distance_matrix, inp, ("U", "L"), U, L=L)
+        res = run_on(fastmlr.cluster.distance_matrix, inp, ("U", "L"), U, L=L)
     if res is not None:
         H, P = res
         n = H.shape[0]
@@ -532,7 +538,7 @@ def test_cluster_tasks(backend, inp, k, r, seed, how, L, linkage):
         n = res.labels.size
         assert res.labels.min() >= 0 and res.labels.max() < k and res.labels.dtype == np.int64
         assert np.unique(res.labels).size == k <= n  # no cluster left empty
-        check_mixture_result(res.W, res.r2, res.p, k, res.W.shape[1])
+        check_mixture_result(res.W, res.s2, res.p, k, res.W.shape[1])
 
 
 PARAM_FAULTS = ("ok",) * 16 + ("p_none", "p_one_zero", "W_nan", "W_wrong_d", "W_1d", "W_complex", "W_empty", "s2_zero",
@@ -599,7 +605,7 @@ def _param_names(fault, s2_name="s2"):
       fault=st.sampled_from(PARAM_FAULTS))
 def test_classify_tasks(backend, inp, k, seed, fault):
     W, r2, p = _params(_d_of(inp), k, seed, fault)
-    names = _param_names(fault, "r2")
+    names = _param_names(fault, "s2")
     with fastmlr.use_backend(backend):
         res = run_on(fastmlr.classify_tasks, inp, names, W, r2, p)
     if fault not in ("ok", "p_none", "p_one_zero", "s2_tiny", "W_huge"):
@@ -646,10 +652,10 @@ def pipeline_input(draw):
     k = draw(st.integers(1, 3))
     d = draw(st.integers(k, 5))
     seed = draw(st.integers(0, 2**16))
-    W, s, p = fastmlr.make_mixture(k, d, noise=draw(st.sampled_from([0.0, 0.1, 1.0])), seed=seed)
-    light = fastmlr.sample_tasks(W, s, p, draw(st.integers(2, 4)), n_tasks=draw(st.integers(20, 200)), seed=seed + 1)
-    heavy = fastmlr.sample_tasks(W, s, p, draw(st.integers(2, 40)), n_tasks=draw(st.integers(k, 30)), seed=seed + 2)
-    light2 = fastmlr.sample_tasks(W, s, p, draw(st.integers(1, 10)), n_tasks=draw(st.integers(k, 60)), seed=seed + 3)
+    W, s2, p = fastmlr.make_mixture(k, d, s2=draw(st.sampled_from([0.0, 0.01, 1.0])), seed=seed)
+    light = fastmlr.sample_tasks(W, s2, p, draw(st.integers(2, 4)), n_tasks=draw(st.integers(20, 200)), seed=seed + 1)
+    heavy = fastmlr.sample_tasks(W, s2, p, draw(st.integers(2, 40)), n_tasks=draw(st.integers(k, 30)), seed=seed + 2)
+    light2 = fastmlr.sample_tasks(W, s2, p, draw(st.integers(1, 10)), n_tasks=draw(st.integers(k, 60)), seed=seed + 3)
     sets = [light[:3], heavy[:3], light2[:3]]
     which = draw(st.integers(0, 2))
     fault, twin = None, None
@@ -678,7 +684,7 @@ def pipeline_input(draw):
 def test_meta_learn(backend, inp, k, L, linkage):
     sets, twin, fault, k_true = inp
     k = k_true if k is None else k  # usually the true k
-    names = ("k", "L", "linkage") + (DATA_NAMES + ("W", "r2") if fault is None else (fault,))
+    names = ("k", "L", "linkage") + (DATA_NAMES + ("W", "s2") if fault is None else (fault,))
     with fastmlr.use_backend(backend):
         ok, res = attempt(fastmlr.meta_learn, *sets, k, L=L, linkage=linkage, names=names,
                           must_fail=fault is not None)
@@ -692,7 +698,7 @@ def test_meta_learn(backend, inp, k, L, linkage):
 @fuzz(backends=True, inp=task_input())
 def test_moment_stats(backend, inp):
     with fastmlr.use_backend(backend):
-        res = run_on(fastmlr.moment_stats, inp, ())
+        res = run_on(fastmlr.subspace.moment_stats, inp, ())
     if res is not None:
         finite(res.cross)
         assert res.n == np.asarray(inp[0][2]).size - 1
@@ -724,13 +730,13 @@ def test_task_streams(backend, raw, cuts, fault, k, which):
     stream = fastmlr.TaskStream(source)
     d = X.shape[1]
     W, s2, p = _params(d, k, 0, "ok")
-    call = {"moment_stats": lambda a: fastmlr.moment_stats(*a),
-            "estimate_subspace": lambda a: fastmlr.estimate_subspace(*a, min(k, d)),
-            "second_moment": lambda a: fastmlr.second_moment(*a),
-            "classify_tasks": lambda a: fastmlr.classify_tasks(*a, W, s2),
-            "posterior": lambda a: fastmlr.posterior(*a, W, s2, p),
-            "log_likelihoods": lambda a: fastmlr.log_likelihoods(*a, W, s2, p),
-            "predict_params": lambda a: fastmlr.predict_params(*a, W, s2, p, method="map")}[which]
+    call = {"moment_stats": lambda a: fastmlr.subspace.moment_stats(a),
+            "estimate_subspace": lambda a: fastmlr.estimate_subspace(a, min(k, d)),
+            "second_moment": lambda a: fastmlr.subspace.second_moment(a),
+            "classify_tasks": lambda a: fastmlr.classify_tasks(a, W, s2),
+            "posterior": lambda a: fastmlr.posterior(a, W, s2, p),
+            "log_likelihoods": lambda a: fastmlr.predict.log_likelihoods(a, W, s2, p),
+            "predict_params": lambda a: fastmlr.predict_params(a, W, s2, p, method="map")}[which]
     names = ("chunk", "TaskStream", "X", "y", "offsets", "tasks", "k", "W", "r2", "s2")
     with fastmlr.use_backend(backend):
         if fault == "one_shot_twice":
@@ -782,10 +788,10 @@ def test_open_npy_chunks(backend, raw, fault, which, max_rows):
     with fastmlr.use_backend(backend):
         def read():
             stream = fastmlr.open_npy_chunks(paths["X"], paths["y"], paths["offsets"], max_rows=max_rows)
-            return fastmlr.moment_stats(stream)
+            return fastmlr.subspace.moment_stats(stream)
         ok, res = attempt(read, names=names, must_fail=fault != "ok")
         if ok:
-            ref = fastmlr.moment_stats(X, y, off)
+            ref = fastmlr.subspace.moment_stats((X, y, off))
             np.testing.assert_allclose(res.cross, ref.cross, rtol=1e-9, atol=1e-9 * max(1.0, np.abs(ref.cross).max()))
 
 
@@ -835,8 +841,8 @@ MODEL_FILES = ("good", "truncated", "flipped", "empty", "missing", "directory", 
 @functools.lru_cache(maxsize=None)
 def fitted_files():
     """A small pool (.npz, .csv) and a model fitted to it, written once."""
-    W, s, p = fastmlr.make_mixture(2, 3, seed=0)
-    pool = fastmlr.sample_tasks(W, s, p, np.random.default_rng(0).integers(2, 20, size=150), seed=1)
+    W, s2, p = fastmlr.make_mixture(2, 3, seed=0)
+    pool = fastmlr.sample_tasks(W, s2, p, np.random.default_rng(0).integers(2, 20, size=150), seed=1)
     task = np.repeat(np.arange(150), np.diff(pool.offsets))
     paths = {"npz": f"{_TMP}/pool.npz", "csv": f"{_TMP}/pool.csv", "model": f"{_TMP}/model.npz"}
     np.savez(paths["npz"], X=pool.X, y=pool.y, task=task)
@@ -949,23 +955,23 @@ NUMBERS = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_f
 
 @fuzz(k=ints_or_junk(-1, 6, good=(1, 4)), d=ints_or_junk(-1, 8, good=(4, 8)),
       kind=mostly(st.sampled_from(["orthonormal", "gaussian"]), st.sampled_from(["x", None])),
-      noise=mostly(st.one_of(st.floats(0, 3), st.lists(st.floats(0, 3), min_size=1, max_size=4)),
+      s2=mostly(st.one_of(st.floats(0, 3), st.lists(st.floats(0, 3), min_size=1, max_size=4)),
                    st.one_of(st.floats(-1, 0, exclude_max=True), NUMBERS, st.just(np.ones((2, 2))))),
       weights=mostly(st.one_of(st.none(), st.just("random"), st.lists(st.floats(0, 2), min_size=1, max_size=4)),
                      st.one_of(st.just("x"), st.lists(st.floats(-1, 2), max_size=6), NUMBERS)),
       seed=mostly(st.one_of(st.none(), st.integers(0, 10**6)), st.sampled_from([-1, 1.5, "x"])),
       big=st.sampled_from([False] * 9 + [True]))
-def test_make_mixture(k, d, kind, noise, weights, seed, big):
+def test_make_mixture(k, d, kind, s2, weights, seed, big):
     if big:
         d = 10**12  # refused by the memory guard, never allocated
-    ok, res = attempt(fastmlr.make_mixture, k, d, kind=kind, noise=noise, weights=weights, seed=seed,
-                      names=("k", "d", "kind", "noise", "weights", "seed", "mixture"), memory=big)
+    ok, res = attempt(fastmlr.make_mixture, k, d, kind=kind, s2=s2, weights=weights, seed=seed,
+                      names=("k", "d", "kind", "s2", "weights", "seed", "mixture"), memory=big)
     assert not (ok and big)
     if ok:
-        W, s, p = res
+        W, s2, p = res
         assert W.shape == (int(k), int(d))
-        finite(W, s, p)
-        assert np.all(s >= 0) and abs(p.sum() - 1) < 1e-12
+        finite(W, s2, p)
+        assert np.all(s2 >= 0) and abs(p.sum() - 1) < 1e-12
 
 
 @fuzz(k=st.integers(1, 4), d=st.integers(1, 6), seed=st.integers(0, 99),
@@ -979,13 +985,13 @@ def test_make_mixture(k, d, kind, noise, weights, seed, big):
                    st.sampled_from(["float16", "garbage", int, np.complex128])),
       sample_seed=mostly(st.one_of(st.none(), st.integers(0, 10**6)), st.sampled_from([-1, "x", 2.5])))
 def test_sample_tasks(k, d, seed, s_fault, p_fault, sizes, n_tasks, dtype, sample_seed):
-    W, s, p = fastmlr.make_mixture(k, d, kind="gaussian", seed=seed)
-    s = {"ok": s, "negative": -s, "nan": s * np.nan, "shape": np.ones(k + 1), "strings": s.astype(str),
-         "complex": s + 1j}[s_fault]
+    W, s2, p = fastmlr.make_mixture(k, d, kind="gaussian", seed=seed)
+    s2 = {"ok": s2, "negative": -s2, "nan": s2 * np.nan, "shape": np.ones(k + 1), "strings": s2.astype(str),
+          "complex": s2 + 1j}[s_fault]
     p = {"ok": p, "negative": p - 1, "zero_sum": p * 0, "shape": np.ones(k + 1), "nan": p * np.nan,
          "strings": p.astype(str)}[p_fault]
-    names = ("s", "p", "sizes", "n_tasks", "dtype", "seed")
-    ok, res = attempt(fastmlr.sample_tasks, W, s, p, sizes, n_tasks=n_tasks, seed=sample_seed, dtype=dtype,
+    names = ("s2", "p", "sizes", "n_tasks", "dtype", "seed")
+    ok, res = attempt(fastmlr.sample_tasks, W, s2, p, sizes, n_tasks=n_tasks, seed=sample_seed, dtype=dtype,
                       names=names, memory=True, must_fail=s_fault != "ok" or p_fault != "ok")
     if ok:
         X, y, off, z = res
@@ -1053,19 +1059,19 @@ def test_clustering_accuracy(n, seed, a, b):
 @fuzz(name=st.one_of(st.sampled_from(["numba", "cython", "numpy", "NumPy", "fortran", "", None, 3, ["numba"]])),
       count=st.one_of(st.none(), st.integers(-1, 4), st.integers(1, 4).map(np.int64), st.sampled_from([1.5, "2", True])))
 def test_backend_functions(name, count):
-    before = fastmlr.get_backend()
-    assert before in fastmlr.available_backends()
+    before = fastmlr.backend.get_backend()
+    assert before in fastmlr.backend.available_backends()
     try:
-        ok, _ = attempt(fastmlr.set_backend, name, names=("backend",))
-        assert ok == (isinstance(name, str) and name.lower() in fastmlr.available_backends())
+        ok, _ = attempt(fastmlr.backend.set_backend, name, names=("backend",))
+        assert ok == (isinstance(name, str) and name.lower() in fastmlr.backend.available_backends())
         if ok:
-            assert fastmlr.get_backend() == name.lower()
+            assert fastmlr.backend.get_backend() == name.lower()
     finally:
-        fastmlr.set_backend(before)
+        fastmlr.backend.set_backend(before)
 
     def enter():
         with fastmlr.n_threads(count):
-            return fastmlr.get_backend()
+            return fastmlr.backend.get_backend()
 
     ok, _ = attempt(enter, names=("n_threads",))
     valid = count is None or (not isinstance(count, (bool, float, str)) and int(count) >= 1)
@@ -1137,11 +1143,11 @@ def test_cli_demo(parts, order):
     parts = list(parts)
     order.shuffle(parts)
     argv = ["demo"] + [tok for part in parts for tok in part]
-    before = fastmlr.get_backend()
+    before = fastmlr.backend.get_backend()
     try:
         code, out, err = run_cli(argv)
     finally:
-        fastmlr.set_backend(before)
+        fastmlr.backend.set_backend(before)
     check_cli_outcome(argv, code, out, err)
     if code == 0 and "--json" in argv:
         res = json.loads(out)
@@ -1265,37 +1271,37 @@ REGRESSIONS = {
     "sample_tasks s complex": (lambda: fastmlr.sample_tasks(_W, [1j, 1], _P, 3, n_tasks=2), TypeError, r"^s has dtype"),
     "sample_tasks n_tasks vs sizes": (lambda: fastmlr.sample_tasks(_W, [1, 1], _P, [3], n_tasks=2), ValueError,
                                       r"n_tasks is 2 but sizes has 1 entries; expected"),
-    "make_mixture noise shape": (lambda: fastmlr.make_mixture(2, 3, noise=[1, 2, 3]), ValueError, r"^noise has shape"),
-    "make_mixture noise text": (lambda: fastmlr.make_mixture(2, 3, noise="x"), TypeError, r"^noise has dtype"),
-    "offsets beyond int64": (lambda: fastmlr.check_tasks(_X, _Y, np.array([0, 2**64 - 1, 6], dtype=np.uint64)),
+    "make_mixture s2 shape": (lambda: fastmlr.make_mixture(2, 3, s2=[1, 2, 3]), ValueError, r"^s2 has shape"),
+    "make_mixture s2 text": (lambda: fastmlr.make_mixture(2, 3, s2="x"), TypeError, r"^s2 has dtype"),
+    "offsets beyond int64": (lambda: fastmlr.tasks.check_tasks(_X, _Y, np.array([0, 2**64 - 1, 6], dtype=np.uint64)),
                              ValueError, r"offsets\[1\] is 18446744073709551615; expected row offsets between 0 and"),
-    "check_tasks min_size text": (lambda: fastmlr.check_tasks(_X, _Y, _OFF, min_size="2"), TypeError, r"^min_size must"),
+    "check_tasks min_size text": (lambda: fastmlr.tasks.check_tasks(_X, _Y, _OFF, min_size="2"), TypeError, r"^min_size must"),
     "pack_tasks of numbers": (lambda: fastmlr.pack_tasks(3, 4), TypeError, r"^Xs and ys must be sequences"),
     "group_tasks mixed ids": (lambda: fastmlr.group_tasks(_X, _Y, np.array([1, "a"] * 3, dtype=object)), TypeError,
                               r"^task_ids must be mutually sortable"),
-    "predict method array": (lambda: fastmlr.predict_params(_X, _Y, _OFF, _W, _S2, _P, method=np.array(["map", "x"])),
+    "predict method array": (lambda: fastmlr.predict_params((_X, _Y, _OFF), _W, _S2, _P, method=np.array(["map", "x"])),
                              ValueError, r"^method is"),
-    "cluster linkage array": (lambda: fastmlr.cluster_tasks(_X, _Y, _OFF, np.eye(2), 2, linkage=np.array(["a", "b"])),
+    "cluster linkage array": (lambda: fastmlr.cluster_tasks((_X, _Y, _OFF), np.eye(2), 2, linkage=np.array(["a", "b"])),
                               ValueError, r"^linkage is"),
-    "posterior s2 denormal": (lambda: fastmlr.posterior(_X, _Y, _OFF, _W, [5e-324, 5e-324], _P), ValueError,
+    "posterior s2 denormal": (lambda: fastmlr.posterior((_X, _Y, _OFF), _W, [5e-324, 5e-324], _P), ValueError,
                               r"zero likelihood under every component.*s2 = .* is too small"),
-    "classify r2 denormal": (lambda: fastmlr.classify_tasks(_X, _Y, _OFF, _W, [5e-324, 5e-324]), ValueError,
-                             r"zero likelihood under every component.*r2 = "),
-    "posterior X overflow": (lambda: fastmlr.posterior(_X * 1e200, _Y, _OFF, _W, _S2, _P), ValueError,
+    "classify s2 denormal": (lambda: fastmlr.classify_tasks((_X, _Y, _OFF), _W, [5e-324, 5e-324]), ValueError,
+                             r"zero likelihood under every component.*s2 = "),
+    "posterior X overflow": (lambda: fastmlr.posterior((_X * 1e200, _Y, _OFF), _W, _S2, _P), ValueError,
                              r"residual sums of squares overflowed.*rescale X and y"),
-    "classify X overflow": (lambda: fastmlr.classify_tasks(_X * 1e200, _Y, _OFF, _W, _S2), ValueError,
+    "classify X overflow": (lambda: fastmlr.classify_tasks((_X * 1e200, _Y, _OFF), _W, _S2), ValueError,
                             r"overflowed float64.*rescale X and y"),
-    "subspace X overflow": (lambda: fastmlr.estimate_subspace(_X * 1e200, _Y * 1e200, _OFF, 1), ValueError,
+    "subspace X overflow": (lambda: fastmlr.estimate_subspace((_X * 1e200, _Y * 1e200, _OFF), 1), ValueError,
                             r"group means of y\*x overflowed"),
-    "cluster X overflow, one task": (lambda: fastmlr.distance_matrix(_X[:2] * 1e200, _Y[:2] * 1e200, [0, 2], np.eye(2)),
+    "cluster X overflow, one task": (lambda: fastmlr.cluster.distance_matrix((_X[:2] * 1e200, _Y[:2] * 1e200, [0, 2]), np.eye(2)),
                                      ValueError, r"group means of y\*x overflowed"),
     "fit X overflow": (lambda: fastmlr.fit(_X * 1e200, _Y * 1e200, _OFF, 1), ValueError, r"X\^T X / N overflowed"),
     "fit n_heavy too large": (lambda: fastmlr.fit(_X, _Y, _OFF, 1, n_heavy=10**6), ValueError,
                               r"n_heavy is 1000000 .*; expected n_heavy <= 2"),
     "fit linkages number": (lambda: fastmlr.fit(_X, _Y, _OFF, 1, linkages=3), TypeError, r"^linkages is 3; expected"),
-    "cluster one-row tasks": (lambda: fastmlr.cluster_tasks(_X, _Y, [0, 1, 6], np.eye(2), 2), ValueError,
+    "cluster one-row tasks": (lambda: fastmlr.cluster_tasks((_X, _Y, [0, 1, 6]), np.eye(2), 2), ValueError,
                               r"heavy tasks: 1 of 2 tasks have fewer than 2 rows"),
-    "match_components NaN": (lambda: fastmlr.match_components(np.full((2, 2), np.nan), _W), ValueError,
+    "match_components NaN": (lambda: fastmlr.metrics.match_components(np.full((2, 2), np.nan), _W), ValueError,
                              r"^W_hat contains NaN or inf"),
     "subspace_error shapes": (lambda: fastmlr.subspace_error(np.ones((4, 2)), _W), ValueError,
                               r"^U has shape \(4, 2\) and W \(2, 2\); expected"),
@@ -1305,9 +1311,9 @@ REGRESSIONS = {
                                       r"^labels has dtype float64; expected integer labels"),
     "load_model zip flag bit 5": (lambda: fastmlr.load_model(_zip_flag_bit_5(fitted_files()["model"])), ValueError,
                                   r"is not a readable fastmlr model file \(NotImplementedError"),
-    "open_npy_chunks object array": (lambda: fastmlr.moment_stats(fastmlr.open_npy_chunks(
+    "open_npy_chunks object array": (lambda: fastmlr.subspace.moment_stats(fastmlr.open_npy_chunks(
         _npy(_X), _npy(_Y), _npy(_OFF.astype(object)))), ValueError, r"^offsets_path .* is not a readable .npy array"),
-    "open_npy_chunks .npz given": (lambda: fastmlr.moment_stats(fastmlr.open_npy_chunks(
+    "open_npy_chunks .npz given": (lambda: fastmlr.subspace.moment_stats(fastmlr.open_npy_chunks(
         fitted_files()["npz"], _npy(_Y), _npy(_OFF))), ValueError, r"^X_path .* is an .npz archive; expected one .npy"),
 }
 
@@ -1356,11 +1362,11 @@ def test_every_public_function_is_fuzzed():
 
 
 def test_use_backend_restores_after_a_refusal():
-    before = fastmlr.get_backend()
+    before = fastmlr.backend.get_backend()
     with pytest.raises(ValueError, match="backend"):
         with fastmlr.use_backend("fortran"):
             pass
-    assert fastmlr.get_backend() == before
+    assert fastmlr.backend.get_backend() == before
 
 
 # ---------------------------------------------------------------------------------

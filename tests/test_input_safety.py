@@ -25,8 +25,8 @@ def run(*args, cwd):
 
 @pytest.fixture(scope="module")
 def pool():
-    W, s, p = fastmlr.make_mixture(2, 3, seed=0)
-    S = fastmlr.sample_tasks(W, s, p, np.random.default_rng(0).integers(4, 20, size=150), seed=1)
+    W, s2, p = fastmlr.make_mixture(2, 3, seed=0)
+    S = fastmlr.sample_tasks(W, s2, p, np.random.default_rng(0).integers(4, 20, size=150), seed=1)
     task = np.repeat(np.arange(150), np.diff(S.offsets))
     return S, task
 
@@ -190,11 +190,11 @@ def test_metrics_do_not_overflow_in_squares():
 
 
 def test_sample_tasks_refuses_an_overflowing_sample():
-    W, s, p = fastmlr.make_mixture(2, 3, seed=0)
+    W, s2, p = fastmlr.make_mixture(2, 3, seed=0)
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
-        with pytest.raises(ValueError, match="sampled y overflowed float64: W and s are too large"):
-            fastmlr.sample_tasks(W, s * 1e308, p, 4, n_tasks=10, seed=0)
+        with pytest.raises(ValueError, match="sampled y overflowed float64: W and s2 are too large"):
+            fastmlr.sample_tasks(W * 1e308, s2, p, 4, n_tasks=10, seed=0)
     assert [str(w.message) for w in seen] == []
 
 
@@ -234,7 +234,7 @@ def test_cli_all_query_csv_names_the_missing_rows(tmp_path):
 
 def test_estimate_subspace_without_features():
     with pytest.raises(ValueError, match=r"X has shape \(4, 0\); expected at least one feature column"):
-        fastmlr.estimate_subspace(np.zeros((4, 0)), np.ones(4), [0, 2, 4], 1)
+        fastmlr.estimate_subspace((np.zeros((4, 0)), np.ones(4), [0, 2, 4]), 1)
 
 
 # ---------------------------------------------------------------------------------
@@ -318,11 +318,11 @@ def test_integer_arguments_everywhere_accept_numpy_integers(tmp_path, pool):
         np.save(tmp_path / f"{name}.npy", arr)
     stream = fastmlr.open_npy_chunks(tmp_path / "X.npy", tmp_path / "y.npy", tmp_path / "off.npy",
                                      max_rows=np.int64(100))
-    np.testing.assert_allclose(fastmlr.second_moment(stream), fastmlr.second_moment(*S[:3]), rtol=1e-12)
+    np.testing.assert_allclose(fastmlr.subspace.second_moment(stream), fastmlr.subspace.second_moment(S[:3]), rtol=1e-12)
     f = fastmlr.feasibility(np.diff(S.offsets), np.int32(2), np.uint8(3))
     assert (f.k, f.d) == (2, 3)
     with pytest.raises(ValueError, match=r"L must be a positive integer number of median pairs, but L is 1\.0"):
-        fastmlr.cluster_tasks(*S[:3], np.eye(3)[:, :2], 2, L=1.0)
+        fastmlr.cluster_tasks(S[:3], np.eye(3)[:, :2], 2, L=1.0)
 
 
 def test_cluster_memory_guard_is_check_work():
@@ -331,7 +331,7 @@ def test_cluster_memory_guard_is_check_work():
     X = np.zeros((2 * n, 1))
     with pytest.raises(MemoryError, match=r"distance matrix of 7450\.6 GiB, over the 8\.0 GiB limit "
                                           r"\(fastmlr\._config\.MAX_WORK_BYTES\); pass fewer heavy tasks"):
-        fastmlr.cluster_tasks(X, X[:, 0], off, np.ones((1, 1)), 2)
+        fastmlr.cluster_tasks((X, X[:, 0], off), np.ones((1, 1)), 2)
 
 
 def test_demo_names_a_bad_scale():

@@ -11,7 +11,7 @@ import pytest
 
 import fastmlr
 from fastmlr.cli import main
-from fastmlr.pool_cli import pool_sizes, simulate_pool
+from fastmlr.synthetic import pool_sizes, simulate_pool
 from fastmlr.pool_io import read_pool, write_pool
 
 
@@ -82,7 +82,7 @@ def test_round_trip_simulate_fit_predict(files, tmp_path, ext, capsys):
         q = np.genfromtxt(str(tmp_path / "o.queries.csv"), delimiter=",", names=True)
         qrows, yb, ym = q["row"].astype(int), q["yhat_bayes"], q["yhat_map"]
     assert post.shape == (400, 3) and np.allclose(post.sum(axis=1), 1.0, atol=1e-8)
-    perm = fastmlr.match_components(m.W, W)  # model component perm[l] is true component l
+    perm = fastmlr.metrics.match_components(m.W, W)  # model component perm[l] is true component l
     inv = np.argsort(perm)
     assert np.mean(inv[comp] == z_true) > 0.9
     assert bb.shape == (400, 6)
@@ -91,7 +91,7 @@ def test_round_trip_simulate_fit_predict(files, tmp_path, ext, capsys):
     truth = np.einsum("qd,qd->q", X[qrows], W[z_true[task[qrows]]])
     pool = read_pool(files / "p.npz", allow_query=True)
     with np.load(files / "p.npz") as z:
-        B_true = fastmlr.predict_params(pool.X, pool.y, pool.offsets, W, z["true_s"] ** 2, z["true_p"])
+        B_true = fastmlr.predict_params((pool.X, pool.y, pool.offsets), W, z["true_s2"], z["true_p"])
     assert np.array_equal(pool.query_rows, qrows)
     ideal = np.einsum("qd,qd->q", pool.query_X, B_true[pool.query_task])
     mse, mse_map = np.mean((yb - truth) ** 2), np.mean((ym - truth) ** 2)

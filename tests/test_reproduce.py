@@ -83,11 +83,11 @@ def test_classification_needs_log_k_examples():
 
 
 def test_prefix_log_likelihoods_match_the_public_function():
-    W, s, p = fastmlr.make_mixture(4, 32, seed=0)
-    smp = fastmlr.sample_tasks(W, s, p, 10, n_tasks=50, seed=1)
-    ll = classification.prefix_log_likelihoods(smp.X, smp.y, 50, 10, W, s**2, p)
+    W, s2, p = fastmlr.make_mixture(4, 32, seed=0)
+    smp = fastmlr.sample_tasks(W, s2, p, 10, n_tasks=50, seed=1)
+    ll = classification.prefix_log_likelihoods(smp.X, smp.y, 50, 10, W, s2, p)
     for t in (1, 5, 10):
-        ref = fastmlr.log_likelihoods(*classification.prefix(smp.X, smp.y, 50, 10, t), W, s**2, p)
+        ref = fastmlr.predict.log_likelihoods(classification.prefix(smp.X, smp.y, 50, 10, t), W, s2, p)
         np.testing.assert_allclose(ll[t - 1], ref, rtol=1e-12, atol=1e-9)
 
 

@@ -12,15 +12,15 @@ class Subspace:
     param_names = ["backend", "dtype", "tasks", "d"]
 
     def setup(self, backend, dtype, tasks, d):
-        fastmlr.set_backend(backend)
+        fastmlr.backend.set_backend(backend)
         _, (self.X, self.y, self.off, _) = pool(8, d, long_tailed(tasks, 2, 64), dtype)
-        fastmlr.estimate_subspace(*head(self.X, self.y, self.off, 20), 8)
+        fastmlr.estimate_subspace(head(self.X, self.y, self.off, 20), 8)
 
     def time_estimate_subspace(self, backend, dtype, tasks, d):
-        fastmlr.estimate_subspace(self.X, self.y, self.off, 8)
+        fastmlr.estimate_subspace((self.X, self.y, self.off), 8)
 
     def peakmem_estimate_subspace(self, backend, dtype, tasks, d):
-        fastmlr.estimate_subspace(self.X, self.y, self.off, 8)
+        fastmlr.estimate_subspace((self.X, self.y, self.off), 8)
 
 
 class Cluster:
@@ -28,16 +28,16 @@ class Cluster:
     param_names = ["backend", "n_heavy", "k", "L"]
 
     def setup(self, backend, n, k, L):
-        fastmlr.set_backend(backend)
+        fastmlr.backend.set_backend(backend)
         (W, _, _), (self.X, self.y, self.off, _) = pool(k, 4 * k, np.full(n, 16), "float64")
         self.U = np.linalg.qr(W.T)[0]
-        fastmlr.cluster_tasks(self.X, self.y, self.off, self.U, k, L=L)
+        fastmlr.cluster_tasks((self.X, self.y, self.off), self.U, k, L=L)
 
     def time_cluster_tasks(self, backend, n, k, L):
-        fastmlr.cluster_tasks(self.X, self.y, self.off, self.U, k, L=L)
+        fastmlr.cluster_tasks((self.X, self.y, self.off), self.U, k, L=L)
 
     def peakmem_cluster_tasks(self, backend, n, k, L):
-        fastmlr.cluster_tasks(self.X, self.y, self.off, self.U, k, L=L)
+        fastmlr.cluster_tasks((self.X, self.y, self.off), self.U, k, L=L)
 
 
 class Classify:
@@ -45,16 +45,16 @@ class Classify:
     param_names = ["backend", "dtype", "tasks", "k"]
 
     def setup(self, backend, dtype, tasks, k):
-        fastmlr.set_backend(backend)
-        (self.W, s, _), (self.X, self.y, self.off, _) = pool(k, 128, long_tailed(tasks, 24, 128), dtype)
-        self.r2 = 2 * s**2
-        fastmlr.classify_tasks(self.X, self.y, self.off, self.W, self.r2)
+        fastmlr.backend.set_backend(backend)
+        (self.W, s2, _), (self.X, self.y, self.off, _) = pool(k, 128, long_tailed(tasks, 24, 128), dtype)
+        self.s2 = 2 * s2
+        fastmlr.classify_tasks((self.X, self.y, self.off), self.W, self.s2)
 
     def time_classify_tasks(self, backend, dtype, tasks, k):
-        fastmlr.classify_tasks(self.X, self.y, self.off, self.W, self.r2)
+        fastmlr.classify_tasks((self.X, self.y, self.off), self.W, self.s2)
 
     def peakmem_classify_tasks(self, backend, dtype, tasks, k):
-        fastmlr.classify_tasks(self.X, self.y, self.off, self.W, self.r2)
+        fastmlr.classify_tasks((self.X, self.y, self.off), self.W, self.s2)
 
 
 class EndToEnd:
@@ -65,11 +65,11 @@ class EndToEnd:
     timeout = 600
 
     def setup(self, backend, dtype, scale):
-        fastmlr.set_backend(backend)
+        fastmlr.backend.set_backend(backend)
         k, d = 32, 256
-        (W, s, p), light = pool(k, d, long_tailed(int((1 << 19) * scale), 2, 64), dtype)
-        heavy = fastmlr.sample_tasks(W, s, p, 256, n_tasks=256, seed=5, dtype=dtype)
-        light2 = fastmlr.sample_tasks(W, s, p, long_tailed(max(1 << 10, int((1 << 13) * scale)), 24, 128, 1),
+        (W, s2, p), light = pool(k, d, long_tailed(int((1 << 19) * scale), 2, 64), dtype)
+        heavy = fastmlr.sample_tasks(W, s2, p, 256, n_tasks=256, seed=5, dtype=dtype)
+        light2 = fastmlr.sample_tasks(W, s2, p, long_tailed(max(1 << 10, int((1 << 13) * scale)), 24, 128, 1),
                                       seed=6, dtype=dtype)
         self.sets = (light[:3], heavy[:3], light2[:3])
         fastmlr.meta_learn(*self.sets, k)
@@ -100,7 +100,7 @@ class Fit:
     param_names = ["backend", "tasks", "k,d"]
 
     def setup(self, backend, tasks, kd):
-        from fastmlr.pool_cli import simulate_pool
+        from fastmlr.synthetic import simulate_pool
 
         self.k, d = (int(v) for v in kd.split(","))
         sim = simulate_pool(self.k, d, tasks, low=4, high=32, seed=0)

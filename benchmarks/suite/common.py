@@ -18,7 +18,7 @@ def grid(values):
     return values[:1] if SMOKE else values
 
 
-BACKENDS = grid(fastmlr.available_backends())
+BACKENDS = grid(fastmlr.backend.available_backends())
 DTYPES = grid(["float64", "float32"])
 
 
@@ -34,9 +34,9 @@ def long_tailed(n, low, cap, seed=0):
 
 
 def pool(k, d, sizes_, dtype, seed=0):
-    """(W, s, p) and a sampled task set (X, y, offsets, z)."""
-    W, s, p = fastmlr.make_mixture(k, d, seed=seed)
-    return (W, s, p), fastmlr.sample_tasks(W, s, p, sizes_, seed=seed + 1, dtype=dtype)
+    """(W, s2, p) and a sampled task set (X, y, offsets, z)."""
+    W, s2, p = fastmlr.make_mixture(k, d, seed=seed)
+    return (W, s2, p), fastmlr.sample_tasks(W, s2, p, sizes_, seed=seed + 1, dtype=dtype)
 
 
 def head(X, y, offsets, tasks=3):

@@ -7,7 +7,7 @@ Algorithm 4.  Each task is sampled once with the largest t of the grid and class
 from its first t rows for every t, so the accuracy curves are nested: the residuals
 ``y - X W^T`` are computed once and their running sums of squares give the
 log-likelihoods of every prefix (:func:`prefix_log_likelihoods`, the same numbers as
-:func:`fastmlr.log_likelihoods` on each prefix, without recomputing the products).  ``t_min(a)`` is
+:func:`fastmlr.predict.log_likelihoods` on each prefix, without recomputing the products).  ``t_min(a)`` is
 the smallest t at which at least a fraction a of the tasks is classified correctly.
 """
 
@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 
+from ..likelihood import log_joint
 from ..synthetic import make_mixture, sample_tasks
 from .runner import Result, Table, format_table, loglog_slope, say
 
@@ -40,7 +41,7 @@ def prefix(X, y, n, t_max, t):
 
 
 def prefix_log_likelihoods(X, y, n, t_max, W, s2, p):
-    """Log-likelihoods of every prefix of every task, as :func:`fastmlr.log_likelihoods`.
+    """Log-likelihoods of every prefix of every task, as :func:`fastmlr.predict.log_likelihoods`.
 
     Parameters
     ----------
@@ -50,12 +51,11 @@ def prefix_log_likelihoods(X, y, n, t_max, W, s2, p):
     Returns
     -------
     (t_max, n, k) float64 -- entry [t - 1, i, l] is ``log p_l + log N(y_i | X_i w_l, s2_l)``
-    of task i's first t rows, up to a constant per task and t
+    of task i's first t rows (:func:`fastmlr.likelihood.log_joint`)
     """
     R = (y[:, None] - X @ W.T).reshape(n, t_max, -1)  # (n, t_max, k)
     sse = np.cumsum(R**2, axis=1).transpose(1, 0, 2)  # (t_max, n, k)
-    t = np.arange(1, t_max + 1, dtype=np.float64)[:, None, None]
-    return -sse / (2.0 * s2) - 0.5 * t * np.log(s2) + np.log(p)
+    return np.stack([log_joint(sse[t - 1], np.full(n, float(t)), s2, p) for t in range(1, t_max + 1)])
 
 
 def run(*, quick=False, trials=None, seed=0, progress=None) -> Result:
@@ -86,12 +86,12 @@ def run(*, quick=False, trials=None, seed=0, progress=None) -> Result:
         acc = np.zeros((trials, len(T_GRID)))
         for tr, ts in enumerate(ss.spawn(trials)):
             s_mix, s_tasks = ts.spawn(2)
-            W, s, p = make_mixture(k, d, kind="orthonormal", noise=1.0, seed=s_mix)
+            W, s2, p = make_mixture(k, d, kind="orthonormal", s2=1.0, seed=s_mix)
             correct = np.zeros(t_max)
             for lo, cs in zip(range(0, n, _CHUNK_TASKS), s_tasks.spawn(-(-n // _CHUNK_TASKS))):
                 m = min(_CHUNK_TASKS, n - lo)
-                smp = sample_tasks(W, s, p, t_max, n_tasks=m, seed=cs)
-                ll = prefix_log_likelihoods(smp.X, smp.y, m, t_max, W, s**2, p)
+                smp = sample_tasks(W, s2, p, t_max, n_tasks=m, seed=cs)
+                ll = prefix_log_likelihoods(smp.X, smp.y, m, t_max, W, s2, p)
                 correct += np.sum(np.argmax(ll, axis=2) == smp.z, axis=1)
             acc[tr] = (correct / n)[np.asarray(T_GRID) - 1]
         mean = acc.mean(axis=0)

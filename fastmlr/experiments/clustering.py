@@ -71,17 +71,17 @@ def run(*, quick=False, trials=None, seed=0, progress=None, ks=None) -> Result:
         setups = []
         for ts in trial_seeds:
             s_mix, s_u, s_tasks = ts.spawn(3)
-            W, s, p = make_mixture(k, d, kind="orthonormal", noise=1.0, seed=s_mix)
-            setups.append((W, s, p, perturbed_subspace(W, SUBSPACE_ERROR, seed=s_u), s_tasks))
+            W, s2, p = make_mixture(k, d, kind="orthonormal", s2=1.0, seed=s_mix)
+            setups.append((W, s2, p, perturbed_subspace(W, SUBSPACE_ERROR, seed=s_u), s_tasks))
         found = {lk: {} for lk in LINKAGES}
         for ti, t in enumerate(T_GRID):
             say(progress, f"k={k} ({ki + 1}/{len(ks)}), t_H={t}")
             todo = [lk for lk in LINKAGES if 0.9 not in found[lk]]
             acc = {lk: [] for lk in todo}
-            for W, s, p, U, s_tasks in setups:
-                heavy = sample_tasks(W, s, p, t, n_tasks=nH, seed=s_tasks.spawn(1)[0])
+            for W, s2, p, U, s_tasks in setups:
+                heavy = sample_tasks(W, s2, p, t, n_tasks=nH, seed=s_tasks.spawn(1)[0])
                 for lk in todo:
-                    c = cluster_tasks(heavy.X, heavy.y, heavy.offsets, U, k, linkage=lk)
+                    c = cluster_tasks((heavy.X, heavy.y, heavy.offsets), U, k, linkage=lk)
                     acc[lk].append(clustering_accuracy(c.labels, heavy.z))
             for lk in todo:
                 a = np.asarray(acc[lk])

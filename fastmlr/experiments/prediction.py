@@ -44,7 +44,7 @@ def _errors(new, tau, W, s2, p, method):
     off = np.arange(n + 1, dtype=np.int64) * tau
     Xtr = np.ascontiguousarray(Xt[:, :tau].reshape(n * tau, -1))
     ytr = np.ascontiguousarray(yt[:, :tau].reshape(-1))
-    B = predict_params(Xtr, ytr, off, W, s2, p, method=method)
+    B = predict_params((Xtr, ytr, off), W, s2, p, method=method)
     train = np.einsum("itd,id->it", Xt[:, :tau], B) - yt[:, :tau]
     test = np.einsum("itd,id->it", Xt[:, per - _TEST_ROWS:], B) - yt[:, per - _TEST_ROWS:]
     return float(np.mean(train**2)), float(np.mean(test**2))
@@ -72,18 +72,18 @@ def run(*, quick=False, trials=None, seed=0, progress=None) -> Result:
     t_start = time.perf_counter()
     for trial, ss in enumerate(np.random.SeedSequence(seed).spawn(trials)):
         s_mix, s_l1, s_h, s_l2, s_new = ss.spawn(5)
-        W, s, p = make_mixture(k, d, kind="orthonormal", noise=1.0, seed=s_mix)
+        W, s2, p = make_mixture(k, d, kind="orthonormal", s2=1.0, seed=s_mix)
         tag = f"trial {trial + 1}/{trials}: "
         say(progress, tag + f"subspace from {st['light'][0]} tasks of {st['light'][1]}")
-        U = streamed_subspace(W, s, p, st["light"][1], st["light"][0], k, seed=s_l1)
+        U = streamed_subspace(W, s2, p, st["light"][1], st["light"][0], k, seed=s_l1)
         say(progress, tag + "clustering")
-        heavy = sample_tasks(W, s, p, st["heavy"][1], n_tasks=st["heavy"][0], seed=s_h)
-        c = cluster_tasks(heavy.X, heavy.y, heavy.offsets, U, k)
+        heavy = sample_tasks(W, s2, p, st["heavy"][1], n_tasks=st["heavy"][0], seed=s_h)
+        c = cluster_tasks((heavy.X, heavy.y, heavy.offsets), U, k)
         acc_h = clustering_accuracy(c.labels, heavy.z)
         del heavy
         say(progress, tag + "classification")
-        light2 = sample_tasks(W, s, p, st["light2"][1], n_tasks=st["light2"][0], seed=s_l2)
-        r = classify_tasks(light2.X, light2.y, light2.offsets, c.W, c.r2)
+        light2 = sample_tasks(W, s2, p, st["light2"][1], n_tasks=st["light2"][0], seed=s_l2)
+        r = classify_tasks((light2.X, light2.y, light2.offsets), c.W, c.s2)
         diag.append({
             "subspace_error": subspace_error(U, W), "clustering_accuracy": acc_h,
             "classification_accuracy": clustering_accuracy(r.labels, light2.z),
@@ -91,11 +91,11 @@ def run(*, quick=False, trials=None, seed=0, progress=None) -> Result:
         })
         del light2
         say(progress, tag + "prediction")
-        new = sample_tasks(W, s, p, max(TAUS) + _TEST_ROWS, n_tasks=st["new"], seed=s_new)
-        floor = float(p @ s**2)
+        new = sample_tasks(W, s2, p, max(TAUS) + _TEST_ROWS, n_tasks=st["new"], seed=s_new)
+        floor = float(p @ s2)
         for tau in TAUS:
             row = {"trial": trial, "tau": tau, "noise_floor": floor}
-            for prefix, (Wm, s2m, pm) in {"": (r.W, r.s2, r.p), "oracle_": (W, s**2, p)}.items():
+            for prefix, (Wm, s2m, pm) in {"": (r.W, r.s2, r.p), "oracle_": (W, s2, p)}.items():
                 for method in ("map", "bayes"):
                     tr, te = _errors(new, tau, Wm, s2m, pm, method)
                     row[f"{prefix}{method}_train"] = tr

@@ -13,7 +13,7 @@ __all__ = ["streamed_subspace", "perturbed_subspace"]
 _CHUNK_ROWS = 1 << 18
 
 
-def streamed_subspace(W, s, p, t, n_tasks, k, *, seed, chunk_rows=_CHUNK_ROWS):
+def streamed_subspace(W, s2, p, t, n_tasks, k, *, seed, chunk_rows=_CHUNK_ROWS):
     """Estimate the subspace (Algorithm 2) from ``n_tasks`` fresh tasks of ``t`` rows, in chunks.
 
     The moment matrix M is an average over tasks, so the chunks' matrices, weighted by
@@ -39,8 +39,8 @@ def streamed_subspace(W, s, p, t, n_tasks, k, *, seed, chunk_rows=_CHUNK_ROWS):
     done = 0
     for c, ss in enumerate(seeds.spawn(n_chunks)):
         nc = min(per, n_tasks - done)
-        smp = sample_tasks(W, s, p, t, n_tasks=nc, seed=ss)
-        M += nc * second_moment(smp.X, smp.y, smp.offsets)
+        smp = sample_tasks(W, s2, p, t, n_tasks=nc, seed=ss)
+        M += nc * second_moment((smp.X, smp.y, smp.offsets))
         done += nc
     M /= n_tasks
     _, vecs = scipy.linalg.eigh(M, subset_by_index=[d - k, d - 1])

@@ -80,11 +80,11 @@ def _meta_learn(sets, T):
     components that kept their clustering estimate (a class with <= d rows).
     """
     (F1, y1, _, _), (FH, yH, _, zH), (F2, y2, _, z2) = sets
-    U = estimate_subspace(*_flat(F1 @ T, y1), K)
-    c = cluster_tasks(*_flat(FH @ T, yH), U, K)
+    U = estimate_subspace(_flat(F1 @ T, y1), K)
+    c = cluster_tasks(_flat(FH @ T, yH), U, K)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", FallbackWarning)
-        r = classify_tasks(*_flat(F2 @ T, y2), c.W, c.r2)
+        r = classify_tasks(_flat(F2 @ T, y2), c.W, c.s2)
     r_rows = np.bincount(r.labels, minlength=K) * F2.shape[1]
     kept = int(np.sum(r_rows <= F2.shape[2])) if caught else 0
     return r, clustering_accuracy(c.labels, zH), clustering_accuracy(r.labels, z2), kept
@@ -156,14 +156,14 @@ def run(*, quick=False, trials=None, seed=0, progress=None) -> Result:
         f_true = np.sin(2 * np.pi * omega[z, None] * x[:, -_TEST:] + phi[z, None])
         for tau in TAUS:
             row = {"trial": trial, "tau": tau, "oracle": float(np.mean((f_true - yt) ** 2))}
-            B = predict_params(*_flat(F[:, :tau], y[:, :tau]), W_true, s2_true, np.full(K, 1.0 / K))
+            B = predict_params(_flat(F[:, :tau], y[:, :tau]), W_true, s2_true, np.full(K, 1.0 / K))
             row["bayes_true"] = _mse(Ft, yt, B)
-            B = predict_params(*_flat(F[:, :tau], y[:, :tau]), model.W, model.s2, model.p)
+            B = predict_params(_flat(F[:, :tau], y[:, :tau]), model.W, model.s2, model.p)
             row["bayes_fit"] = _mse(Ft, yt, B)
             for name, (r, T) in models.items():
                 Ftr = _flat(F[:, :tau] @ T, y[:, :tau])
                 for method in ("bayes", "map"):
-                    B = predict_params(*Ftr, r.W, r.s2, r.p, method=method)
+                    B = predict_params(Ftr, r.W, r.s2, r.p, method=method)
                     row[f"{method}_{name}"] = _mse(Ft @ T, yt, B)
             ridge = [_mse(Ft, yt, _ridge(F[:, :tau], y[:, :tau], lam)) for lam in RIDGE]
             best = int(np.argmin(ridge))
@@ -173,7 +173,7 @@ def run(*, quick=False, trials=None, seed=0, progress=None) -> Result:
                 r, T = models["white"]
                 grid = np.linspace(-1, 1, 200)
                 i = 0
-                B = predict_params(*_flat(F[i:i + 1, :tau] @ T, y[i:i + 1, :tau]), r.W, r.s2, r.p)
+                B = predict_params(_flat(F[i:i + 1, :tau] @ T, y[i:i + 1, :tau]), r.W, r.s2, r.p)
                 example = {
                     "grid": grid, "truth": np.sin(2 * np.pi * omega[z[i]] * grid + phi[z[i]]),
                     "x": x[i, :tau], "y": y[i, :tau],

@@ -2,7 +2,7 @@
 
 For several task sizes t >= 2 and a grid of totals N = n * t, each trial estimates the
 subspace from n = N / t fresh tasks (streamed in chunks through the public
-:func:`fastmlr.second_moment`) and records ``max_l ||(I - U U^T) w_l||``.  If only the
+:func:`fastmlr.subspace.second_moment`) and records ``max_l ||(I - U U^T) w_l||``.  If only the
 total matters, the curves for different t fall onto one curve of N; the *spread* at
 each N (largest over smallest mean error across t) measures how close they come.
 """
@@ -67,13 +67,13 @@ def run(*, quick=False, trials=None, seed=0, progress=None) -> Result:
     t_start = time.perf_counter()
     rows = []
     seeds = np.random.SeedSequence(seed).spawn(trials)
-    mixtures = [make_mixture(k, d, kind="orthonormal", noise=1.0, seed=ss.spawn(1)[0]) for ss in seeds]
+    mixtures = [make_mixture(k, d, kind="orthonormal", s2=1.0, seed=ss.spawn(1)[0]) for ss in seeds]
     for ni, N in enumerate(totals):
         say(progress, f"n*t = {N} ({ni + 1}/{len(totals)})")
         for t in ts:
             errs = []
-            for ss, (W, s, p) in zip(seeds, mixtures):
-                U = streamed_subspace(W, s, p, t, N // t, k, seed=ss.spawn(1)[0])
+            for ss, (W, s2, p) in zip(seeds, mixtures):
+                U = streamed_subspace(W, s2, p, t, N // t, k, seed=ss.spawn(1)[0])
                 errs.append(subspace_error(U, W))
             errs = np.asarray(errs)
             rows.append({"t": t, "n": N // t, "n_times_t": N, "trials": trials,

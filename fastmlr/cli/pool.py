@@ -28,67 +28,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import time
 
 import numpy as np
 
-from .cli import int_at_least
+from ..synthetic import SIZE_DISTRIBUTIONS, simulate_pool
+from ._args import int_at_least, positive_float, progress_printer
 
-__all__ = ["simulate_pool", "pool_sizes", "add_commands", "SIZE_DISTRIBUTIONS"]
-
-SIZE_DISTRIBUTIONS = ("loguniform", "uniform")
-
-
-def pool_sizes(n, low, high, *, distribution="loguniform", seed=None) -> np.ndarray:
-    """Task sizes of a pool: ``n`` integers in [low, high].
-
-    "loguniform" (default) makes most tasks tiny, like the paper's Figure 1: the
-    density of a size falls as 1/size.  "uniform" draws every size equally often.
-
-    Returns
-    -------
-    (n,) int64
-    """
-    for name, v in (("n", n), ("low", low), ("high", high)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"{name} is {v!r}; expected a positive integer")
-    if high < low:
-        raise ValueError(f"high is {high} but low is {low}; expected low <= high")
-    if distribution not in SIZE_DISTRIBUTIONS:
-        raise ValueError(f"distribution is {distribution!r}; expected one of {', '.join(SIZE_DISTRIBUTIONS)}")
-    rng = np.random.default_rng(seed)
-    if distribution == "uniform":
-        return rng.integers(low, high + 1, size=n).astype(np.int64)
-    u = rng.uniform(math.log(low), math.log(high + 1), size=n)
-    return np.minimum(np.floor(np.exp(u)), high).astype(np.int64)
-
-
-def simulate_pool(k, d, n_tasks, *, low=4, high=32, distribution="loguniform", noise=1.0,
-                  kind="orthonormal", queries=0, seed=0):
-    """A seeded pool from the paper's model, with task sizes from :func:`pool_sizes`.
-
-    Returns
-    -------
-    dict with ``X`` (N, d), ``y`` (N,) (NaN on query rows), ``task`` (N,), ``W``, ``s``,
-    ``p``, ``z`` (n,) and ``sizes`` (n,) -- the training rows of each task.
-    """
-    from .synthetic import make_mixture, sample_tasks
-
-    if isinstance(queries, bool) or not isinstance(queries, (int, np.integer)) or queries < 0:
-        raise ValueError(f"queries is {queries!r}; expected a non-negative integer")
-    ss = np.random.SeedSequence(seed)
-    s_mix, s_sizes, s_rows = ss.spawn(3)
-    W, s, p = make_mixture(k, d, kind=kind, noise=noise, seed=s_mix)
-    sizes = pool_sizes(n_tasks, low, high, distribution=distribution, seed=s_sizes)
-    S = sample_tasks(W, s, p, sizes + queries, seed=s_rows)
-    task = np.repeat(np.arange(n_tasks), sizes + queries)
-    y = S.y.astype(np.float64)
-    if queries:
-        pos = np.arange(y.size) - np.repeat(S.offsets[:-1], sizes + queries)
-        y[pos >= np.repeat(sizes, sizes + queries)] = np.nan
-    return {"X": S.X, "y": y, "task": task, "W": W, "s": s, "p": p, "z": S.z, "sizes": sizes}
+__all__ = ["add_commands"]
 
 
 def _k_arg(text):
@@ -111,7 +59,7 @@ def _io_options(p, features_help="CSV feature columns, comma-separated (default:
 
 
 def _read(args, allow_query=False):
-    from .pool_io import read_pool
+    from ..pool_io import read_pool
 
     feats = None
     if args.features is not None:
@@ -132,7 +80,7 @@ def _check_out(path, exts, what="-o"):
 def _check_paths(inputs, outputs):
     """Before any work: no output is an input or another output, and every output can
     be written (a directory, a missing or unwritable directory: one error naming it)."""
-    from ._paths import check_paths
+    from .._paths import check_paths
 
     check_paths(inputs, outputs)
 
@@ -152,7 +100,6 @@ def _escape_formulas(cells):
 
 def add_commands(sub, parents):
     """Register ``simulate``, ``fit``, ``predict`` and ``check`` (see :mod:`fastmlr.cli`)."""
-    from .cli import positive_float
 
     p = sub.add_parser("simulate", parents=parents, help="write a seeded pool of tasks (.npz or .csv)",
                        description="Sample a pool from the paper's model: most tasks tiny, sizes in [--min-size, --max-size].")
@@ -162,7 +109,8 @@ def add_commands(sub, parents):
     p.add_argument("--min-size", type=_pos_int, default=4, help="smallest task (default 4)")
     p.add_argument("--max-size", type=_pos_int, default=32, help="largest task (default 32)")
     p.add_argument("--sizes", choices=SIZE_DISTRIBUTIONS, default="loguniform", help="size distribution (default loguniform)")
-    p.add_argument("--noise", type=positive_float, default=1.0, help="noise scale s (default 1)")
+    p.add_argument("--noise", type=positive_float, default=1.0,
+                   help="noise standard deviation: the variance s2 is its square (default 1)")
     p.add_argument("--kind", choices=("orthonormal", "gaussian"), default="orthonormal")
     p.add_argument("--queries", type=_nonneg_int, default=0, help="extra rows per task with the target missing (default 0)")
     p.add_argument("--seed", type=_nonneg_int, default=0)
@@ -212,20 +160,20 @@ def add_commands(sub, parents):
 
 
 def _simulate(args) -> int:
-    from .pool_io import write_pool
+    from ..pool_io import write_pool
 
     _check_out(args.output, (".npz", ".csv"))
     _check_paths((), [("-o", args.output)])
     if args.max_size < args.min_size:
         raise ValueError(f"--max-size {args.max_size} is below --min-size {args.min_size}")
     sim = simulate_pool(args.k, args.d, args.tasks, low=args.min_size, high=args.max_size,
-                        distribution=args.sizes, noise=args.noise, kind=args.kind, queries=args.queries,
+                        distribution=args.sizes, s2=args.noise**2, kind=args.kind, queries=args.queries,
                         seed=args.seed)
     if args.output.lower().endswith(".npz"):
-        from ._atomic import atomic_open
+        from .._atomic import atomic_open
 
         with atomic_open(args.output, "wb") as fh:
-            np.savez(fh, X=sim["X"], y=sim["y"], task=sim["task"], true_W=sim["W"], true_s=sim["s"],
+            np.savez(fh, X=sim["X"], y=sim["y"], task=sim["task"], true_W=sim["W"], true_s2=sim["s2"],
                      true_p=sim["p"], true_z=sim["z"])
     else:
         write_pool(args.output, sim["X"], sim["y"], sim["task"])
@@ -235,9 +183,8 @@ def _simulate(args) -> int:
 
 
 def _fit(args) -> int:
-    from .cli import progress_printer
-    from .fit import fit
-    from .model import save_model
+    from ..fit import fit
+    from ..model import save_model
 
     _check_out(args.output, (".npz",))
     _check_paths([("input pool", args.file)], [("-o", args.output)])
@@ -310,9 +257,9 @@ def _match_features(model, pool, args):
 def _predict(args) -> int:
     import csv
 
-    from ._atomic import atomic_files, atomic_open
-    from .model import load_model
-    from .predict import posterior
+    from .._atomic import atomic_files, atomic_open
+    from ..model import load_model
+    from ..predict import posterior
 
     ext = os.path.splitext(args.output)[1].lower()
     _check_out(args.output, (".npz", ".csv"))
@@ -333,7 +280,7 @@ def _predict(args) -> int:
     pool = _read(args, allow_query=True)
     cols, labels = _match_features(model, pool, args)
     X, qX, qt = pool.X[:, cols], pool.query_X[:, cols], pool.query_task
-    post = posterior(X, pool.y, pool.offsets, model.W, model.s2, model.p)  # (n, k)
+    post = posterior((X, pool.y, pool.offsets), model.W, model.s2, model.p)  # (n, k)
     comp = np.argmax(post, axis=1)
     beta_bayes = post @ model.W
     beta_map = model.W[comp]
@@ -371,7 +318,7 @@ def _predict(args) -> int:
 
 
 def _check(args) -> int:
-    from .feasibility import feasibility, format_feasibility
+    from ..feasibility import feasibility, format_feasibility
 
     _check_paths([("input pool", args.file)], ())  # writes no file
     pool = _read(args, allow_query=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from .cli import int_at_least
-from .experiments import EXPERIMENTS
+from ..experiments import EXPERIMENTS
+from ._args import int_at_least, progress_printer
 
 __all__ = ["add_commands"]
 
@@ -34,8 +34,7 @@ def add_commands(sub, parents):
 
 
 def _command(args) -> int:
-    from .cli import progress_printer
-    from .experiments import run_experiment
+    from ..experiments import run_experiment
 
     names = EXPERIMENTS if args.name == "all" else (args.name,)
     show = progress_printer()
