@@ -1,18 +1,21 @@
 """Do the intervals cover?  Coverage of standard errors and predictive intervals.
 
 For each setting, seeded pools are simulated from the paper's model (orthonormal W,
-noise 1 unless a setting says otherwise, uniform p, task sizes log-uniform in [4, 32]) and fitted with fastmlr.fit at
-the true k.  Per pool:
+noise scale 1 unless a setting says otherwise, uniform p, task sizes log-uniform in
+[4, 32]) and fitted with fastmlr.fit at the true k.  Per pool:
 
 * nominal 95% intervals ``estimate +- 1.96 SE`` of every coefficient of W (and of s2
   and p), the estimated components matched to the true ones with
-  fastmlr.metrics.match_components, each way of computing the standard errors: Louis' observed
-  information (full matrix), the same in per-component blocks, and the empirical
-  information;
+  fastmlr.metrics.match_components, each way of computing the standard errors:
+  Louis' observed information (full matrix), the same in per-component blocks, and
+  the empirical information;
 * nominal 90% central predictive intervals of one query row of each of
   ``--new-tasks`` new tasks (support of 4-32 rows from the same mixture), with the
   fitted mixture plugged in and with the parameter uncertainty ``x^T Cov(w_l) x``
   added.
+
+The third default setting has noise 2: components overlap more, which is where the
+per-component blocks of the information lose coverage.
 
     python benchmarks/coverage.py                    # 200 pools per setting, 1 thread
     python benchmarks/coverage.py --pools 20         # quicker
@@ -36,7 +39,7 @@ from fastmlr.metrics import match_components  # noqa: E402
 from fastmlr.synthetic import pool_sizes, simulate_pool  # noqa: E402
 from fastmlr.predictive import predictive  # noqa: E402
 
-DEFAULT_SETTINGS = ["4,8,1500", "8,16,3000"]
+DEFAULT_SETTINGS = ["4,8,1500", "8,16,3000", "8,16,3000,2"]
 Z95 = 1.959963984540054
 SE_WAYS = (("louis", False), ("louis", True), ("empirical", False))
 

@@ -83,6 +83,7 @@ def test_blocks_are_the_diagonal_blocks_of_the_full_information(small):
         blk = information(tasks, model, method=method, blocks=True)
         assert blk.full is None
         np.testing.assert_allclose(blk.comp, full.comp, rtol=1e-10, atol=1e-10 * np.abs(full.comp).max())
+        np.testing.assert_allclose(blk.cross, full.cross, rtol=1e-10, atol=1e-10 * np.abs(full.cross).max())
         if method == "louis":
             np.testing.assert_allclose(blk.pp, full.pp, rtol=1e-10)
     se = standard_errors(tasks, model, blocks=True)
