@@ -48,7 +48,7 @@ def one_pool(k, d, n_tasks, seed, new_tasks, level=0.9, noise=1.0):
     """Coverage counts of one seeded pool: {name: (covered, total)}."""
     sim = simulate_pool(k=k, d=d, n_tasks=n_tasks, seed=seed, s2=noise ** 2)
     tasks = fastmlr.group_tasks(sim["X"], sim["y"], sim["task"])
-    model = fastmlr.fit(*tasks, k=k)
+    model = fastmlr.fit(tasks, k=k)
     perm = match_components(model.W, sim["W"])
     out = {}
     ses = {}
@@ -80,7 +80,7 @@ def one_pool(k, d, n_tasks, seed, new_tasks, level=0.9, noise=1.0):
 def bootstrap_agreement(k, d, n_tasks, seed, n_boot):
     sim = simulate_pool(k=k, d=d, n_tasks=n_tasks, seed=seed)
     tasks = fastmlr.group_tasks(sim["X"], sim["y"], sim["task"])
-    model = fastmlr.fit(*tasks, k=k)
+    model = fastmlr.fit(tasks, k=k)
     lo = standard_errors(tasks, model)
     bs = standard_errors(tasks, model, method="bootstrap", n_boot=n_boot, seed=seed)
     rows = []

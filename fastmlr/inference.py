@@ -235,7 +235,7 @@ def information(tasks, model, *, method="louis", blocks=None) -> _Info:
     >>> from fastmlr.synthetic import simulate_pool
     >>> sim = simulate_pool(k=2, d=3, n_tasks=300, seed=0)
     >>> tasks = fastmlr.group_tasks(sim["X"], sim["y"], sim["task"])
-    >>> info = information(tasks, fastmlr.fit(*tasks, k=2))
+    >>> info = information(tasks, fastmlr.fit(tasks, k=2))
     >>> info.full.shape
     (9, 9)
     """
@@ -404,7 +404,7 @@ def _bootstrap(tasks, model, n_boot, seed, fit_kwargs) -> StandardErrors:
         yb = mean_rows[np.arange(zr.size), zr] + np.sqrt(s2[zr]) * rng.standard_normal(zr.size)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            mb = fit(X, yb, off, k, **fit_kwargs)
+            mb = fit((X, yb, off), k, **fit_kwargs)
         perm = match_components(mb.W, W)
         Ws.append(mb.W[perm])
         s2s.append(mb.s2[perm])
@@ -464,7 +464,7 @@ def standard_errors(tasks, model, *, method="louis", blocks=None, n_boot=200, se
     >>> from fastmlr.synthetic import simulate_pool
     >>> sim = simulate_pool(k=2, d=3, n_tasks=400, seed=0)
     >>> tasks = fastmlr.group_tasks(sim["X"], sim["y"], sim["task"])
-    >>> model = fastmlr.fit(*tasks, k=2)
+    >>> model = fastmlr.fit(tasks, k=2)
     >>> se = standard_errors(tasks, model)
     >>> se.W.shape, se.s2.shape, se.p.shape
     ((2, 3), (2,), (2,))

@@ -28,11 +28,10 @@ from typing import NamedTuple
 import numpy as np
 from scipy.special import ndtr
 
-from .inference import _model_params, _task_set
+from .inference import _model_params
+from .predict import posterior
 
-__all__ = ["Predictive", "predictive", "task_posterior", "mixture_quantile", "mixture_interval"]
-
-_LOG_2PI = float(np.log(2.0 * np.pi))
+__all__ = ["Predictive", "predictive", "mixture_quantile", "mixture_interval"]
 
 #: Bisection steps of :func:`mixture_quantile`: the bracket spans at most ~24 largest
 #: standard deviations, halved 64 times it is below float64 resolution.
@@ -122,31 +121,12 @@ class Predictive(NamedTuple):
         return mixture_interval(self.weights, self.loc, self.scale, level)
 
 
-def task_posterior(tasks, W, s2, p) -> np.ndarray:
-    """(n, k) posterior weights of tasks over the components (p for an empty task)."""
-    X, y, off = _task_set(tasks)
-    X = np.asarray(X, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    sizes = np.diff(off)
-    n, k = sizes.size, W.shape[0]
-    logp = np.broadcast_to(np.log(p), (n, k)).copy()
-    keep = sizes > 0
-    if keep.any():
-        E = y[:, None] - X @ W.T
-        sse = np.add.reduceat(E * E, off[:-1][keep], axis=0)
-        t = sizes[keep].astype(np.float64)[:, None]
-        logp[keep] += -sse / (2.0 * s2) - 0.5 * t * (np.log(s2) + _LOG_2PI)
-    logp -= logp.max(axis=1, keepdims=True)
-    post = np.exp(logp)
-    return post / post.sum(axis=1, keepdims=True)
-
-
 def predictive(tasks, X_query, query_task, model, *, se=None) -> Predictive:
     """Posterior predictive distribution of query rows of new tasks.
 
     Parameters
     ----------
-    tasks : (X, y, offsets) triple or TaskSet -- the new tasks' support rows:
+    tasks : (X, y, offsets), TaskSet or TaskStream -- the new tasks' support rows:
         ``X`` (N, d), ``y`` (N,), ``offsets`` (n + 1,); a task may have no rows (its
         weights are then the prior p)
     X_query : (m, d) -- query rows
@@ -172,7 +152,7 @@ def predictive(tasks, X_query, query_task, model, *, se=None) -> Predictive:
     >>> from fastmlr.predictive import predictive
     >>> from fastmlr.synthetic import simulate_pool
     >>> sim = simulate_pool(k=2, d=3, n_tasks=400, seed=0)
-    >>> model = fastmlr.fit(*fastmlr.group_tasks(sim["X"], sim["y"], sim["task"]), k=2)
+    >>> model = fastmlr.fit(fastmlr.group_tasks(sim["X"], sim["y"], sim["task"]), k=2)
     >>> support = fastmlr.pack_tasks([np.eye(3)], [np.zeros(3)])
     >>> pred = predictive(support, np.ones((2, 3)), np.array([0, 0]), model)
     >>> lo, hi = pred.interval(0.9)
@@ -189,7 +169,7 @@ def predictive(tasks, X_query, query_task, model, *, se=None) -> Predictive:
     qt = np.asarray(query_task)
     if qt.shape != (Xq.shape[0],) or (qt.size and qt.dtype.kind not in "iu"):
         raise ValueError(f"query_task has shape {qt.shape} and dtype {qt.dtype}; expected ({Xq.shape[0]},) integers")
-    post = task_posterior(tasks, W, s2, p)
+    post = posterior(tasks, W, s2, p)
     if qt.size and (qt.min() < 0 or qt.max() >= post.shape[0]):
         raise ValueError(f"query_task has values outside 0 .. {post.shape[0] - 1} (the tasks' indices)")
     weights = post[qt]

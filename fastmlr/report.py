@@ -85,7 +85,7 @@ def report_figures(model, tasks, *, truth=None, se=None):
     Figure = _matplotlib()
     from .inference import _model_params, _task_set, standard_errors
     from .metrics import match_components
-    from .predictive import task_posterior
+    from .predict import posterior
 
     W, s2, p = _model_params(model)
     k, d = W.shape
@@ -132,7 +132,7 @@ def report_figures(model, tasks, *, truth=None, se=None):
     figs["weights_noise"] = (fig, "Weights and noise variances of the components with 95% intervals "
                                   f"(standard errors: {se.method}).")
 
-    post = task_posterior(ts, W, s2, p)
+    post = posterior(ts, W, s2, p)
     sizes = np.diff(ts.offsets)
     cert = post.max(axis=1)
     fig = Figure(figsize=(6.5, 3.8))
@@ -240,7 +240,7 @@ def write_report(path, model, tasks, *, png_dir=None, truth=None, se=None, title
     >>> from fastmlr.synthetic import simulate_pool
     >>> sim = simulate_pool(k=2, d=3, n_tasks=300, seed=0)
     >>> tasks = fastmlr.group_tasks(sim["X"], sim["y"], sim["task"])
-    >>> model = fastmlr.fit(*tasks, k=2)
+    >>> model = fastmlr.fit(tasks, k=2)
     >>> out = os.path.join(tempfile.mkdtemp(), "report.html")
     >>> write_report(out, model, tasks, truth=sim["W"])
     ['weights_noise', 'certainty', 'loglik', 'coefficients']

@@ -20,7 +20,7 @@ Z95 = 1.959963984540054
 def _pool(k, d, n, seed):
     sim = simulate_pool(k=k, d=d, n_tasks=n, seed=seed)
     tasks = fastmlr.group_tasks(sim["X"], sim["y"], sim["task"])
-    return sim, tasks, fastmlr.fit(*tasks, k=k)
+    return sim, tasks, fastmlr.fit(tasks, k=k)
 
 
 @pytest.fixture(scope="module")

@@ -69,7 +69,7 @@ def pool():
 
 def test_report_is_valid_html_with_every_figure(pool, tmp_path):
     sim, tasks = pool
-    model = fastmlr.fit(*tasks, k=None)  # k chosen: the criterion figure too
+    model = fastmlr.fit(tasks, k=None)  # k chosen: the criterion figure too
     assert "k_selection" in model.diagnostics
     out = tmp_path / "report.html"
     names = write_report(out, model, tasks, png_dir=tmp_path / "png", truth=sim)
@@ -88,7 +88,7 @@ def test_report_is_valid_html_with_every_figure(pool, tmp_path):
 
 def test_report_without_truth_or_choice_of_k(pool, tmp_path):
     _, tasks = pool
-    model = fastmlr.fit(*tasks, k=3)
+    model = fastmlr.fit(tasks, k=3)
     out = tmp_path / "r.html"
     names = write_report(out, model, tasks)
     assert names == ["weights_noise", "certainty", "loglik"]
@@ -101,7 +101,7 @@ def test_report_without_truth_or_choice_of_k(pool, tmp_path):
 
 def test_report_names_missing_matplotlib(pool, tmp_path, monkeypatch):
     _, tasks = pool
-    model = fastmlr.fit(*tasks, k=3)
+    model = fastmlr.fit(tasks, k=3)
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     with pytest.raises(ImportError, match=r"fastmlr\[plot\]"):
@@ -111,7 +111,7 @@ def test_report_names_missing_matplotlib(pool, tmp_path, monkeypatch):
 
 def test_report_refuses_truth_of_wrong_shape(pool, tmp_path):
     _, tasks = pool
-    model = fastmlr.fit(*tasks, k=3)
+    model = fastmlr.fit(tasks, k=3)
     with pytest.raises(ValueError, match="truth W"):
         write_report(tmp_path / "r.html", model, tasks, truth=np.zeros((3, 4)))
     assert not (tmp_path / "r.html").exists()
