@@ -100,7 +100,7 @@ def classify_tasks(tasks, W, s2, p=None, *, variance: str = "unbiased") -> Class
     Examples
     --------
     >>> import fastmlr
-    >>> W, s2, p = fastmlr.make_mixture(2, 3, seed=0)
+    >>> W, s2, p = fastmlr.make_mixture(2, 3, s2=0.01, seed=0)
     >>> tasks = fastmlr.sample_tasks(W, s2, p, 10, n_tasks=40, seed=1)
     >>> r = fastmlr.classify_tasks(tasks, W, s2)
     >>> r.W.shape, bool((r.labels == tasks.z).all())

@@ -116,6 +116,21 @@ def feasibility(sizes, k, d) -> Feasibility:
     Returns
     -------
     Feasibility
+        ``ok`` (every sufficient condition met), ``supported`` (enough rows and tasks
+        to fit), the roles the sizes fill, each condition in numbers, and the largest
+        k whose conditions the pool meets.
+
+    See Also
+    --------
+    fit : the estimator whose roles these are.
+    fastmlr.feasibility.format_feasibility : the same in words.
+
+    Examples
+    --------
+    >>> import numpy as np, fastmlr
+    >>> f = fastmlr.feasibility(np.full(5000, 8), 4, 10)
+    >>> f.k, f.d, bool(f.supported)
+    (4, 10, True)
     """
     s = _sizes(sizes)
     k = check_k(k)

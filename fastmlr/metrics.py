@@ -53,7 +53,25 @@ def _distances(W_hat, W) -> np.ndarray:
 def match_components(W_hat, W) -> np.ndarray:
     """Hungarian matching of estimated to true components on Euclidean distance.
 
-    Returns ``perm`` (k,) with ``W_hat[perm[l]]`` matched to ``W[l]``.
+    Parameters
+    ----------
+    W_hat : (k', d) estimate, k' >= k
+    W : (k, d) truth
+
+    Returns
+    -------
+    perm : (k,) int64 -- ``W_hat[perm[l]]`` is matched to ``W[l]``
+
+    See Also
+    --------
+    parameter_error : the distances of the matched pairs.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastmlr.metrics import match_components
+    >>> match_components(np.array([[0.0, 1.0], [1.0, 0.0]]), np.array([[1.0, 0.1], [0.0, 0.9]]))
+    array([1, 0])
     """
     W_hat = _real_matrix(W_hat, "W_hat")
     W = _real_matrix(W, "W")
@@ -77,6 +95,23 @@ def parameter_error(W_hat, W) -> ParameterError:
     ----------
     W_hat : (k', d) estimate, k' >= k
     W : (k, d) truth
+
+    Returns
+    -------
+    ParameterError
+        ``max`` and ``mean`` (floats) of the matched distances, and ``perm`` (k,).
+
+    See Also
+    --------
+    fastmlr.metrics.match_components : the matching alone.
+    subspace_error, clustering_accuracy
+
+    Examples
+    --------
+    >>> import numpy as np, fastmlr
+    >>> err = fastmlr.parameter_error(np.array([[0.0, 1.0], [1.0, 0.0]]), np.array([[1.0, 0.0], [0.0, 0.5]]))
+    >>> err.max, err.mean, err.perm
+    (0.5, 0.25, array([1, 0]))
     """
     perm = match_components(W_hat, W)
     A, B = _real_matrix(W_hat, "W_hat")[perm], _real_matrix(W, "W")
@@ -93,6 +128,20 @@ def subspace_error(U, W) -> float:
     ----------
     U : (d, r) orthonormal columns
     W : (k, d) truth
+
+    Returns
+    -------
+    float -- the largest norm of a component's part outside the span of U
+
+    See Also
+    --------
+    estimate_subspace : the estimate of U.
+
+    Examples
+    --------
+    >>> import numpy as np, fastmlr
+    >>> fastmlr.subspace_error(np.array([[1.0], [0.0]]), np.array([[3.0, 4.0]]))
+    4.0
     """
     U = _real_matrix(U, "U")
     W = _real_matrix(W, "W")
@@ -112,6 +161,20 @@ def clustering_accuracy(labels, z) -> float:
     ----------
     labels : (n,) int -- estimated cluster of each task
     z : (n,) int -- true component of each task
+
+    Returns
+    -------
+    float in [0, 1]
+
+    See Also
+    --------
+    cluster_tasks, classify_tasks : labels to measure.
+
+    Examples
+    --------
+    >>> import fastmlr
+    >>> fastmlr.clustering_accuracy([1, 1, 0, 0], [0, 0, 1, 0])    # label names do not matter
+    0.75
     """
     labels, z = np.asarray(labels), np.asarray(z)
     for name, v in (("labels", labels), ("z", z)):

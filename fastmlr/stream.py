@@ -140,6 +140,24 @@ def open_npy_chunks(X_path, y_path, offsets_path, *, max_rows: int | None = None
         Re-iterable.  Each chunk is a view of the memory map; the pages of a chunk
         are released once the next chunk is requested, so resident memory stays near
         one chunk whatever the size of the files.
+
+    See Also
+    --------
+    TaskStream : any other source of chunks.
+
+    Examples
+    --------
+    >>> import os, tempfile, numpy as np, fastmlr
+    >>> W, s2, p = fastmlr.make_mixture(2, 4, seed=0)
+    >>> S = fastmlr.sample_tasks(W, s2, p, 4, n_tasks=1000, seed=1)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     names = [os.path.join(tmp, f"{a}.npy") for a in ("X", "y", "offsets")]
+    ...     for name, a in zip(names, (S.X, S.y, S.offsets)):
+    ...         np.save(name, a)
+    ...     stream = fastmlr.open_npy_chunks(*names, max_rows=1000)
+    ...     U = fastmlr.estimate_subspace(stream, 2)
+    >>> U.shape
+    (4, 2)
     """
     for name, path in (("X_path", X_path), ("y_path", y_path), ("offsets_path", offsets_path)):
         if not os.path.isfile(path):

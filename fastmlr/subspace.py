@@ -11,6 +11,8 @@ top-k eigenvectors (:func:`top_eigenvectors`).
 
 from __future__ import annotations
 
+from functools import reduce
+from operator import add
 from typing import NamedTuple
 
 import numpy as np
@@ -118,11 +120,7 @@ def moment_stats(tasks) -> MomentStats:
     tasks = as_tasks(tasks)
     if not is_stream(tasks):  # NaN and inf are checked through the kernel's output
         return _moment_stats(*check_tasks(*tasks, min_size=2, role="subspace tasks", finite=False))
-    total = None
-    for ts in task_chunks(tasks, min_size=2, role="subspace tasks"):
-        part = _moment_stats(*ts)
-        total = part if total is None else total + part
-    return total
+    return reduce(add, (_moment_stats(*ts) for ts in task_chunks(tasks, min_size=2, role="subspace tasks")))
 
 
 @quiet
@@ -148,7 +146,8 @@ def second_moment(tasks) -> np.ndarray:
     --------
     >>> import fastmlr
     >>> W, s2, p = fastmlr.make_mixture(2, 4, seed=0)
-    >>> M = fastmlr.second_moment(fastmlr.sample_tasks(W, s2, p, 4, n_tasks=200, seed=1))
+    >>> from fastmlr.subspace import second_moment
+    >>> M = second_moment(fastmlr.sample_tasks(W, s2, p, 4, n_tasks=200, seed=1))
     >>> M.shape, bool((M == M.T).all())
     ((4, 4), True)
     """

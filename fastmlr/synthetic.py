@@ -104,7 +104,7 @@ def make_mixture(k, d, *, kind="orthonormal", s2=1.0, weights=None, seed=None, n
     --------
     >>> import fastmlr
     >>> W, s2, p = fastmlr.make_mixture(3, 5, s2=0.25, seed=0)
-    >>> W.shape, s2, p.sum()
+    >>> W.shape, s2, float(p.sum())
     ((3, 5), array([0.25, 0.25, 0.25]), 1.0)
     """
     k = check_k(k)
@@ -283,7 +283,7 @@ def pool_sizes(n, low, high, *, distribution="loguniform", seed=None) -> np.ndar
     Examples
     --------
     >>> sizes = pool_sizes(1000, 4, 32, seed=0)
-    >>> int(sizes.min()) >= 4, int(sizes.max()) <= 32, bool((sizes < 8).mean() > 0.3)
+    >>> int(sizes.min()) >= 4, int(sizes.max()) <= 32, bool((sizes < 16).mean() > 0.5)   # most are small
     (True, True, True)
     """
     for name, v in (("n", n), ("low", low), ("high", high)):

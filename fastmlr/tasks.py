@@ -351,6 +351,17 @@ def check_tasks(X, y, offsets, *, min_size: int = 0, role: str = "tasks", finite
     ValueError
         Wrong shapes, non-finite values, offsets that do not describe the rows, or a
         task smaller than ``min_size``.
+
+    See Also
+    --------
+    as_tasks : the forms a task set is accepted in.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ts = check_tasks(np.ones((3, 2), dtype=np.float32), np.ones(3, dtype=np.float32), [0, 1, 3])
+    >>> ts.X.dtype, ts.y.dtype, ts.offsets.dtype
+    (dtype('float32'), dtype('float32'), dtype('int64'))
     """
     X = _as_array(X, "X")
     y = _as_array(y, "y")
@@ -411,6 +422,17 @@ def pack_tasks(Xs, ys) -> TaskSet:
     -------
     TaskSet
         ``X`` (sum t_i, d), ``y`` (sum t_i,), ``offsets`` (n + 1,) int64.
+
+    See Also
+    --------
+    group_tasks : from rows tagged with task ids.
+
+    Examples
+    --------
+    >>> import numpy as np, fastmlr
+    >>> ts = fastmlr.pack_tasks([np.ones((2, 3)), np.zeros((1, 3))], [np.ones(2), np.zeros(1)])
+    >>> ts.X.shape, ts.offsets
+    ((3, 3), array([0, 2, 3]))
     """
     try:
         Xs, ys = list(Xs), list(ys)
@@ -461,6 +483,18 @@ def group_tasks(X, y, task_ids) -> TaskSet:
     -------
     TaskSet
         The regrouped task set; task ``i`` holds the rows of the ``i``-th smallest id.
+
+    See Also
+    --------
+    pack_tasks : from per-task arrays.
+
+    Examples
+    --------
+    >>> import numpy as np, fastmlr
+    >>> X = np.arange(8.0).reshape(4, 2)
+    >>> ts = fastmlr.group_tasks(X, [1.0, 2.0, 3.0, 4.0], ["b", "a", "b", "a"])
+    >>> ts.y, ts.offsets                     # task "a" first: rows 1 and 3
+    (array([2., 4., 1., 3.]), array([0, 2, 4]))
     """
     X = _as_array(X, "X")
     y = _as_array(y, "y")
