@@ -14,7 +14,7 @@ independent accumulators.  The build turns off floating-point contraction
 (``-ffp-contract=off``) and never uses fast-math, so the two compiled backends give
 the same bits.  Parallel loops (OpenMP, ``prange``) split work only over independent
 outputs, each thread with its own scratch row, so results do not depend on the number
-of threads, which is read from ``fastmlr._threads.get()`` at every call.
+of threads, which is read from ``fastmlr._threads.omp_threads()`` at every call.
 """
 
 import numpy as np
@@ -63,11 +63,9 @@ memcpy(&_OWN, &_KEY_MASK, sizeof(double))
 
 
 cdef inline int _nthreads(Py_ssize_t work) except -1:
-    """Threads for a parallel region with ``work`` independent iterations (>= 1)."""
-    cdef Py_ssize_t t = _threads.get()
-    if t > work:
-        t = work
-    return <int>(t if t >= 1 else 1)
+    """Threads for a parallel region with ``work`` independent iterations (>= 1; 1 in
+    a process forked after OpenMP threads started, see ``_threads.omp_threads``)."""
+    return <int>_threads.omp_threads(work)
 
 
 def _parallel_threads():
@@ -75,7 +73,7 @@ def _parallel_threads():
 
     Lets the tests check that the thread setting reaches the Cython backend.
     """
-    cdef int nt = _threads.get()
+    cdef int nt = _threads.omp_threads(_threads.get())
     seen = np.zeros(max(nt, 1), dtype=np.int8)
     cdef signed char[::1] s = seen
     cdef Py_ssize_t i

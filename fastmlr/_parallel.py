@@ -17,6 +17,7 @@ writing its own normal equations).  The worker threads are kept between calls.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import sys
 import threading
@@ -50,10 +51,50 @@ def _blas_controller():
         return _controller[0]
 
 
+_blas_lock = threading.Lock()
+_blas_users = 0  # sections inside single_blas now, over all threads
+_blas_limiter: list = []  # threadpoolctl's limiter of the outermost section
+_blas_thread: list = []  # the one thread that sets and restores BLAS's count
+
+
+def _on_blas_thread(fn):
+    """``fn()`` run on fastmlr's BLAS-control thread.  threadpoolctl lets one Python
+    thread at a time change OpenBLAS's (process-wide) count, and a limit must be
+    restored by the thread that set it: sections that start and end in different
+    threads therefore set and restore it here."""
+    with _lock:
+        if not _blas_thread:
+            _blas_thread.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastmlr-blas"))
+        ex = _blas_thread[0]
+    return ex.submit(fn).result()
+
+
+@contextlib.contextmanager
 def single_blas():
-    """Context manager: BLAS runs on one thread inside it (process-wide, restored after)."""
+    """Context manager: BLAS runs on one thread inside it.
+
+    The limit is process-wide (BLAS has one thread count), so sections of several
+    threads share it: the first to enter sets it, the last to leave restores the
+    count from before, whatever the order in which they enter and leave.  While
+    another thread of the program holds a threadpoolctl limit of its own, that limit
+    stays in force instead.
+    """
+    global _blas_users
     ctl = _blas_controller()
-    return ctl.limit(limits=1, user_api="blas") if ctl is not None else contextlib.nullcontext()
+    if ctl is None:
+        yield
+        return
+    with _blas_lock:
+        if _blas_users == 0:
+            _blas_limiter.append(_on_blas_thread(lambda: ctl.limit(limits=1, user_api="blas")))
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                _on_blas_thread(_blas_limiter.pop().restore_original_limits)
 
 
 def _concurrent_kernels_ok() -> bool:
@@ -91,9 +132,11 @@ def _executor(workers: int) -> ThreadPoolExecutor:
 def _forget_pool() -> None:
     """In a forked child: it has none of the parent's worker threads, and a lock another
     thread held at the fork would stay held."""
-    global _lock
+    global _lock, _blas_lock
     _lock = threading.Lock()
+    _blas_lock = threading.Lock()
     _pool.clear()
+    _blas_thread.clear()
 
 
 if hasattr(os, "register_at_fork"):
@@ -106,8 +149,9 @@ def _run(fn, items) -> None:
     worker w taking items w, w + workers, ... in order, each with one kernel thread.
     BLAS is single-threaded throughout.  The first exception in item order is raised.
 
-    A worker's own thread count is 1, so a call made from inside a worker runs
-    serially instead of waiting on the pool it occupies."""
+    Each worker runs in a copy of the caller's ``contextvars`` context (its backend
+    and settings), with its own thread count 1, so a call made from inside a worker
+    runs serially instead of waiting on the pool it occupies."""
     items = list(items)
     workers = min(_threads.get(), len(items))
     with single_blas():
@@ -118,19 +162,17 @@ def _run(fn, items) -> None:
         errors: dict = {}
 
         def job(w):
-            _threads.set_local(1)
-            try:
+            with _threads.scoped(1):
                 for j in range(w, len(items), workers):
                     try:
                         fn(items[j])
                     except BaseException as exc:  # re-raised by the caller, in item order
                         errors[j] = exc
                         return
-            finally:
-                _threads.set_local(None)
 
         pool = _executor(workers)
-        for f in [pool.submit(job, w) for w in range(workers)]:
+        futures = [pool.submit(contextvars.copy_context().run, job, w) for w in range(workers)]
+        for f in futures:
             f.result()
         if errors:
             raise errors[min(errors)]

@@ -18,8 +18,6 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from . import _threads
-
 __all__ = ["group_means", "median_combine", "single_linkage", "average_linkage", "residual_sums", "labeled_sse",
            "gather_rows", "task_gram"]
 
@@ -49,8 +47,6 @@ _KEY_MASK = np.int64(0x7FFFFFFFFFFFFFFF)
 # The NaN whose key is _KEY_MASK, above every other: it marks a row's own slot in
 # average_linkage's working matrix, which a scan for the minimum thus never takes.
 _OWN = float(np.array([_KEY_MASK]).view(np.float64)[0])
-
-_threads.set(_threads._count)
 
 
 def group_means(X, y, offsets, G):

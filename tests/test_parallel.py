@@ -56,7 +56,7 @@ def test_reduce_blocks_uses_worker_threads_with_one_kernel_thread_each():
     if _parallel._concurrent_kernels_ok():
         assert {count for _, count in seen.values()} == {1}
         assert threading.get_ident() not in {ident for ident, _ in seen.values()}
-    assert _threads.get() >= 1 and getattr(_threads._local, "count", None) is None
+    assert _threads.get() >= 1 and _threads._scoped.get() is None
 
 
 def test_reduce_blocks_reraises_a_block_error():
