@@ -221,7 +221,7 @@ def test_fits_in_two_threads_with_different_settings_match_serial_fits(name):
     W, s, p = fastmlr.make_mixture(2, 6, seed=3)
     X, y, off, _ = fastmlr.sample_tasks(W, s, p, 8, n_tasks=500, seed=4)
     with fastmlr.use_backend(name):
-        want = fastmlr.fit(X, y, off, 2, seed=0)
+        want = fastmlr.fit((X, y, off), 2, seed=0)
     got = {}
     barrier = threading.Barrier(2, timeout=60)
 
@@ -229,7 +229,7 @@ def test_fits_in_two_threads_with_different_settings_match_serial_fits(name):
         def go():
             with fastmlr.use_backend(backend_name), fastmlr.n_threads(count):
                 barrier.wait()
-                got[key] = (fastmlr.fit(X, y, off, 2, seed=0), backend.get_backend(), _threads.get())
+                got[key] = (fastmlr.fit((X, y, off), 2, seed=0), backend.get_backend(), _threads.get())
         return go
 
     Steps().run(run("a", name, 1), run("b", "numpy", 2))

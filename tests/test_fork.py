@@ -37,7 +37,7 @@ def small_fit():
     W, s, p = fastmlr.make_mixture(2, 6, seed=0)
     X, y, off, _ = fastmlr.sample_tasks(W, s, p, 8, n_tasks=600, seed=1)
     with fastmlr.n_threads(2):
-        return fastmlr.fit(X, y, off, 2, seed=0)
+        return fastmlr.fit((X, y, off), 2, seed=0)
 
 
 def child(queue):
