@@ -120,3 +120,52 @@ def test_report_refuses_truth_of_wrong_shape(pool, tmp_path):
 def test_doctests():
     res = doctest.testmod(report)
     assert res.attempted > 0 and res.failed == 0
+
+
+def test_cli_report_and_predict_interval(tmp_path, capsys):
+    import csv
+
+    from fastmlr.cli import main
+
+    pool, model = str(tmp_path / "pool.npz"), str(tmp_path / "model.npz")
+    assert main(["simulate", "--k", "3", "--d", "5", "--tasks", "600", "--queries", "2", "-o", pool]) == 0
+    assert main(["fit", pool, "--k", "3", "-o", model, "--skip-query-rows"]) == 0
+    out = tmp_path / "report.html"
+    assert main(["report", model, pool, "-o", str(out), "--png", str(tmp_path / "figs")]) == 0
+    chk = _parse(out)
+    assert not chk.errors and len(chk.images) == 4  # the pool holds the truth: coefficients drawn
+    for img in chk.images:
+        assert _decode(img["src"]).size > 0
+    assert len(os.listdir(tmp_path / "figs")) == 4
+    # predictive intervals of the query rows
+    assert main(["predict", model, pool, "-o", str(tmp_path / "out.csv"), "--interval", "0.9"]) == 0
+    with open(tmp_path / "out.queries.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["row", "task", "yhat_bayes", "yhat_map", "lo", "hi"] and len(rows) == 1200
+    lo, yhat, hi = (np.array([float(r[c]) for r in rows]) for c in ("lo", "yhat_bayes", "hi"))
+    assert np.all(lo < yhat) and np.all(yhat < hi)
+    assert main(["predict", model, pool, "-o", str(tmp_path / "o.npz"), "--interval", "0.9"]) == 0
+    z = np.load(tmp_path / "o.npz")
+    np.testing.assert_allclose(z["lo"], lo, rtol=1e-8)
+    np.testing.assert_allclose(z["hi"], hi, rtol=1e-8)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:  # an argument error: argparse exits with status 2
+        main(["predict", model, pool, "-o", str(tmp_path / "x.csv"), "--interval", "1"])
+    assert exc.value.code == 2 and "strictly between 0 and 1" in capsys.readouterr().err
+    assert main(["report", model, pool, "-o", str(tmp_path / "r.txt")]) == 2
+    assert "html" in capsys.readouterr().err
+
+
+def test_cli_report_names_missing_matplotlib(pool, tmp_path, monkeypatch, capsys):
+    from fastmlr.cli import main
+
+    sim, tasks = pool
+    model = str(tmp_path / "m.npz")
+    fastmlr.save_model(model, fastmlr.fit(tasks, k=3))
+    np.savez(tmp_path / "p.npz", X=sim["X"], y=sim["y"], task=sim["task"])
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    assert main(["report", model, str(tmp_path / "p.npz"), "-o", str(tmp_path / "r.html")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "fastmlr[plot]" in err
+    assert not (tmp_path / "r.html").exists()

@@ -37,19 +37,20 @@ COMMANDS = {
     "fit": "fastmlr.cli.pool",
     "predict": "fastmlr.cli.pool",
     "check": "fastmlr.cli.pool",
+    "report": "fastmlr.cli.report",
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``fastmlr`` argument parser with every sub-command of :data:`COMMANDS`."""
-    from . import demo, pool, reproduce
+    from . import demo, pool, report, reproduce
 
     parser = _Parser(prog="fastmlr", description="Meta-learning a mixture of linear regressions from many small tasks.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     common = _Parser(add_help=False)
     common.add_argument("--backend", choices=("numba", "cython", "numpy"), help="kernel backend (default: the best available)")
     common.add_argument("--threads", type=int, default=None, help="kernel threads (default: every core)")
-    for module in (demo, reproduce, pool):
+    for module in (demo, reproduce, pool, report):
         module.add_commands(sub, [common])
     return parser
 

@@ -14,7 +14,9 @@
   missing one is an error); otherwise columns go by position.  ``.npz`` output holds
   every array; ``.csv`` output is one line per task, and the query predictions go to
   a second ``.csv`` (``--queries-out``, default ``OUT`` with ``.queries.csv``),
-  written on every run -- header only when there are no query rows.
+  written on every run -- header only when there are no query rows.  With
+  ``--interval 0.9`` the query predictions get columns ``lo`` and ``hi``: the central
+  90% interval of the posterior predictive (:mod:`fastmlr.predictive`).
 * ``fastmlr check pool.npz --k 8`` -- which roles the pool can fill and the paper's
   sufficient conditions (:func:`fastmlr.feasibility`).
 
@@ -50,6 +52,17 @@ def _k_arg(text):
 
 _pos_int = int_at_least(1)
 _nonneg_int = int_at_least(0)
+
+
+def _level(text):
+    """argparse type: a coverage level strictly between 0 and 1."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a level between 0 and 1 (say 0.9), got {text!r}") from None
+    if not 0.0 < v < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a level strictly between 0 and 1 (say 0.9), got {text}")
+    return v
 
 
 def _io_options(p, features_help="CSV feature columns, comma-separated (default: every other column)"):
@@ -145,6 +158,9 @@ def add_commands(sub, parents):
     p.add_argument("--csv-escape-formulas", action="store_true",
                    help="with a .csv output: put ' before task ids starting with = + - @, tab or carriage return, "
                         "so that a spreadsheet does not read them as formulas (default: ids as read)")
+    p.add_argument("--interval", type=_level, default=None, metavar="LEVEL",
+                   help="central predictive interval of every query row at this level, e.g. 0.9: columns lo and hi "
+                        "(from the posterior predictive mixture of normals; fastmlr.predictive)")
     _io_options(p, "CSV feature columns, comma-separated (default: every other column); a model fitted on "
                    "a .csv then takes its features from them by name, in any order")
     p.set_defaults(func=_predict)
@@ -286,11 +302,18 @@ def _predict(args) -> int:
     beta_map = model.W[comp]
     yhat_bayes = np.einsum("qd,qd->q", qX, beta_bayes[qt]) if qt.size else np.zeros(0)
     yhat_map = np.einsum("qd,qd->q", qX, beta_map[qt]) if qt.size else np.zeros(0)
+    bounds = {}
+    if args.interval is not None:  # lo, hi of the posterior predictive (its mean is yhat_bayes)
+        from ..predictive import predictive
+
+        lo, hi = (predictive((X, pool.y, pool.offsets), qX, qt, model).interval(args.interval) if qt.size
+                  else (np.zeros(0), np.zeros(0)))
+        bounds = {"lo": lo, "hi": hi}
     if ext == ".npz":
         with atomic_open(args.output, "wb") as fh:
             np.savez(fh, tasks=pool.tasks, posterior=post, map_component=comp, beta_bayes=beta_bayes,
                      beta_map=beta_map, query_rows=pool.query_rows, query_tasks=pool.tasks[qt],
-                     yhat_bayes=yhat_bayes, yhat_map=yhat_map)
+                     yhat_bayes=yhat_bayes, yhat_map=yhat_map, **bounds)
         print(f"wrote {args.output}: {pool.tasks.size} tasks, {qt.size} query predictions")
         return 0
     k = model.W.shape[0]
@@ -300,7 +323,7 @@ def _predict(args) -> int:
         ids = _escape_formulas(ids)
     body = np.column_stack([ids, comp.astype(str), np.char.mod("%.10g", post), np.char.mod("%.10g", beta_bayes)])
     qbody = np.column_stack([pool.query_rows.astype(str), ids[qt], np.char.mod("%.10g", yhat_bayes),
-                             np.char.mod("%.10g", yhat_map)])
+                             np.char.mod("%.10g", yhat_map)] + [np.char.mod("%.10g", v) for v in bounds.values()])
     # both files appear together or neither does; the query file is written even
     # without query rows (header only), so it never lags behind -o
     with atomic_files():
@@ -310,7 +333,7 @@ def _predict(args) -> int:
             writer.writerows(body.tolist())
         with atomic_open(qpath, "w") as qh:
             qwriter = csv.writer(qh, lineterminator="\n")
-            qwriter.writerow(["row", "task", "yhat_bayes", "yhat_map"])
+            qwriter.writerow(["row", "task", "yhat_bayes", "yhat_map"] + list(bounds))
             qwriter.writerows(qbody.tolist())
     print(f"wrote {args.output}: {pool.tasks.size} tasks; {qpath}: "
           + (f"{qt.size} query predictions" if qt.size else "no query rows (empty target), header only"))
