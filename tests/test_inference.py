@@ -1,6 +1,5 @@
 """Standard errors (fastmlr.inference) and predictive intervals (fastmlr.predictive)."""
 
-import doctest
 
 import numpy as np
 import pytest
@@ -8,7 +7,7 @@ import scipy.optimize
 import scipy.stats
 
 import fastmlr
-from fastmlr import inference, predictive as predictive_mod
+from fastmlr import inference
 from fastmlr.metrics import match_components
 from fastmlr.inference import _task_terms, information, standard_errors
 from fastmlr.synthetic import pool_sizes, simulate_pool
@@ -212,9 +211,3 @@ def test_predictive_mean_is_the_bayes_prediction(small):
     assert np.all(lo2 < lo) and np.all(hi2 > hi)
     with pytest.raises(ValueError, match="query_task"):
         predictive(S[:3], Xq, np.array([0, 1, 2, 3]), model)
-
-
-def test_doctests():
-    for mod in (inference, predictive_mod):
-        res = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
-        assert res.attempted > 0 and res.failed == 0, mod.__name__
