@@ -77,8 +77,8 @@ def one_pool(k, d, n_tasks, seed, new_tasks, level=0.9, noise=1.0):
     return out
 
 
-def bootstrap_agreement(k, d, n_tasks, seed, n_boot):
-    sim = simulate_pool(k=k, d=d, n_tasks=n_tasks, seed=seed)
+def bootstrap_agreement(k, d, n_tasks, seed, n_boot, noise=1.0):
+    sim = simulate_pool(k=k, d=d, n_tasks=n_tasks, seed=seed, s2=noise ** 2)
     tasks = fastmlr.group_tasks(sim["X"], sim["y"], sim["task"])
     model = fastmlr.fit(tasks, k=k)
     lo = standard_errors(tasks, model)
@@ -121,7 +121,7 @@ def main(argv=None):
                 print(f"\nLouis SE / bootstrap SE ({args.bootstrap} refits), pool 0:\n")
                 print("| parameter | count | ratio of RMS | median ratio | min | max |")
                 print("|---|---:|---:|---:|---:|---:|")
-                for par, cnt, rms, med, mn, mx in bootstrap_agreement(k, d, n, 0, args.bootstrap):
+                for par, cnt, rms, med, mn, mx in bootstrap_agreement(k, d, n, 0, args.bootstrap, noise):
                     print(f"| {par} | {cnt} | {rms:.3f} | {med:.3f} | {mn:.3f} | {mx:.3f} |")
 
 

@@ -46,8 +46,8 @@ through the Schur complement of the weights.  What is dropped is the information
 between two components, carried by tasks whose responsibilities are split between
 them.  Measured by ``benchmarks/coverage.py``: with well-separated components (noise
 1) the block intervals of the coefficients covered 95.0% against 95.1% for the full
-matrix (k = 8, d = 16); with overlapping ones (noise 2, 100 pools) 93.7% against
-94.4% (s2: 92.9% against 93.6%; p: 93.5% against 93.4%).
+matrix (k = 8, d = 16); with overlapping ones (noise variance 4) 93.7% against
+94.3% (s2: 93.5% against 94.2%; p: 93.1% against 93.0%).
 
 ``method="bootstrap"`` refits ``n_boot`` pools simulated from the fitted model
 (same features and task sizes; each task draws its component from p, then its
