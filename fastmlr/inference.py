@@ -63,6 +63,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .likelihood import log_joint
+
 __all__ = ["StandardErrors", "standard_errors", "information", "METHODS", "FULL_MAX_PARAMETERS"]
 
 METHODS = ("louis", "empirical", "bootstrap")
@@ -73,8 +75,6 @@ FULL_MAX_PARAMETERS = 2000
 
 #: Rows of a chunk of whole tasks (bounds the (rows, k) residual temporaries).
 _CHUNK_ROWS = 1 << 16
-
-_LOG_2PI = float(np.log(2.0 * np.pi))
 
 
 class StandardErrors(NamedTuple):
@@ -179,7 +179,7 @@ def _task_terms(X, y, off, W, s2, p, *, need_u=True) -> _TaskTerms:
             u[:, l, :] = np.add.reduceat(X * E[:, l:l + 1], starts, axis=0)
     else:
         u = np.zeros((t.size, k, d))
-    lj = np.log(p) - sse / (2.0 * s2) - 0.5 * t[:, None] * (np.log(s2) + _LOG_2PI)
+    lj = log_joint(sse, t, s2, p)  # the one task log-likelihood (fastmlr.likelihood)
     m = lj.max(axis=1, keepdims=True)
     r = np.exp(lj - m)
     tot = r.sum(axis=1, keepdims=True)
@@ -385,12 +385,14 @@ def _bootstrap(tasks, model, n_boot, seed, fit_kwargs) -> StandardErrors:
 
     W, s2, p = _model_params(model)
     k, d = W.shape
-    if isinstance(tasks, TaskStream):
-        parts = [tuple(np.asarray(a) for a in c[:3]) for c in tasks]
-        Xs = np.concatenate([c[0] for c in parts])
-        ys = np.concatenate([c[1] for c in parts])
-        offs = np.concatenate([[0]] + [c[2][1:] + sum(len(q[1]) for q in parts[:j]) for j, c in enumerate(parts)])
-        X, _, off = _task_set((Xs, ys, offs))
+    if isinstance(tasks, TaskStream):  # refits need the whole pool: gather the chunks
+        Xs, offs, base = [], [np.zeros(1, dtype=np.int64)], 0
+        for chunk in tasks:
+            Xc, _, oc = _task_set(chunk[:3])
+            Xs.append(Xc)
+            offs.append(oc[1:] + base)
+            base += int(oc[-1])
+        X, off = np.concatenate(Xs), np.concatenate(offs)
     else:
         X, _, off = _task_set(tasks)
     X = np.asarray(X, dtype=np.float64)

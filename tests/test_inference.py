@@ -211,3 +211,20 @@ def test_predictive_mean_is_the_bayes_prediction(small):
     assert np.all(lo2 < lo) and np.all(hi2 > hi)
     with pytest.raises(ValueError, match="query_task"):
         predictive(S[:3], Xq, np.array([0, 1, 2, 3]), model)
+
+
+def test_one_component_and_a_streamed_bootstrap():
+    sim = simulate_pool(k=1, d=3, n_tasks=300, seed=0)
+    tasks = fastmlr.group_tasks(sim["X"], sim["y"], sim["task"])
+    model = fastmlr.fit(tasks, k=1)
+    se = standard_errors(tasks, model)
+    assert se.p.tolist() == [0.0] and se.cov.shape == (4, 4)
+    # one component: least squares, Cov(w) = s2 (X^T X)^-1 (w and s2 are orthogonal at the optimum)
+    X = np.asarray(tasks.X, dtype=np.float64)
+    np.testing.assert_allclose(se.cov_W[0], model.s2[0] * np.linalg.inv(X.T @ X), rtol=1e-6)
+    X, y, off = tasks
+    cut = off[150]
+    stream = fastmlr.TaskStream([(X[:cut], y[:cut], off[:151]), (X[cut:], y[cut:], off[150:] - cut)])
+    a = standard_errors(stream, model, method="bootstrap", n_boot=4, seed=1)
+    b = standard_errors(tasks, model, method="bootstrap", n_boot=4, seed=1)
+    np.testing.assert_array_equal(a.W, b.W)
