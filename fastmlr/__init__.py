@@ -4,22 +4,6 @@ A compiled implementation of the spectral algorithm of Kong, Somani, Song, Kakad
 Oh, *Meta-learning for Mixed Linear Regression* (ICML 2020), over plain arrays.
 """
 
-import os as _os
-
-# Both compiled backends run their parallel loops on OpenMP (libgomp), whose idle
-# threads by default spin for a while after every parallel region.  fastmlr
-# alternates short parallel kernels with BLAS calls, and OpenBLAS's own threads then
-# wait for cores the spinning threads hold: on 2 cores a BLAS product followed by a
-# kernel took 6x longer than on one thread.  Idle OpenMP threads therefore sleep
-# unless the user chose otherwise (libgomp reads this when it is first loaded, which
-# importing fastmlr does before any kernel runs).
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-# OpenBLAS's idle threads spin for 2^28 cycles by default and then hold the cores the
-# kernels' threads need (fit at d = 64 on 2 cores: 132 ms, against 78 ms with 2^12).
-# This takes effect only if NumPy's BLAS is not loaded yet: import fastmlr first, or
-# set the variable in the environment (the fastmlr command line does it first).
-_os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "12")
-
 from ._validation import FallbackWarning
 from .backend import n_threads, use_backend
 from .classify import classify_tasks
