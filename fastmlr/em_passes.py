@@ -24,6 +24,10 @@ expected complete-data log-likelihood rises: a generalized EM, whose log-likelih
 never decreases.  ``omega > 1`` over-relaxes the step, which shortens EM's slow
 approach to its optimum (``OMEGA``).  Its fixed points are exact EM's (there G = 0).
 
+An in-memory float64 pool keeps ``P = X W^T`` and ``Q = X D^T`` between passes
+(``CACHE_MAX_BYTES``): the next E-pass then forms ``X (W + a D)^T = P + a Q`` without a
+product, and an iteration costs two products of N x d x k.
+
 Every pass is a sum over blocks of whole tasks (run on several threads, each with
 single-threaded BLAS, added in a fixed order: the bits do not depend on the thread
 count), so the same passes run over arrays in memory or over a stream of chunks read
@@ -41,7 +45,7 @@ from ._parallel import reduce_blocks
 from .backend import kernels
 from .tasks import TaskSet, chunk_bounds, slice_tasks
 
-__all__ = ["OMEGA", "PassStats", "Pool", "array_pool", "run_gem"]
+__all__ = ["OMEGA", "CACHE_MAX_BYTES", "PassStats", "Pool", "array_pool", "run_gem"]
 
 #: Over-relaxation of the W step (0 < OMEGA < 2 keeps EM monotone).  Measured at
 #: k = 32, d = 256 (Figure 2's pool, 1/16 of its light tasks): 26 iterations at 1.0,
@@ -80,18 +84,38 @@ class PassStats(NamedTuple):
 class Pool(NamedTuple):
     """A re-readable pool: ``chunks()`` yields ``(first_task, TaskSet)`` for consecutive
     chunks of whole tasks, the same every time; ``n`` tasks, ``N`` rows, ``t`` (n,)
-    float64 task sizes."""
+    float64 task sizes; ``in_memory``: one chunk of float64 arrays, whose predictions
+    may be kept between passes."""
 
     chunks: Callable[[], Iterable]
     n: int
     N: int
     t: np.ndarray
+    in_memory: bool = False
 
 
 def array_pool(ts: TaskSet) -> Pool:
     """A :class:`Pool` over validated arrays in memory (one chunk)."""
     t = np.diff(ts.offsets).astype(np.float64)
-    return Pool(lambda: iter([(0, ts)]), int(t.size), int(ts.offsets[-1]), t)
+    return Pool(lambda: iter([(0, ts)]), int(t.size), int(ts.offsets[-1]), t, ts.X.dtype == np.float64)
+
+
+#: Largest pair of (N, k) prediction arrays (``X W^T`` and ``X D^T``) kept between the
+#: passes of an in-memory float64 pool.  With them an iteration costs two products of
+#: N x d x k instead of three: the E-pass updates ``X W^T`` by ``a X D^T`` (exact up to
+#: a rounding per iteration) instead of forming it again.
+CACHE_MAX_BYTES = 3 << 29  # 1.5 GiB
+
+
+class _Cache:
+    """``P = X W^T`` and ``Q = X D^T`` (N, k) of an in-memory pool, and the step ``a``
+    (k,) that takes P to the current W (None: P is current, or nothing is kept)."""
+
+    def __init__(self, pool: Pool, k: int):
+        self.on = pool.in_memory and 16.0 * pool.N * k <= CACHE_MAX_BYTES
+        self.P = np.empty((pool.N, k)) if self.on else None
+        self.Q = np.empty((pool.N, k)) if self.on else None
+        self.step = None
 
 
 def _blocks(ts: TaskSet) -> np.ndarray:
@@ -109,7 +133,7 @@ def _log_joint(sse, t, W_s2, p):
     return lj
 
 
-def _e_pass(pool: Pool, W, s2, p, R_out) -> PassStats:
+def _e_pass(pool: Pool, W, s2, p, R_out, cache: _Cache) -> PassStats:
     k, d = W.shape
     width = 1 + k * d + 3 * k
     kern = kernels()
@@ -122,7 +146,15 @@ def _e_pass(pool: Pool, W, s2, p, R_out) -> PassStats:
         def block(b, ts=ts, first=first, Wt=Wt, bounds=bounds):
             part = slice_tasks(*ts, bounds[b], bounds[b + 1])
             lo, hi = first + bounds[b], first + bounds[b + 1]
-            P = part.X @ Wt  # (m, k), BLAS in the data's precision
+            if cache.on:
+                a, z = ts.offsets[bounds[b]], ts.offsets[bounds[b + 1]]
+                if cache.step is None:
+                    cache.P[a:z] = part.X @ Wt
+                else:  # X (W + a D)^T from the kept X W^T and X D^T
+                    cache.P[a:z] += cache.Q[a:z] * cache.step
+                P = cache.P[a:z].copy()
+            else:
+                P = part.X @ Wt  # (m, k), BLAS in the data's precision
             sse = kern.residual_sums(P, part.y, part.offsets)  # (nb, k) float64
             t = t_all[lo:hi]
             lj = _log_joint(sse, t, s2, p)
@@ -147,7 +179,7 @@ def _e_pass(pool: Pool, W, s2, p, R_out) -> PassStats:
                      total[1 + k * d + k:1 + k * d + 2 * k], total[1 + k * d + 2 * k:])
 
 
-def _curvature_pass(pool: Pool, D, R) -> np.ndarray:
+def _curvature_pass(pool: Pool, D, R, cache: _Cache) -> np.ndarray:
     """(k,) ``D_l^T X^T diag(rho_l) X D_l``."""
     k = D.shape[0]
     kern = kernels()
@@ -160,6 +192,8 @@ def _curvature_pass(pool: Pool, D, R) -> np.ndarray:
         def block(b, ts=ts, first=first, Dt=Dt, bounds=bounds, zero=zero):
             part = slice_tasks(*ts, bounds[b], bounds[b + 1])
             Q = part.X @ Dt
+            if cache.on:
+                cache.Q[ts.offsets[bounds[b]]:ts.offsets[bounds[b + 1]]] = Q
             qq = kern.residual_sums(Q, zero[:Q.shape[0]], part.offsets)  # per task sum of (x.d_l)^2
             return np.einsum("ik,ik->k", R[first + bounds[b]:first + bounds[b + 1]], qq)
 
@@ -208,8 +242,10 @@ def run_gem(pool: Pool, W, s2, p, S_inv, *, floor, tol=2e-6, max_iter=300, omega
     history: list = []
     kept: set = set()
     converged = False
+    cache = _Cache(pool, k)
     for it in range(max_iter + 1):
-        st = _e_pass(pool, W, s2, p, R)
+        st = _e_pass(pool, W, s2, p, R, cache)
+        cache.step = None
         history.append(st.loglik)
         if progress is not None:
             progress(f"EM iteration {it}: log-likelihood {st.loglik:.8g}")
@@ -222,11 +258,12 @@ def run_gem(pool: Pool, W, s2, p, S_inv, *, floor, tol=2e-6, max_iter=300, omega
         kept.update(int(l) for l in np.flatnonzero(~ok))
         D = (st.G @ Sinv) / np.maximum(st.rows, 1e-300)[:, None]
         D[~ok] = 0.0
-        curv = _curvature_pass(pool, D, R)
+        curv = _curvature_pass(pool, D, R, cache)
         dg = np.einsum("ld,ld->l", D, st.G)
         a = np.where(curv > 0, dg / np.where(curv > 0, curv, 1.0), 0.0)
         a *= omega
         W += a[:, None] * D
+        cache.step = a
         rss = np.maximum(st.rss - 2.0 * a * dg + a * a * curv, 0.0)
         s2 = np.maximum(np.where(st.rows > 0, rss / np.maximum(st.rows, 1e-300), floor), floor)
         p = st.resp / pool.n

@@ -159,3 +159,15 @@ def test_thread_count_does_not_change_the_bits():
     with fastmlr.n_threads(2):
         two = _run(ts, *start, max_iter=5, tol=0.0)
     assert np.array_equal(one.W, two.W) and np.array_equal(one.loglik, two.loglik)
+
+
+def test_kept_predictions_give_the_recomputed_result(monkeypatch):
+    """An in-memory float64 pool keeps X W^T and X D^T between passes; without them
+    every pass forms the products again.  Same iterates up to rounding."""
+    _, ts = _pool(n=1200)
+    start = _start(ts, 4)
+    kept = _run(ts, *start, max_iter=12, tol=0.0)
+    monkeypatch.setattr(em_passes, "CACHE_MAX_BYTES", 0)
+    fresh = _run(ts, *start, max_iter=12, tol=0.0)
+    assert np.allclose(kept.loglik, fresh.loglik, rtol=1e-12, atol=0)
+    assert np.abs(kept.W - fresh.W).max() <= 1e-10 * np.abs(fresh.W).max()
