@@ -167,14 +167,17 @@ def as_tasks(tasks, name: str = "tasks"):
 
 
 def _looks_like_tasks(obj) -> bool:
-    """Whether ``obj`` is a task set in a new-style form (not the X of the old form)."""
-    if isinstance(obj, TaskStream) or _has_fields(obj):
+    """Whether ``obj`` is a task set in one of its forms rather than the X of the older
+    three-array form: a stream, an object with task-set fields, a tuple of three, or a
+    list of three that is not itself a matrix of three rows (an X given as a list)."""
+    if isinstance(obj, TaskStream) or _has_fields(obj) or (isinstance(obj, tuple) and len(obj) == 3):
         return True
-    if isinstance(obj, (tuple, list)) and len(obj) == 3:
+    if isinstance(obj, list) and len(obj) == 3:
         try:
-            return np.ndim(obj[0]) == 2
-        except Exception:  # ragged rows: an old-style X given as nested lists
-            return False
+            rows = np.asarray(obj)
+        except (ValueError, TypeError):  # ragged: three arrays of different shapes
+            return True
+        return not (rows.ndim == 2 and rows.dtype.kind in "biuf")
     return False
 
 

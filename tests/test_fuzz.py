@@ -386,7 +386,8 @@ def run_on(fn, inp, extra_names, *args, memory=False, **kwargs):
     coerced twin.  Returns the result or None.
     """
     (X, y, off), twin, fault, kind = inp
-    names = tuple(extra_names) + (DATA_NAMES if fault is None else (fault,) + tuple(extra_names))
+    # "tasks": the task set as a whole, the argument a refusal of a task too small names
+    names = tuple(extra_names) + (DATA_NAMES if fault is None else (fault, "tasks") + tuple(extra_names))
     if kind == "huge":
         names = names + ("X", "y")
     def call(X, y, off, *rest, **kw):
@@ -741,7 +742,7 @@ def test_task_streams(backend, raw, cuts, fault, k, which):
     with fastmlr.use_backend(backend):
         if fault == "one_shot_twice":
             attempt(lambda: list(stream), names=names)
-        ok, res = attempt(call, (stream,), names=names, must_fail=fault != "ok")
+        ok, res = attempt(call, stream, names=names, must_fail=fault != "ok")
         if ok:
             ok2, ref = attempt(call, (X, y, off), names=names)
             assert ok2
@@ -1268,7 +1269,7 @@ _W, _S2, _P = np.ones((2, 2)), np.ones(2), np.full(2, 0.5)
 REGRESSIONS = {
     "sample_tasks dtype garbage": (lambda: fastmlr.sample_tasks(_W, [1, 1], _P, 3, n_tasks=2, dtype="garbage"),
                                    ValueError, r"dtype is 'garbage'; expected"),
-    "sample_tasks s complex": (lambda: fastmlr.sample_tasks(_W, [1j, 1], _P, 3, n_tasks=2), TypeError, r"^s has dtype"),
+    "sample_tasks s2 complex": (lambda: fastmlr.sample_tasks(_W, [1j, 1], _P, 3, n_tasks=2), TypeError, r"^s2 has dtype"),
     "sample_tasks n_tasks vs sizes": (lambda: fastmlr.sample_tasks(_W, [1, 1], _P, [3], n_tasks=2), ValueError,
                                       r"n_tasks is 2 but sizes has 1 entries; expected"),
     "make_mixture s2 shape": (lambda: fastmlr.make_mixture(2, 3, s2=[1, 2, 3]), ValueError, r"^s2 has shape"),
