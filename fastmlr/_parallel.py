@@ -11,13 +11,20 @@ Results do not depend on the thread count: block ``b`` is added to partial sum
 ``b % PARTIALS`` (in increasing ``b``), the partial sums are added in order, and every
 block's product is computed by single-threaded BLAS whatever the number of workers.
 :func:`run_each` runs independent calls the same way (classification's classes, each
-writing its own normal equations).  The worker threads are kept between calls.
+writing its own normal equations).  The worker threads are kept between calls, and
+each runs in a copy of its caller's ``contextvars`` context (backend, thread count,
+NumPy's error state).
+
+BLAS runs on one thread inside fastmlr's public computations (:func:`one_blas_thread`,
+:func:`single_blas`): a limit shared by all threads, counted, and restored when the
+last section ends.  Nothing is set at import.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import os
 import sys
 import threading
@@ -27,46 +34,41 @@ import numpy as np
 
 from . import _threads
 
-__all__ = ["PARTIALS", "reduce_blocks", "run_each"]
+__all__ = ["PARTIALS", "reduce_blocks", "run_each", "single_blas", "one_blas_thread"]
 
 #: Number of partial sums of :func:`reduce_blocks`; at most this many threads share a
 #: sum.  Fixed, so that the order of additions never depends on the thread count.
 PARTIALS = 8
 
-_controller: list = []
+_blas: list = []  # threadpoolctl's controllers of the loaded BLAS libraries, found once
 _lock = threading.Lock()
 
 
-def _blas_controller():
-    """threadpoolctl's view of the loaded BLAS libraries, made once (on first use, when
-    NumPy's and SciPy's BLAS are loaded); None without threadpoolctl."""
+def _blas_libs() -> list:
+    """threadpoolctl's controllers of the BLAS libraries loaded in this process (NumPy's
+    and SciPy's, loaded by ``import fastmlr``), found on first use; empty without
+    threadpoolctl."""
     with _lock:
-        if not _controller:
+        if not _blas:
             try:
                 from threadpoolctl import ThreadpoolController
 
-                _controller.append(ThreadpoolController())
+                _blas.append(ThreadpoolController().select(user_api="blas").lib_controllers)
             except Exception:  # threadpoolctl missing or unable to inspect the libraries
-                _controller.append(None)
-        return _controller[0]
+                _blas.append([])
+        return _blas[0]
+
+
+def _set_blas_threads(lib, count: int) -> None:
+    # threadpoolctl (3.8) lets only one Python thread at a time change OpenBLAS's
+    # process-wide count through its public setter, and ignores the others; the
+    # sections below keep their own count of users, so they set it directly.
+    getattr(lib, "_real_set_num_threads", lib.set_num_threads)(count)
 
 
 _blas_lock = threading.Lock()
 _blas_users = 0  # sections inside single_blas now, over all threads
-_blas_limiter: list = []  # threadpoolctl's limiter of the outermost section
-_blas_thread: list = []  # the one thread that sets and restores BLAS's count
-
-
-def _on_blas_thread(fn):
-    """``fn()`` run on fastmlr's BLAS-control thread.  threadpoolctl lets one Python
-    thread at a time change OpenBLAS's (process-wide) count, and a limit must be
-    restored by the thread that set it: sections that start and end in different
-    threads therefore set and restore it here."""
-    with _lock:
-        if not _blas_thread:
-            _blas_thread.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastmlr-blas"))
-        ex = _blas_thread[0]
-    return ex.submit(fn).result()
+_blas_saved: list = []  # (library, count before the outermost section) it changed
 
 
 @contextlib.contextmanager
@@ -75,18 +77,17 @@ def single_blas():
 
     The limit is process-wide (BLAS has one thread count), so sections of several
     threads share it: the first to enter sets it, the last to leave restores the
-    count from before, whatever the order in which they enter and leave.  While
-    another thread of the program holds a threadpoolctl limit of its own, that limit
-    stays in force instead.
+    count from before, whatever the order in which they enter and leave.  A section
+    nested in another costs a lock and a counter.
     """
     global _blas_users
-    ctl = _blas_controller()
-    if ctl is None:
-        yield
-        return
     with _blas_lock:
         if _blas_users == 0:
-            _blas_limiter.append(_on_blas_thread(lambda: ctl.limit(limits=1, user_api="blas")))
+            for lib in _blas_libs():
+                count = lib.get_num_threads()
+                if count is not None and count != 1:
+                    _set_blas_threads(lib, 1)
+                    _blas_saved.append((lib, count))
         _blas_users += 1
     try:
         yield
@@ -94,7 +95,24 @@ def single_blas():
         with _blas_lock:
             _blas_users -= 1
             if _blas_users == 0:
-                _on_blas_thread(_blas_limiter.pop().restore_original_limits)
+                while _blas_saved:
+                    lib, count = _blas_saved.pop()
+                    _set_blas_threads(lib, count)
+
+
+def one_blas_thread(fn):
+    """Decorator for fastmlr's public computations: ``fn`` runs inside
+    :func:`single_blas`, its parallelism coming from the kernels' threads and the
+    block-parallel sums.  Kernels and BLAS products alternate throughout the stages;
+    with BLAS on several threads, its idle threads (which spin for a while after each
+    product) and the kernels' OpenMP threads would contend for the same cores."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with single_blas():
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def _concurrent_kernels_ok() -> bool:
@@ -136,7 +154,6 @@ def _forget_pool() -> None:
     _lock = threading.Lock()
     _blas_lock = threading.Lock()
     _pool.clear()
-    _blas_thread.clear()
 
 
 if hasattr(os, "register_at_fork"):

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._parallel import run_each
+from ._parallel import one_blas_thread, run_each
 from ._validation import FallbackWarning, check_params, check_sums, quiet
 from .likelihood import task_log_joint
 from .lstsq import NormalEquations, VARIANCES, add_class_rows, refit, solve_classes
@@ -57,6 +57,7 @@ class ClassifyResult(NamedTuple):
 
 
 @quiet
+@one_blas_thread
 @renamed_keyword("r2", "s2")
 @takes_tasks
 def classify_tasks(tasks, W, s2, p=None, *, variance: str = "unbiased") -> ClassifyResult:

@@ -29,6 +29,7 @@ import numpy as np
 from . import _config
 import warnings
 
+from ._parallel import one_blas_thread
 from ._validation import check_int, check_sums, check_work, quiet, user_stacklevel
 from .backend import kernels
 from .residuals import class_sse
@@ -236,6 +237,7 @@ def median_distance_matrix(P, L):
 
 
 @quiet
+@one_blas_thread
 @takes_tasks
 def cluster_tasks(tasks, U, k, *, L=None, linkage=None) -> ClusterResult:
     """Cluster heavy tasks in the subspace U and estimate each cluster (Algorithm 3).

@@ -53,6 +53,7 @@ import scipy.linalg
 
 from . import em as _em
 from . import em_passes as _em_passes
+from ._parallel import one_blas_thread
 from ._validation import check_int, check_real, check_sums, quiet, user_stacklevel
 from .classify import FallbackWarning
 from .starts import kmeans_pp, projected_em, projected_em_batch, split_merge
@@ -262,6 +263,7 @@ def _stats_pay(n: int, N: int, d: int) -> bool:
 
 
 @quiet
+@one_blas_thread
 @takes_tasks
 def fit(tasks, k, *, whiten="auto", linkages=(), n_seeds=None, seed=0, n_heavy=None,
         max_heavy=None, tol=2e-6, max_iter=300, k_max=None, em_path="auto", progress=None) -> Model:

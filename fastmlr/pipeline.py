@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ._parallel import one_blas_thread
 from ._validation import quiet
 from .classify import ClassifyResult, classify_tasks
 from .cluster import ClusterResult, cluster_tasks
@@ -40,6 +41,7 @@ class MetaLearnResult(NamedTuple):
 
 
 @quiet
+@one_blas_thread
 def meta_learn(light, heavy, light2, k, *, L=None, linkage=None) -> MetaLearnResult:
     """Estimate a mixture of k linear regressions with Algorithm 1.
 

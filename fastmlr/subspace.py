@@ -20,7 +20,7 @@ import scipy.linalg
 
 from . import _config
 from ._validation import check_sums, check_work, quiet
-from ._parallel import reduce_blocks
+from ._parallel import one_blas_thread, reduce_blocks
 from .backend import kernels
 from .stream import is_stream, task_chunks
 from .tasks import as_tasks, check_finite_through, check_k, check_tasks, chunk_bounds, slice_tasks, takes_tasks
@@ -170,6 +170,7 @@ def top_eigenvectors(M: np.ndarray, k: int):
 
 
 @quiet
+@one_blas_thread
 @takes_tasks
 def estimate_subspace(tasks, k, *, return_eigenvalues: bool = False):
     """Estimate the span of the k regression vectors (Algorithm 2).

@@ -149,3 +149,37 @@ def test_a_forked_child_gets_its_own_workers():
     env = dict(os.environ, FASTMLR_BACKEND="numpy")
     done = subprocess.run([sys.executable, "-c", _FORK_SCRIPT], env=env, timeout=120)
     assert done.returncode == 0
+
+
+@pytest.mark.parametrize("stage", ["fit", "meta_learn"])
+def test_public_computations_run_blas_on_one_thread_and_restore_it(stage, monkeypatch):
+    # every kernel fetched during the call sees single-threaded BLAS (kernels and BLAS
+    # alternate throughout), and the count from before is back afterwards
+    from fastmlr import backend, cluster, em
+
+    libs = _parallel._blas_libs()
+    if not libs:
+        pytest.skip("threadpoolctl sees no BLAS here")
+    blas = lambda: {lib.get_num_threads() for lib in libs}  # noqa: E731
+    seen = []
+
+    def kernels():
+        seen.append(blas())
+        return backend.kernels()
+
+    monkeypatch.setattr(em, "kernels", kernels)
+    monkeypatch.setattr(cluster, "kernels", kernels)
+    W, s2, p = fastmlr.make_mixture(2, 5, seed=0)
+    light = fastmlr.sample_tasks(W, s2, p, 3, n_tasks=3000, seed=1)[:3]
+    heavy = fastmlr.sample_tasks(W, s2, p, 40, n_tasks=60, seed=2)[:3]
+    with fastmlr.n_threads(2):
+        before = blas()
+        if before == {1}:
+            pytest.skip("BLAS runs on one thread here: nothing to tell apart")
+        if stage == "fit":
+            fastmlr.fit(light, 2, seed=0)
+        else:
+            fastmlr.meta_learn(light, heavy, light, 2)
+        after = blas()
+    assert seen and all(s == {1} for s in seen)
+    assert after == before
