@@ -129,6 +129,22 @@ def child(mode, directory, repeat):
                    exact_err=float(fastmlr.parameter_error(m_exact.W, W).max),
                    passes_iterations=m_fast.diagnostics["em_iterations"],
                    exact_iterations=m_exact.diagnostics["em_iterations"], rows=int(off[-1]))
+    elif mode == "truth":
+        from fastmlr import em as _em
+        from fastmlr import em_passes
+
+        ts = TaskSet(X, y, off)
+        S_inv = np.linalg.inv(X.T @ X / X.shape[0])
+        t0 = time.perf_counter()
+        res = em_passes.run_gem(em_passes.array_pool(ts), W, np.ones(k), np.full(k, 1.0 / k), S_inv,
+                                floor=_em.s2_floor(ts))
+        t_truth = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        m = fastmlr.fit(ts, k)
+        out.update(truth_seconds=t_truth, fit_seconds=time.perf_counter() - t0,
+                   truth_loglik=float(res.loglik[-1]), fit_loglik=m.diagnostics["loglik"],
+                   truth_err=float(fastmlr.parameter_error(res.W, W).max),
+                   fit_err=float(fastmlr.parameter_error(m.W, W).max), rows=int(off[-1]))
     print(json.dumps(out))
 
 
@@ -146,6 +162,8 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--exact", action="store_true", help="also exact EM (slow: k N d^2 per iteration)")
     ap.add_argument("--stream", action="store_true", help="also the float32 pool streamed from disk")
+    ap.add_argument("--truth", action="store_true", help="also EM started at the true parameters")
+    ap.add_argument("--skip-time", action="store_true", help="skip the timing and memory runs")
     ap.add_argument("--dir", help="reuse (or write) the pool in this directory")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -157,15 +175,16 @@ def main(argv=None):
         make_pool(directory, args.scale)
     N = int(np.load(f"{directory}/offsets.npy")[-1])
     print(f"pool: scale {args.scale}, {N:,} rows, k = 32, d = 256 (in {directory})")
-    t = run("time", directory, args.repeat)
-    print(f"meta_learn {t['meta_learn_seconds']:.1f} s, max err {t['meta_learn_err']:.3f}")
-    print(f"fit        {t['fit_seconds']:.1f} s, max err {t['fit_err']:.3f}  ({t['em_iterations']} EM iterations, "
-          f"{t['em_path']}); stages {json.dumps({k: round(v, 2) for k, v in t['fit_stage_seconds'].items()})}")
-    print(f"fit / meta_learn: {t['fit_seconds'] / t['meta_learn_seconds']:.1f}x;  oracle err {t['oracle_err']:.3f}, "
-          f"fit / oracle {t['fit_err'] / t['oracle_err']:.2f}x")
-    m = run("memory", directory)
-    print(f"memory: data {m['data_gib']:.2f} GiB, fit's peak {m['peak_gib']:.2f} GiB "
-          f"(+{m['peak_gib'] - m['data_gib']:.2f} GiB beyond the data)")
+    if not args.skip_time:
+        t = run("time", directory, args.repeat)
+        print(f"meta_learn {t['meta_learn_seconds']:.1f} s, max err {t['meta_learn_err']:.3f}")
+        print(f"fit        {t['fit_seconds']:.1f} s, max err {t['fit_err']:.3f}  ({t['em_iterations']} EM iterations, "
+              f"{t['em_path']}); stages {json.dumps({k: round(v, 2) for k, v in t['fit_stage_seconds'].items()})}")
+        print(f"fit / meta_learn: {t['fit_seconds'] / t['meta_learn_seconds']:.1f}x;  oracle err {t['oracle_err']:.3f}, "
+              f"fit / oracle {t['fit_err'] / t['oracle_err']:.2f}x")
+        m = run("memory", directory)
+        print(f"memory: data {m['data_gib']:.2f} GiB, fit's peak {m['peak_gib']:.2f} GiB "
+              f"(+{m['peak_gib'] - m['data_gib']:.2f} GiB beyond the data)")
     if args.exact:
         e = run("exact", directory)
         print(f"exact EM: {e['exact_seconds']:.1f} s, {e['exact_iterations']} it., loglik {e['exact_loglik']:.3f}, "
@@ -173,6 +192,11 @@ def main(argv=None):
         print(f"passes:   {e['passes_seconds']:.1f} s, {e['passes_iterations']} it., loglik {e['passes_loglik']:.3f}, "
               f"err {e['passes_err']:.4f}  (gap {(e['exact_loglik'] - e['passes_loglik']) / e['rows']:.2e} per row, "
               f"err ratio {e['passes_err'] / e['exact_err']:.4f})")
+    if args.truth:
+        e = run("truth", directory)
+        print(f"EM from the truth: loglik {e['truth_loglik']:.3f}, err {e['truth_err']:.4f};  fit: loglik "
+              f"{e['fit_loglik']:.3f}, err {e['fit_err']:.4f}  (gap {(e['truth_loglik'] - e['fit_loglik']) / e['rows']:.2e} "
+              f"per row, err ratio {e['fit_err'] / e['truth_err']:.3f})")
     if args.stream:
         f = run("float32", directory)
         s = run("stream", directory)
