@@ -248,7 +248,8 @@ def run_gem(pool: Pool, W, s2, p, S_inv, *, floor, tol=2e-6, max_iter=300, omega
         cache.step = None
         history.append(st.loglik)
         if progress is not None:
-            progress(f"EM iteration {it}: log-likelihood {st.loglik:.8g}")
+            gain = "" if it == 0 else f", gain {(st.loglik - history[-2]) / pool.N:.2e} per row"
+            progress(f"EM pass {it}: log-likelihood {st.loglik:.10g}{gain}")
         if it > 0 and st.loglik - history[-2] <= tol * pool.N:
             converged = True
             break

@@ -43,6 +43,7 @@ under linear maps of x, so it runs on the original features.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 import warnings
@@ -64,6 +65,8 @@ from .stream import collect, is_stream
 from .tasks import TaskSet, as_tasks, check_k, takes_tasks
 
 __all__ = ["Model", "fit", "choose_heavy", "heavy_min_rows", "whitening_transform", "select_tasks"]
+
+_log = logging.getLogger("fastmlr")
 
 #: Whitening is switched on when an eigenvalue of the pooled second moment of x is
 #: further than this from 1 (and further than 6 standard errors of its estimate).
@@ -304,7 +307,8 @@ def fit(tasks, k, *, whiten="auto", linkages=(), n_seeds=None, seed=0, n_heavy=N
         no k N d^2 cost); "rows" exact EM from k weighted Gram matrices per iteration
         (for reference); "auto" takes "stats" when they fit in memory and cost less
         per iteration, else "passes"
-    progress : callable(str) or None -- told what runs
+    progress : callable(str) or None -- told what runs, and the log-likelihood after every EM
+        pass; the same lines go to the ``logging`` logger ``"fastmlr"`` at level INFO
 
     Returns
     -------
@@ -316,7 +320,11 @@ def fit(tasks, k, *, whiten="auto", linkages=(), n_seeds=None, seed=0, n_heavy=N
     ValueError
         Bad arrays, no task with two rows, k larger than the pool supports.
     """
-    say = progress or (lambda msg: None)
+    def say(msg):
+        _log.info(msg)
+        if progress is not None:
+            progress(msg)
+
     t_start = time.perf_counter()
     tasks = as_tasks(tasks)
     if is_stream(tasks):
@@ -449,9 +457,9 @@ def fit(tasks, k, *, whiten="auto", linkages=(), n_seeds=None, seed=0, n_heavy=N
         say(f"k={kk}: EM on all tasks")
         if path == "passes":
             res = _em_passes.run_gem(pool, W0, best.s2, best.p, S_inv, floor=floor, tol=tol,
-                                     max_iter=max_iter, progress=progress)
+                                     max_iter=max_iter, progress=say)
         else:
-            res = _em.run_em(ts, W0, best.s2, best.p, tol=tol, max_iter=max_iter, stats=stats, progress=progress)
+            res = _em.run_em(ts, W0, best.s2, best.p, tol=tol, max_iter=max_iter, stats=stats, progress=say)
         t4 = time.perf_counter()
         info = {"heavy_tasks": int(heavy_idx.size), "heavy_min_rows": int(sizes[heavy_idx].min()),
                 "subspace_rank": r, "starts": starts, "chosen_start": best.label,

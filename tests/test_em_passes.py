@@ -171,3 +171,13 @@ def test_kept_predictions_give_the_recomputed_result(monkeypatch):
     fresh = _run(ts, *start, max_iter=12, tol=0.0)
     assert np.allclose(kept.loglik, fresh.loglik, rtol=1e-12, atol=0)
     assert np.abs(kept.W - fresh.W).max() <= 1e-10 * np.abs(fresh.W).max()
+
+
+def test_progress_and_logging_report_every_pass(caplog):
+    _, ts = _pool(n=800)
+    lines = []
+    with caplog.at_level("INFO", logger="fastmlr"):
+        m = fastmlr.fit(ts, 3, em_path="passes", progress=lines.append)
+    passes = [ln for ln in lines if ln.startswith("EM pass")]
+    assert len(passes) == m.diagnostics["em_iterations"] + 1
+    assert [r.getMessage() for r in caplog.records if r.name == "fastmlr"] == lines

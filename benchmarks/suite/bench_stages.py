@@ -107,12 +107,40 @@ class Fit:
         self.ts = fastmlr.group_tasks(sim["X"], sim["y"], sim["task"])
         self.backend = backend
         with fastmlr.use_backend(backend):
-            fastmlr.fit(*self.ts, self.k)
+            fastmlr.fit(self.ts, self.k)
 
     def time_fit(self, backend, tasks, kd):
         with fastmlr.use_backend(self.backend):
-            fastmlr.fit(*self.ts, self.k)
+            fastmlr.fit(self.ts, self.k)
 
     def peakmem_fit(self, backend, tasks, kd):
         with fastmlr.use_backend(self.backend):
-            fastmlr.fit(*self.ts, self.k)
+            fastmlr.fit(self.ts, self.k)
+
+
+class FitScale:
+    """fit() on Figure 2's pool shape (k = 32, d = 256): ``scale * 2^19`` tasks of 4 rows,
+    256 of 256 and ``scale * 2^13`` of 32, pooled.  Its EM reads the rows in passes
+    (``em_path="passes"``): the time should grow like N, the rows
+    (``benchmarks/complexity.py`` fits the exponent)."""
+
+    params = (sizes([1 / 64, 1 / 16], [1 / 4, 1.0]),)
+    param_names = ["scale"]
+    timeout = 900
+
+    def setup(self, scale):
+        k, d = 32, 256
+        (W, s2, p), light = pool(k, d, np.full(int((1 << 19) * scale), 4), "float64")
+        heavy = fastmlr.sample_tasks(W, s2, p, 256, n_tasks=256, seed=5)
+        light2 = fastmlr.sample_tasks(W, s2, p, 32, n_tasks=max(64, int((1 << 13) * scale)), seed=6)
+        parts = (light, heavy, light2)
+        sizes_ = np.concatenate([np.diff(b.offsets) for b in parts])
+        self.ts = (np.concatenate([b.X for b in parts]), np.concatenate([b.y for b in parts]),
+                   np.concatenate([[0], np.cumsum(sizes_)]).astype(np.int64))
+        fastmlr.fit(self.ts, k, max_iter=1)  # compilation
+
+    def time_fit(self, scale):
+        fastmlr.fit(self.ts, 32)
+
+    def peakmem_fit(self, scale):
+        fastmlr.fit(self.ts, 32)

@@ -207,7 +207,7 @@ def _fit(args) -> int:
     pool = _read(args, allow_query=args.skip_query_rows)
     whiten = {"auto": "auto", "yes": True, "no": False}[args.whiten]
     t0 = time.perf_counter()
-    model = fit(pool.X, pool.y, pool.offsets, args.k, whiten=whiten, seed=args.seed,
+    model = fit((pool.X, pool.y, pool.offsets), args.k, whiten=whiten, seed=args.seed,
                 progress=progress_printer(args.quiet or args.json))
     elapsed = time.perf_counter() - t0
     dg = model.diagnostics
