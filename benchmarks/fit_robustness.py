@@ -42,7 +42,7 @@ def main(argv=None):
         for seed in range(args.seeds):
             sim = simulate_pool(k, d, n, low=4, high=32, seed=seed, kind=args.kind)
             X, y, off = fastmlr.group_tasks(sim["X"], sim["y"], sim["task"])
-            m = fastmlr.fit(X, y, off, k, n_seeds=args.n_seeds)
+            m = fastmlr.fit((X, y, off), k, n_seeds=args.n_seeds)
             ts = check_tasks(X, y, off)
             s2 = np.broadcast_to(np.asarray(sim["s2"], dtype=float), (k,)).copy()
             ref = run_em(ts, sim["W"], s2, np.asarray(sim["p"], dtype=float), stats=task_stats(*ts))

@@ -100,7 +100,7 @@ def child(mode, directory, repeat):
             ml = fastmlr.meta_learn(light, heavy, light2, k)
             tm.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            m = fastmlr.fit(X, y, off, k=k)
+            m = fastmlr.fit((X, y, off), k=k)
             tf.append(time.perf_counter() - t0)
         out.update(meta_learn_seconds=min(tm), fit_seconds=min(tf),
                    meta_learn_err=float(fastmlr.parameter_error(ml.W, W).max),
@@ -114,14 +114,14 @@ def child(mode, directory, repeat):
     elif mode == "memory":
         base = _peak_gib()
         t0 = time.perf_counter()
-        fastmlr.fit(X, y, off, k=k)
+        fastmlr.fit((X, y, off), k=k)
         out.update(seconds=time.perf_counter() - t0, peak_gib=_peak_gib(), data_gib=data_gib, base_gib=base)
     elif mode == "exact":
         t0 = time.perf_counter()
-        m_fast = fastmlr.fit(X, y, off, k=k, em_path="passes")
+        m_fast = fastmlr.fit((X, y, off), k=k, em_path="passes")
         t_fast = time.perf_counter() - t0
         t0 = time.perf_counter()
-        m_exact = fastmlr.fit(X, y, off, k=k, em_path="rows")
+        m_exact = fastmlr.fit((X, y, off), k=k, em_path="rows")
         t_exact = time.perf_counter() - t0
         out.update(passes_seconds=t_fast, exact_seconds=t_exact,
                    passes_loglik=m_fast.diagnostics["loglik"], exact_loglik=m_exact.diagnostics["loglik"],

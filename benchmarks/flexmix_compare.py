@@ -78,10 +78,10 @@ def time_fastmlr(pool, k, repeat, threads):
     code = (
         "import fastmlr, json, sys, time, numpy as np  # fastmlr first, as its README advises\n"
         "f = np.load(sys.argv[1]); X, y, off = f['X'], f['y'], f['offsets']; k, r = int(sys.argv[2]), int(sys.argv[3])\n"
-        "fastmlr.fit(X, y, off, k)  # warm-up: compilation and caches are not timed\n"
+        "fastmlr.fit((X, y, off), k)  # warm-up: compilation and caches are not timed\n"
         "t, parts = [], []\n"
         "for _ in range(r):\n"
-        "    t0 = time.perf_counter(); m = fastmlr.fit(X, y, off, k); t.append(time.perf_counter() - t0)\n"
+        "    t0 = time.perf_counter(); m = fastmlr.fit((X, y, off), k); t.append(time.perf_counter() - t0)\n"
         "    parts.append(m.diagnostics['seconds'])\n"
         "stages = {key: float(np.median([p[key] for p in parts])) for key in parts[0]}\n"
         "print(json.dumps({'seconds': float(np.median(t)), 'W': m.W.tolist(), 'stages': stages}))\n"

@@ -9,9 +9,10 @@ from .backend import n_threads, use_backend
 from .classify import classify_tasks
 from .cluster import cluster_tasks
 from .feasibility import feasibility
-from .fit import Model, fit
+from .fit import fit
+from .inference import standard_errors
 from .metrics import clustering_accuracy, parameter_error, subspace_error
-from .model import load_model, save_model
+from .model import Model, load_model, save_model
 from .pipeline import meta_learn
 from .predict import posterior, predict_params
 from .stream import open_npy_chunks
@@ -25,7 +26,7 @@ __all__ = [
     # the stages of Algorithm 1 and prediction
     "estimate_subspace", "cluster_tasks", "classify_tasks", "posterior", "predict_params",
     # the estimators and their model
-    "meta_learn", "fit", "Model", "save_model", "load_model", "FallbackWarning",
+    "meta_learn", "fit", "Model", "save_model", "load_model", "FallbackWarning", "standard_errors",
     # task sets
     "TaskSet", "TaskStream", "open_npy_chunks", "pack_tasks", "group_tasks",
     # the generative model, metrics and the pool check

@@ -17,7 +17,7 @@ Two equivalent ways to build the M-step's normal equations:
   y_i^T y_i are computed once, and each M-step is one (k, n) x (n, d(d+1)/2) product --
   cheap when the statistics fit in memory (the usual case for d <= 64 and up to a few
   hundred thousand tasks);
-* ``"rows"``: :func:`fastmlr.classify.normal_equations` over the rows at every
+* ``"rows"``: :func:`fastmlr.lstsq.normal_equations` over the rows at every
   iteration (memory O(k d^2), for pools whose per-task statistics would not fit).
 
 The E-step's residual sums come from the statistics too
@@ -36,7 +36,8 @@ from scipy.linalg.blas import dgemm as _gemm
 
 from .backend import kernels
 from .residuals import task_sse
-from .classify import normal_equations
+from .likelihood import log_joint_T
+from .lstsq import normal_equations
 
 __all__ = ["TaskStats", "task_stats", "unpack", "stats_pay_off", "EMResult", "run_em", "log_joint", "STATS_MAX_BYTES"]
 
@@ -133,16 +134,6 @@ class EMResult(NamedTuple):
     kept: list
 
 
-def _from_sse(sseT, t, s2, p):
-    """(k, n) log-joint from the (k, n) residual sums."""
-    with np.errstate(divide="ignore"):
-        logp = np.log(p)
-    out = np.multiply(sseT, (-0.5 / s2)[:, None], out=sseT)
-    out -= np.multiply.outer(0.5 * (np.log(s2) + _LOG_2PI), t)
-    out += logp[:, None]
-    return out
-
-
 def log_joint(ts, W, s2, p):
     """(n, k) log p_l + log N(y_i | X_i w_l, s2_l I), including the 2 pi constant."""
     return _log_joint_T(ts, np.diff(ts.offsets).astype(np.float64), W, s2, p).T
@@ -150,7 +141,7 @@ def log_joint(ts, W, s2, p):
 
 def _log_joint_T(ts, t, W, s2, p):
     sseT = np.ascontiguousarray(task_sse(ts.X, ts.y, ts.offsets, W).T)
-    return _from_sse(sseT, t, s2, p)
+    return log_joint_T(sseT, t, s2, p, out=sseT)
 
 
 def _sse_stats(stats, W):
@@ -226,7 +217,7 @@ def s2_floor(ts) -> float:
 
 def _normal_equations(ts, t, stats, RT):
     if stats is None:
-        return normal_equations(ts.X, ts.y, ts.offsets, np.ascontiguousarray(RT.T))
+        return normal_equations(ts, np.ascontiguousarray(RT.T))
     XtX = unpack(RT @ stats.A, stats.b.shape[1])
     return XtX, RT @ stats.b, RT @ stats.c, RT @ t
 

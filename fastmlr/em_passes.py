@@ -43,6 +43,7 @@ import numpy as np
 from . import _config
 from ._parallel import reduce_blocks
 from .backend import kernels
+from .likelihood import log_joint
 from .tasks import TaskSet, chunk_bounds, slice_tasks
 
 __all__ = ["OMEGA", "CACHE_MAX_BYTES", "PassStats", "Pool", "array_pool", "run_gem"]
@@ -55,9 +56,6 @@ OMEGA = 1.8
 #: Rows of one block of a pass: its (rows, k) temporaries and its share of X stay in
 #: cache-sized pieces, and blocks spread over the threads.
 _BLOCK_BYTES = _config.CACHE_BLOCK_BYTES
-
-_LOG_2PI = float(np.log(2.0 * np.pi))
-
 
 class PassStats(NamedTuple):
     """Additive statistics of one E-pass over a set of whole tasks.
@@ -122,17 +120,6 @@ def _blocks(ts: TaskSet) -> np.ndarray:
     return chunk_bounds(ts.offsets, max(1, _BLOCK_BYTES // (ts.X.shape[1] * ts.X.itemsize)))
 
 
-def _log_joint(sse, t, W_s2, p):
-    """(m, k) log p_l - SSE_il / (2 s2_l) - (t_i / 2) log(2 pi s2_l)."""
-    s2 = W_s2
-    with np.errstate(divide="ignore"):
-        logp = np.log(p)
-    lj = sse * (-0.5 / s2)
-    lj -= np.multiply.outer(t, 0.5 * (np.log(s2) + _LOG_2PI))
-    lj += logp
-    return lj
-
-
 def _e_pass(pool: Pool, W, s2, p, R_out, cache: _Cache) -> PassStats:
     k, d = W.shape
     width = 1 + k * d + 3 * k
@@ -157,7 +144,7 @@ def _e_pass(pool: Pool, W, s2, p, R_out, cache: _Cache) -> PassStats:
                 P = part.X @ Wt  # (m, k), BLAS in the data's precision
             sse = kern.residual_sums(P, part.y, part.offsets)  # (nb, k) float64
             t = t_all[lo:hi]
-            lj = _log_joint(sse, t, s2, p)
+            lj = log_joint(sse, t, s2, p)
             m = lj.max(axis=1, keepdims=True)
             m[~np.isfinite(m)] = 0.0
             R = np.exp(lj - m)

@@ -63,6 +63,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ._validation import quiet
 from .likelihood import log_joint
 
 __all__ = ["StandardErrors", "standard_errors", "information", "METHODS", "FULL_MAX_PARAMETERS"]
@@ -119,6 +120,9 @@ def _model_params(model) -> _Params:
     if not (np.all(np.isfinite(W)) and np.all(s2 > 0) and np.all(np.isfinite(s2)) and np.all(p > 0)):
         raise ValueError("model has a non-finite coefficient, a variance s2 <= 0 or a weight p <= 0; "
                          "standard errors need an interior point")
+    from .model import _check_p_sum
+
+    _check_p_sum(p, "model.p")
     return _Params(W, s2, p)
 
 
@@ -420,6 +424,7 @@ def _bootstrap(tasks, model, n_boot, seed, fit_kwargs) -> StandardErrors:
                           "bootstrap")
 
 
+@quiet
 def standard_errors(tasks, model, *, method="louis", blocks=None, n_boot=200, seed=0, fit_kwargs=None) -> StandardErrors:
     """Standard errors of a fitted mixture's W, s2 and p.
 

@@ -15,16 +15,37 @@ from __future__ import annotations
 
 import json
 import os
+from typing import NamedTuple
 
 import numpy as np
 
 from ._atomic import atomic_open
 from ._npz import ZIP_ERRORS, MemberError, read_members
-from ._validation import quiet
-from .classify import check_params
-from .fit import Model
+from ._validation import check_params, quiet
 
-__all__ = ["save_model", "load_model", "FORMAT", "FORMAT_VERSION", "P_SUM_TOL"]
+__all__ = ["Model", "save_model", "load_model", "FORMAT", "FORMAT_VERSION", "P_SUM_TOL"]
+
+class Model(NamedTuple):
+    """A fitted mixture of linear regressions.
+
+    Attributes
+    ----------
+    W : (k, d) float64 -- regression vectors (rows), in the original coordinates of x
+    s2 : (k,) float64 -- noise variances, maximum likelihood (``RSS_l / rows_l`` at the EM
+        optimum, as flexmix estimates them; :func:`fastmlr.classify_tasks` divides by
+        ``rows_l - d`` as Algorithm 4 does, a factor ``rows_l / (rows_l - d)`` larger)
+    p : (k,) float64 -- mixing weights
+    transform : (d, d) float64 -- the whitening T used for the spectral start (identity
+        if none)
+    diagnostics : dict -- roles, starts, EM history, choice of k, times (JSON-friendly)
+    """
+
+    W: np.ndarray
+    s2: np.ndarray
+    p: np.ndarray
+    transform: np.ndarray
+    diagnostics: dict
+
 
 FORMAT = "fastmlr-model"
 FORMAT_VERSION = 1

@@ -89,8 +89,8 @@ def test_fit_repeats_bitwise(backend, problem):
     from fastmlr.fit import fit
 
     light, _, light2 = problem["sets"]
-    a = fit(*light2, 4)
-    b = fit(*light2, 4)
+    a = fit(light2, 4)
+    b = fit(light2, 4)
     for x, y in zip(a[:4], b[:4]):
         np.testing.assert_array_equal(x, y)
 
@@ -102,7 +102,7 @@ def test_fit_agrees_across_threads_and_backends(problem):
         with fastmlr.use_backend(name):
             for threads in (1, 2):
                 with fastmlr.n_threads(threads):
-                    fits[name, threads] = fastmlr.fit(*light2, 4)
+                    fits[name, threads] = fastmlr.fit(light2, 4)
     ref = fits[BACKENDS[0], 1]
     for key, m in fits.items():
         assert m.diagnostics["em_iterations"] == ref.diagnostics["em_iterations"], key

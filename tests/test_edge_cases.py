@@ -116,7 +116,7 @@ def test_component_only_in_small_tasks_is_recovered_by_fit(backend):
     X = np.vstack([big.X, small.X])
     y = np.concatenate([big.y, small.y])
     off = np.concatenate([big.offsets, big.offsets[-1] + small.offsets[1:]])
-    model = fastmlr.fit(X, y, off, 3)
+    model = fastmlr.fit((X, y, off), 3)
     assert nearest(model.W, W[2])[1] < 0.1  # measured 0.028: EM over every task finds it
     assert fastmlr.parameter_error(model.W, W).max < 0.1
 
@@ -217,9 +217,9 @@ def test_scaled_inputs_fit(backend, scale):
 
     W, s2, p = fastmlr.make_mixture(3, 8, seed=0)
     pool = fastmlr.sample_tasks(W, s2, p, np.random.default_rng(0).integers(2, 30, size=1000), seed=1)
-    base = fit(*pool[:3], 3)
-    mx = fit(pool.X * scale, pool.y, pool.offsets, 3)
-    my = fit(pool.X, pool.y * scale, pool.offsets, 3)
+    base = fit(pool[:3], 3)
+    mx = fit((pool.X * scale, pool.y, pool.offsets), 3)
+    my = fit((pool.X, pool.y * scale, pool.offsets), 3)
     # equivariant up to EM's relative stopping rule (measured 1e-6 and 1e-4)
     np.testing.assert_allclose(mx.W * scale, base.W, atol=1e-3)
     np.testing.assert_allclose(my.W / scale, base.W, atol=1e-3)
@@ -264,7 +264,7 @@ def test_fit_leaves_one_example_tasks_out_of_the_spectral_steps_and_counts_them(
     W, s2, p = fastmlr.make_mixture(2, 4, seed=0)
     sizes = np.r_[np.full(300, 1), np.full(300, 8), np.full(40, 40), np.full(5, 0)]
     pool = fastmlr.sample_tasks(W, s2, p, sizes, seed=3)
-    model = fit(*pool[:3], 2)
+    model = fit(pool[:3], 2)
     diag = model.diagnostics
     assert diag["n_tasks"] == 640 and diag["empty_tasks_ignored"] == 5
     assert diag["roles"]["subspace_tasks"] == 340  # the 300 one-example tasks are left out

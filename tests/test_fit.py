@@ -36,7 +36,7 @@ def pool_4_12():
 
 def test_fit_close_to_true_label_oracle(pool_4_12):
     sim, ts = pool_4_12
-    m = fastmlr.fit(*ts, 4)
+    m = fastmlr.fit(ts, 4)
     err = fastmlr.parameter_error(m.W, sim["W"]).max
     err_or = fastmlr.parameter_error(_oracle(ts, sim), sim["W"]).max
     assert err <= 1.35 * err_or, (err, err_or)
@@ -50,7 +50,7 @@ def test_fit_close_to_true_label_oracle(pool_4_12):
 def test_fit_reaches_at_least_the_likelihood_of_the_truth(pool_4_12):
     # the maximum-likelihood estimate is at least as likely as the true parameters
     sim, ts = pool_4_12
-    m = fastmlr.fit(*ts, 4)
+    m = fastmlr.fit(ts, 4)
     lj = em.log_joint(ts, sim["W"], sim["s2"], sim["p"])
     m_ = lj.max(axis=1)
     ll_true = float((m_ + np.log(np.exp(lj - m_[:, None]).sum(axis=1))).sum())
@@ -152,13 +152,13 @@ def test_fit_leaves_a_merged_optimum_at_k16():
     # on this pool the k-means++ starts alone ended with two regimes under one component
     # (matched error 1.36); the split-and-merge moves reach the optimum EM finds from the truth
     sim, ts = _pool(16, 32, 6000, seed=3, low=4, high=32)
-    m = fastmlr.fit(*ts, 16)
+    m = fastmlr.fit(ts, 16)
     assert fastmlr.parameter_error(m.W, sim["W"]).max < 0.2
 
 
 def test_fit_with_a_single_start(pool_4_12):
     sim, ts = pool_4_12
-    m = fastmlr.fit(*ts, 4, n_seeds=1)
+    m = fastmlr.fit(ts, 4, n_seeds=1)
     assert len(m.diagnostics["starts"]) == 1
     assert fastmlr.parameter_error(m.W, sim["W"]).max < 0.5
 
@@ -188,10 +188,10 @@ def test_task_stats_match_direct_sums():
 
 def test_fit_paths_and_dtypes_agree(pool_4_12):
     sim, ts = pool_4_12
-    a = fastmlr.fit(*ts, 4, em_path="stats")
-    b = fastmlr.fit(*ts, 4, em_path="rows")
+    a = fastmlr.fit(ts, 4, em_path="stats")
+    b = fastmlr.fit(ts, 4, em_path="rows")
     np.testing.assert_allclose(a.W, b.W, atol=1e-6)
-    c = fastmlr.fit(ts.X.astype(np.float32), ts.y.astype(np.float32), ts.offsets, 4)
+    c = fastmlr.fit((ts.X.astype(np.float32), ts.y.astype(np.float32), ts.offsets), 4)
     assert fastmlr.parameter_error(c.W, a.W).max < 1e-3
 
 
@@ -201,7 +201,7 @@ def test_empty_and_one_row_tasks():
     X = np.vstack([ts.X, np.random.default_rng(0).standard_normal((5, 6))])
     y = np.concatenate([ts.y, np.zeros(5)])
     off = np.concatenate([ts.offsets, ts.offsets[-1] + np.array([0, 0, 1, 2, 3, 4, 5])])
-    m = fastmlr.fit(X, y, off, 3)
+    m = fastmlr.fit((X, y, off), 3)
     assert m.diagnostics["empty_tasks_ignored"] == 2
     assert m.diagnostics["n_tasks"] == 405
     assert m.diagnostics["roles"]["subspace_tasks"] == 400
@@ -235,7 +235,7 @@ def test_whitening_on_anisotropic_features():
 @pytest.mark.parametrize("k, d, n, seed", [(3, 10, 600, 0), (5, 16, 1500, 1), (1, 8, 300, 2)])
 def test_k_none_finds_the_true_k(k, d, n, seed):
     sim, ts = _pool(k, d, n, seed=seed)
-    m = fastmlr.fit(*ts, None)
+    m = fastmlr.fit(ts, None)
     sel = m.diagnostics["k_selection"]
     assert m.W.shape == (k, d) and sel["chosen"] == k
     ks = [row["k"] for row in sel["candidates"]]
@@ -286,14 +286,14 @@ def test_select_tasks():
 def test_fit_bad_arguments(kwargs, words):
     sim, ts = _pool(2, 8, 100, seed=0, low=4, high=8)
     with pytest.raises(ValueError, match=words):
-        fastmlr.fit(*ts, **kwargs)
+        fastmlr.fit(ts, **kwargs)
 
 
 def test_fit_refuses_a_target_that_is_zero_everywhere():
     sim, ts = _pool(2, 8, 100, seed=0, low=4, high=8)
     with pytest.raises(ValueError, match="y is 0 on every row"):
-        fastmlr.fit(ts.X, np.zeros_like(ts.y), ts.offsets, 2)
-    m = fastmlr.fit(ts.X, np.where(np.arange(ts.y.size) == 5, 1.0, 0.0), ts.offsets, 1)  # one nonzero: fits
+        fastmlr.fit((ts.X, np.zeros_like(ts.y), ts.offsets), 2)
+    m = fastmlr.fit((ts.X, np.where(np.arange(ts.y.size) == 5, 1.0, 0.0), ts.offsets), 1)  # one nonzero: fits
     assert np.all(np.isfinite(m.W)) and np.all(m.s2 > 0) and np.all(np.isfinite(m.p))
 
 
@@ -301,17 +301,17 @@ def test_fit_refuses_data_whose_squares_underflow_and_does_not_depend_on_units()
     W, s2, p = fastmlr.make_mixture(k=2, d=4, seed=0)
     S = fastmlr.sample_tasks(W, s2, p, 8, n_tasks=200, seed=2)
     with pytest.raises(ValueError, match="y is too small in magnitude"):
-        fastmlr.fit(S.X, S.y * 1e-160, S.offsets, 2)
+        fastmlr.fit((S.X, S.y * 1e-160, S.offsets), 2)
     with pytest.raises(ValueError, match="X is too small in magnitude"):
-        fastmlr.fit(S.X * 1e-160, S.y, S.offsets, 2)
+        fastmlr.fit((S.X * 1e-160, S.y, S.offsets), 2)
     with pytest.raises(ValueError, match="X is 0 on every row"):
-        fastmlr.fit(S.X * 0.0, S.y, S.offsets, 2)
-    ref = fastmlr.fit(S.X, S.y, S.offsets, 2)
+        fastmlr.fit((S.X * 0.0, S.y, S.offsets), 2)
+    ref = fastmlr.fit((S.X, S.y, S.offsets), 2)
     c = 2.0**-460  # about 3e-139, and exact: y c has the bits of y scaled
     for scale in (c, 1.0 / c, 0.4):  # 0.4: where the log-likelihood is near 0
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # no overflow or invalid-value warnings on the way
-            m = fastmlr.fit(S.X, S.y * scale, S.offsets, 2)
+            m = fastmlr.fit((S.X, S.y * scale, S.offsets), 2)
         # the same fit in other units: EM's stopping rule and the starts' choices do
         # not depend on the scale of y (the log-likelihood shifts by N log c)
         assert m.diagnostics["em_iterations"] == ref.diagnostics["em_iterations"]
@@ -334,7 +334,7 @@ def test_fit_refuses_linearly_dependent_columns_with_or_without_whitening():
 def test_k_none_finds_more_components_than_dimensions(W, seed):
     k = W.shape[0]
     S = fastmlr.sample_tasks(W, np.full(k, 0.3), np.full(k, 1.0 / k), 8, n_tasks=250 * k, seed=seed)
-    m = fastmlr.fit(*S[:3], None)
+    m = fastmlr.fit(S[:3], None)
     assert m.diagnostics["k"] == k
     assert fastmlr.parameter_error(m.W, W).max < 0.1
 
@@ -347,7 +347,7 @@ def test_fit_refuses_pool_without_two_row_tasks():
 
 def test_fit_with_linkage_start(pool_4_12):
     sim, ts = pool_4_12
-    m = fastmlr.fit(*ts, 4, linkages=("average", "single"), n_seeds=1)
+    m = fastmlr.fit(ts, 4, linkages=("average", "single"), n_seeds=1)
     labels = [s["start"] for s in m.diagnostics["starts"]]
     assert labels == ["average", "single", "kmeans++ seed 0"]
     assert fastmlr.parameter_error(m.W, sim["W"]).max < 0.2
@@ -357,7 +357,7 @@ def test_fit_with_linkage_start(pool_4_12):
 
 def test_model_round_trip(tmp_path, pool_4_12):
     sim, ts = pool_4_12
-    m = fastmlr.fit(*ts, 4)
+    m = fastmlr.fit(ts, 4)
     path = tmp_path / "m.npz"
     fastmlr.save_model(path, m)
     back = fastmlr.load_model(path)
@@ -430,7 +430,7 @@ def test_save_model_is_all_or_nothing(tmp_path, monkeypatch):
 
 def test_diagnostics_are_json(pool_4_12):
     sim, ts = pool_4_12
-    m = fastmlr.fit(*ts, 4)
+    m = fastmlr.fit(ts, 4)
     json.dumps(m.diagnostics)
     h = m.diagnostics["loglik_history"]
     assert h[-1] == m.diagnostics["loglik"] and len(h) == m.diagnostics["em_iterations"] + 1
@@ -472,7 +472,7 @@ def test_fit_renumbers_kept_components_and_warns():
     sizes = np.random.default_rng(5).integers(2, 12, size=1500)
     S = fastmlr.sample_tasks(W, s2, p, sizes, seed=5)
     with pytest.warns(fastmlr.FallbackWarning, match="weighted rows during EM"):
-        m = fastmlr.fit(*S[:3], k=7)
+        m = fastmlr.fit(S[:3], k=7)
     kept = m.diagnostics["kept_components"]
     assert kept and all(m.p[l] < 0.01 for l in kept)  # the empty ones, not healthy ones
     assert max(m.p[kept]) <= min(np.delete(m.p, kept))  # (the model lists weights in decreasing order)

@@ -851,7 +851,7 @@ def fitted_files():
         fh.write("task,y,x0,x1,x2\n")
         fh.writelines(f"{t},{float(v)!r},{float(a)!r},{float(b)!r},{float(c)!r}\n"
                       for t, v, (a, b, c) in zip(task, pool.y, pool.X))
-    fastmlr.save_model(paths["model"], fastmlr.fit(*pool[:3], 2))
+    fastmlr.save_model(paths["model"], fastmlr.fit(pool[:3], 2))
     return paths
 
 
@@ -1348,12 +1348,61 @@ def test_regression_demo_exact_oracle():
 # ---------------------------------------------------------------------------------
 # every public function is fuzzed
 
+# ---------------------------------------------------------------------------------
+# standard_errors: a small fitted pool, the model or the tasks damaged at random
+
+
+@functools.lru_cache(maxsize=None)
+def _se_pool():
+    W, s2, p = fastmlr.make_mixture(2, 3, seed=0)
+    S = fastmlr.sample_tasks(W, s2, p, np.random.default_rng(0).integers(4, 16, size=120), seed=1)
+    return (S.X, S.y, S.offsets), fastmlr.fit((S.X, S.y, S.offsets), 2)
+
+
+@fuzz(damage=st.sampled_from(["none", "nan_y", "d_mismatch", "p_sum", "s2_negative", "model_type", "method",
+                              "tasks_type", "empty_task"]),
+      method=st.sampled_from(["louis", "empirical"]))
+def test_standard_errors_result_or_one_line(damage, method):
+    (X, y, off), model = _se_pool()
+    tasks, kw = (X, y, off), {"method": method}
+    if damage == "nan_y":
+        y = y.copy()
+        y[3] = np.nan
+        tasks = (X, y, off)
+    elif damage == "d_mismatch":
+        tasks = (X[:, :2], y, off)
+    elif damage == "p_sum":
+        model = model._replace(p=model.p * 1.5)
+    elif damage == "s2_negative":
+        model = model._replace(s2=-model.s2)
+    elif damage == "model_type":
+        model = {"W": model.W}
+    elif damage == "method":
+        kw["method"] = "fisher"
+    elif damage == "tasks_type":
+        tasks = X
+    elif damage == "empty_task":
+        tasks = (X, y, np.insert(off, 1, 0))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)  # no NumPy warning escapes
+            se = fastmlr.standard_errors(tasks, model, **kw)
+    except (ValueError, TypeError) as exc:
+        assert damage not in ("none", "empty_task"), exc
+        assert "\n" not in str(exc) and str(exc)
+        return
+    assert damage in ("none", "empty_task")
+    assert se.W.shape == model.W.shape and se.s2.shape == se.p.shape == model.p.shape
+    assert np.all(np.isfinite(se.W)) and np.all(se.W > 0)
+
+
 FUZZED = {
     "available_backends", "get_backend", "n_threads", "set_backend", "use_backend",
     "classify_tasks", "cluster_tasks", "distance_matrix", "clustering_accuracy", "match_components",
     "parameter_error", "subspace_error", "meta_learn", "log_likelihoods", "posterior", "predict_params",
     "estimate_subspace", "second_moment", "make_mixture", "sample_tasks", "check_tasks", "group_tasks",
     "pack_tasks", "fit", "feasibility", "save_model", "load_model", "moment_stats", "open_npy_chunks",
+    "standard_errors",
 }
 
 

@@ -33,7 +33,7 @@ def pool():
 
 @pytest.fixture(scope="module")
 def model(pool):
-    return fastmlr.fit(*pool[0][:3], 2)
+    return fastmlr.fit(pool[0][:3], 2)
 
 
 # ---------------------------------------------------------------------------------
@@ -171,7 +171,7 @@ def test_fit_overflow_is_one_error_without_warnings(pool, case):
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         with pytest.raises(ValueError, match="overflowed float64.*rescale"):
-            fastmlr.fit(X, y, S.offsets, 2)
+            fastmlr.fit((X, y, S.offsets), 2)
     assert [str(w.message) for w in seen] == []
 
 
@@ -213,11 +213,11 @@ def test_cli_overflow_is_exactly_one_line(pool, tmp_path):
 def test_tiny_y_or_x_asks_to_rescale(pool):
     S, _ = pool
     with pytest.raises(ValueError, match=r"y is too small in magnitude \(largest \|y\| is .*e-170.*rescale y"):
-        fastmlr.fit(S.X, S.y * 1e-170, S.offsets, 2)
+        fastmlr.fit((S.X, S.y * 1e-170, S.offsets), 2)
     with pytest.raises(ValueError, match=r"X is too small in magnitude \(largest \|x\| is .*e-170.*rescale X"):
-        fastmlr.fit(S.X * 1e-170, S.y, S.offsets, 2)
+        fastmlr.fit((S.X * 1e-170, S.y, S.offsets), 2)
     with pytest.raises(ValueError, match=r"y is 0 on every row"):
-        fastmlr.fit(S.X, S.y * 0.0, S.offsets, 2)
+        fastmlr.fit((S.X, S.y * 0.0, S.offsets), 2)
 
 
 def test_empty_pool_is_named_as_such():
@@ -301,15 +301,15 @@ def test_checkers_accept_numpy_scalars_and_refuse_bool():
 
 def test_fit_takes_numpy_scalars_and_refuses_flags_as_numbers(pool):
     S, _ = pool
-    a = fastmlr.fit(*S[:3], np.int64(2), tol=np.float32(1e-3), seed=np.uint16(3), max_iter=np.int8(50))
-    b = fastmlr.fit(*S[:3], 2, tol=float(np.float32(1e-3)), seed=3, max_iter=50)
+    a = fastmlr.fit(S[:3], np.int64(2), tol=np.float32(1e-3), seed=np.uint16(3), max_iter=np.int8(50))
+    b = fastmlr.fit(S[:3], 2, tol=float(np.float32(1e-3)), seed=3, max_iter=50)
     np.testing.assert_array_equal(a.W, b.W)
     for kwargs, words in (({"tol": True}, "tol must be a non-negative finite number, but tol is True"),
                           ({"tol": float("nan")}, "tol is nan"), ({"seed": np.float64(1.0)}, "seed must be"),
                           ({"max_iter": np.bool_(True)}, "max_iter must be a positive integer"),
                           ({"whiten": 1}, "whiten is 1")):
         with pytest.raises(ValueError, match=words):
-            fastmlr.fit(*S[:3], 2, **kwargs)
+            fastmlr.fit(S[:3], 2, **kwargs)
 
 
 def test_integer_arguments_everywhere_accept_numpy_integers(tmp_path, pool):

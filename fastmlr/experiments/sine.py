@@ -147,8 +147,8 @@ def run(*, quick=False, trials=None, seed=0, progress=None) -> Result:
                          "classification_accuracy": acc_2, "kept": kept})
         pool = [_flat(F, y) for F, y, _, _ in sets]
         sizes = np.concatenate([np.diff(o) for _, _, o in pool])
-        model = fit(np.concatenate([X for X, _, _ in pool]), np.concatenate([y for _, y, _ in pool]),
-                    np.concatenate([[0], np.cumsum(sizes)]), K, seed=trial)
+        model = fit((np.concatenate([X for X, _, _ in pool]), np.concatenate([y for _, y, _ in pool]),
+                     np.concatenate([[0], np.cumsum(sizes)])), K, seed=trial)
         W_true, s2_true = true_mixture(omega, phi, rng)
         say(progress, f"trial {trial + 1}/{trials}: predicting new tasks")
         F, y, x, z = _tasks(rng, omega, phi, st["new"], max(TAUS) + _TEST)
