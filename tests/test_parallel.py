@@ -49,7 +49,7 @@ def test_reduce_blocks_uses_worker_threads_with_one_kernel_thread_each():
         seen[b] = (threading.get_ident(), _threads.get())
         return np.ones(1)
 
-    fastmlr.estimate_subspace(*fastmlr.sample_tasks(*fastmlr.make_mixture(1, 2, seed=0), 2, n_tasks=10)[:3], 1)
+    fastmlr.estimate_subspace(fastmlr.sample_tasks(*fastmlr.make_mixture(1, 2, seed=0), 2, n_tasks=10)[:3], 1)
     with fastmlr.n_threads(2):
         total = _parallel.reduce_blocks(term, 16, (1,))
     assert total[0] == 16.0 and sorted(seen) == list(range(16))
@@ -85,11 +85,11 @@ def test_subspace_in_many_blocks_is_thread_independent_and_matches_numpy(backend
     runs = []
     for threads in (1, 2, 3):
         with fastmlr.n_threads(threads):
-            runs.append(moment_stats(X, y, off).cross)
+            runs.append(moment_stats((X, y, off)).cross)
     for r in runs[1:]:
         np.testing.assert_array_equal(r, runs[0])
     with fastmlr.use_backend("numpy"):
-        want = moment_stats(X, y, off).cross
+        want = moment_stats((X, y, off)).cross
     tol = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(runs[0], want, rtol=tol, atol=tol * np.abs(want).max())
 
@@ -103,7 +103,7 @@ def test_subspace_in_many_blocks_reports_the_first_bad_value(backend, many_block
     X[1501, 0] = np.nan  # a middle one: this is the first bad value of X
     for threads in (1, 2):
         with fastmlr.n_threads(threads), pytest.raises(ValueError, match=r"X contains NaN or inf \(first at index \(1501, 0\)\)"):
-            fastmlr.estimate_subspace(X, y, off, 2)
+            fastmlr.estimate_subspace((X, y, off), 2)
 
 
 def test_a_call_from_inside_a_worker_runs_serially():
