@@ -237,6 +237,7 @@ print(json.dumps({"env": dict(os.environ) == env,
 
 def test_import_changes_no_environment_variable_and_no_thread_count():
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT")}
-    p = subprocess.run([sys.executable, "-c", IMPORT_CHANGES_NOTHING], env=env, capture_output=True, text=True)
+    p = subprocess.run([sys.executable, "-c", IMPORT_CHANGES_NOTHING], env=env, capture_output=True, text=True,
+                       cwd=os.path.dirname(os.path.abspath(__file__)))  # the installed package, not the checkout
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout) == {"env": True, "changed": [], "threads": True}

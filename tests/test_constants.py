@@ -14,7 +14,11 @@ import pytest
 
 import fastmlr
 
-PYX = pathlib.Path(fastmlr.__file__).with_name("_ckernels.pyx")
+# the source of the Cython kernels: beside the package in a development install, else in
+# the checkout these tests belong to (an installed wheel carries only the compiled module)
+PYX = next((p for p in (pathlib.Path(fastmlr.__file__).with_name("_ckernels.pyx"),
+                        pathlib.Path(__file__).resolve().parents[1] / "fastmlr" / "_ckernels.pyx") if p.exists()),
+           pathlib.Path(__file__).resolve().parents[1] / "fastmlr" / "_ckernels.pyx")
 NUMBA_SOURCE = pathlib.Path(fastmlr.__file__).with_name("kernels.py")
 
 

@@ -16,6 +16,9 @@ import pytest
 
 from helpers import BACKENDS, COMPILED
 
+#: subprocesses run here, outside the checkout, so that they import the installed package
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 
 # The parent fits on two kernel threads (so OpenMP starts its threads), then a child
@@ -91,7 +94,7 @@ def run_script(code, *args, blocked=()):
         )
     env = {k: v for k, v in os.environ.items() if k not in ("FASTMLR_BACKEND", "NUMBA_THREADING_LAYER")}
     return subprocess.run([sys.executable, "-c", prelude + code, *args], capture_output=True, text=True,
-                          env=env, timeout=400)
+                          env=env, timeout=400, cwd=_HERE)
 
 
 @pytest.mark.parametrize("name", COMPILED)

@@ -147,7 +147,8 @@ def test_a_forked_child_gets_its_own_workers():
     import sys
 
     env = dict(os.environ, FASTMLR_BACKEND="numpy")
-    done = subprocess.run([sys.executable, "-c", _FORK_SCRIPT], env=env, timeout=120)
+    done = subprocess.run([sys.executable, "-c", _FORK_SCRIPT], env=env, timeout=120,
+                          cwd=os.path.dirname(os.path.abspath(__file__)))  # the installed package
     assert done.returncode == 0
 
 
