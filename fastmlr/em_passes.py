@@ -43,6 +43,7 @@ import numpy as np
 from . import _config
 from ._parallel import reduce_blocks
 from .backend import kernels
+from .em import EMResult
 from .likelihood import log_joint
 from .tasks import TaskSet, chunk_bounds, slice_tasks
 
@@ -188,19 +189,7 @@ def _curvature_pass(pool: Pool, D, R, cache: _Cache) -> np.ndarray:
     return total
 
 
-class GEMResult(NamedTuple):
-    """Output of :func:`run_gem` (the fields of :class:`fastmlr.em.EMResult`)."""
-
-    W: np.ndarray
-    s2: np.ndarray
-    p: np.ndarray
-    loglik: np.ndarray
-    resp: np.ndarray
-    converged: bool
-    kept: list
-
-
-def run_gem(pool: Pool, W, s2, p, S_inv, *, floor, tol=2e-6, max_iter=300, omega=OMEGA, progress=None) -> GEMResult:
+def run_gem(pool: Pool, W, s2, p, S_inv, *, floor, tol=2e-6, max_iter=300, omega=OMEGA, progress=None) -> EMResult:
     """Generalized EM from an initial mixture until the log-likelihood stops rising.
 
     Parameters
@@ -217,7 +206,7 @@ def run_gem(pool: Pool, W, s2, p, S_inv, *, floor, tol=2e-6, max_iter=300, omega
 
     Returns
     -------
-    GEMResult -- with ``resp`` (n, k) the responsibilities at the returned estimate and
+    EMResult -- with ``resp`` (n, k) the responsibilities at the returned estimate and
     ``loglik`` the log-likelihood at every iterate, non-decreasing
     """
     W = np.array(W, dtype=np.float64)
@@ -255,4 +244,4 @@ def run_gem(pool: Pool, W, s2, p, S_inv, *, floor, tol=2e-6, max_iter=300, omega
         rss = np.maximum(st.rss - 2.0 * a * dg + a * a * curv, 0.0)
         s2 = np.maximum(np.where(st.rows > 0, rss / np.maximum(st.rows, 1e-300), floor), floor)
         p = st.resp / pool.n
-    return GEMResult(W, s2, p, np.asarray(history), R, converged, sorted(kept))
+    return EMResult(W, s2, p, np.asarray(history), R, converged, sorted(kept))
