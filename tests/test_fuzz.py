@@ -1396,6 +1396,56 @@ def test_standard_errors_result_or_one_line(damage, method):
     assert np.all(np.isfinite(se.W)) and np.all(se.W > 0)
 
 
+# ---------------------------------------------------------------------------------
+# fork after a call: a child made by multiprocessing's "fork" start method repeats the
+# call the parent made (with OpenMP's threads started) and gets the same bits, or a
+# clear error; it never hangs
+
+
+def _fork_call(which, n, threads, backend):
+    W, s2, p = fastmlr.make_mixture(2, 5, seed=n)
+    S = fastmlr.sample_tasks(W, s2, p, 6, n_tasks=n, seed=n + 1)
+    tasks = (S.X, S.y, S.offsets)
+    with fastmlr.use_backend(backend), fastmlr.n_threads(threads):
+        if which == "fit":
+            return fastmlr.fit(tasks, 2).W
+        if which == "subspace":
+            return fastmlr.estimate_subspace(tasks, 2)
+        return fastmlr.posterior(tasks, W, s2, p)
+
+
+def _fork_child(queue, args):
+    try:
+        queue.put(("ok", _fork_call(*args).tobytes()))
+    except Exception as exc:  # reported to the parent, which checks the message
+        queue.put(("error", f"{type(exc).__name__}: {exc}"))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@fuzz(backends=True, which=st.sampled_from(["fit", "subspace", "posterior"]),
+      n=st.integers(40, 400), threads=st.sampled_from([1, 2]))
+def test_fork_after_a_call_works_or_names_the_fix(backend, which, n, threads):
+    import multiprocessing as mp
+
+    args = (which, n, threads, backend)
+    parent = _fork_call(*args).tobytes()
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_fork_child, args=(queue, args))
+    proc.start()
+    proc.join(60)
+    if proc.is_alive():
+        proc.kill()
+        proc.join()
+        pytest.fail(f"HANG: a child forked after {which} under {backend} did not finish")
+    assert proc.exitcode == 0, f"the forked child ended with status {proc.exitcode}"
+    status, got = queue.get(timeout=10)
+    if status == "error":  # only where no backend can run in the child
+        assert "spawn" in got and "forkserver" in got, got
+    else:
+        assert got == parent
+
+
 FUZZED = {
     "available_backends", "get_backend", "n_threads", "set_backend", "use_backend",
     "classify_tasks", "cluster_tasks", "distance_matrix", "clustering_accuracy", "match_components",
