@@ -31,7 +31,7 @@ given the responsibilities, and only the information the hidden labels carry is 
 of outer products.  ``method="empirical"`` inverts ``sum_i s_i s_i^T``, the outer
 products of the task scores: the same limit, but every entry is estimated from n
 rank-one terms, so it is noisier.  Over 200 seeded pools per setting
-(``benchmarks/coverage.py``), Louis' 95% intervals of the coefficients covered 94.8%
+(``benchmarks/interval_coverage.py``), Louis' 95% intervals of the coefficients covered 94.8%
 (k = 4, d = 8) and 95.1% (k = 8, d = 16) of the time, the empirical ones 95.2% and
 95.8%.
 
@@ -44,7 +44,7 @@ g_il^T``), of the weights (k - 1) and between each component and the weights are
 built, at a cost of ``n k (d + k)^2``, and this arrowhead matrix is inverted exactly
 through the Schur complement of the weights.  What is dropped is the information
 between two components, carried by tasks whose responsibilities are split between
-them.  Measured by ``benchmarks/coverage.py``: with well-separated components (noise
+them.  Measured by ``benchmarks/interval_coverage.py``: with well-separated components (noise
 1) the block intervals of the coefficients covered 95.0% against 95.1% for the full
 matrix (k = 8, d = 16); with overlapping ones (noise variance 4) 93.7% against
 94.3% (s2: 93.5% against 94.2%; p: 93.1% against 93.0%).

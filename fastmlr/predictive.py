@@ -16,7 +16,7 @@ The plug-in form (``v_l = s2_l``) treats the fitted mixture as the truth.  Passi
 standard errors (:func:`fastmlr.inference.standard_errors`) adds the estimation
 variance ``x^T Cov(w_l) x`` of each component's prediction.  On pools of thousands of
 tasks that term is small beside s2 and both reach the nominal coverage
-(``benchmarks/coverage.py`` measures both); it matters when a component rests on few
+(``benchmarks/interval_coverage.py`` measures both); it matters when a component rests on few
 rows.  The uncertainty of the posterior weights themselves (through W, s2 and p) is
 not propagated.
 """

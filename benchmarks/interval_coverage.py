@@ -17,9 +17,9 @@ noise scale 1 unless a setting says otherwise, uniform p, task sizes log-uniform
 The third default setting has noise 2: components overlap more, which is where the
 per-component blocks of the information lose coverage.
 
-    python benchmarks/coverage.py                    # 200 pools per setting, 1 thread
-    python benchmarks/coverage.py --pools 20         # quicker
-    python benchmarks/coverage.py --bootstrap 200    # and bootstrap against Louis SEs on pool 0
+    python benchmarks/interval_coverage.py                    # 200 pools per setting, 1 thread
+    python benchmarks/interval_coverage.py --pools 20         # quicker
+    python benchmarks/interval_coverage.py --bootstrap 200    # and bootstrap against Louis SEs on pool 0
 """
 
 from __future__ import annotations
