@@ -140,7 +140,7 @@ def _e_pass(pool: Pool, W, s2, p, R_out, cache: _Cache) -> PassStats:
                     cache.P[a:z] = part.X @ Wt
                 else:  # X (W + a D)^T from the kept X W^T and X D^T
                     cache.P[a:z] += cache.Q[a:z] * cache.step
-                P = cache.P[a:z].copy()
+                P = cache.P[a:z]  # read only: the residuals below go to a new array
             else:
                 P = part.X @ Wt  # (m, k), BLAS in the data's precision
             sse = kern.residual_sums(P, part.y, part.offsets)  # (nb, k) float64
@@ -154,7 +154,7 @@ def _e_pass(pool: Pool, W, s2, p, R_out, cache: _Cache) -> PassStats:
             R_out[lo:hi] = R
             out = np.empty(width)
             out[0] = float((np.log(tot) + m).sum())
-            np.subtract(part.y[:, None], P, out=P)  # residuals, weighted by their task's R
+            P = np.subtract(part.y[:, None], P, out=None if cache.on else P)  # residuals, weighted by R
             P *= np.repeat(R.astype(P.dtype, copy=False), np.diff(part.offsets), axis=0)
             out[1:1 + k * d] = (P.T @ part.X).ravel()
             out[1 + k * d:1 + k * d + k] = t @ R
