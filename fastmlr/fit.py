@@ -62,7 +62,7 @@ from .subspace import _moment_stats, top_eigenvectors
 from .model import Model
 from .scan import scan_stream
 from .stream import collect, is_stream
-from .tasks import TaskSet, as_tasks, check_k, takes_tasks
+from .tasks import TaskSet, as_tasks, check_k, select_tasks, takes_tasks
 
 __all__ = ["Model", "fit", "choose_heavy", "heavy_min_rows", "whitening_transform", "select_tasks"]
 
@@ -92,15 +92,6 @@ _PROJECTED_TOL = 1e-3
 #: whole heavy set, most of whose tasks have 32 rows, all ended at matched error 2.5,
 #: the core seeds at the optimum of EM (0.177).
 _CORE_PER_K = 8
-
-
-def select_tasks(ts: TaskSet, idx: np.ndarray) -> TaskSet:
-    """The tasks ``idx`` (in that order) as a new, contiguous task set."""
-    sizes = np.diff(ts.offsets)[idx]
-    starts = ts.offsets[idx]
-    off = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    rows = np.repeat(starts - off[:-1], sizes) + np.arange(off[-1])
-    return TaskSet(np.ascontiguousarray(ts.X[rows]), np.ascontiguousarray(ts.y[rows]), off)
 
 
 def whitening_transform(X, *, tol=WHITEN_TOL, S=None, N=None):

@@ -19,22 +19,14 @@ import numpy as np
 from .em_passes import Pool
 from .stream import task_chunks
 from .subspace import MomentStats, _moment_stats
-from .tasks import TaskSet
+from .tasks import TaskSet, select_tasks
 
 __all__ = ["StreamScan", "scan_stream"]
 
 
-def _select(ts: TaskSet, idx: np.ndarray) -> TaskSet:
-    """The tasks ``idx`` (in that order) of one chunk, as a contiguous task set."""
-    sizes = np.diff(ts.offsets)[idx]
-    off = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    rows = np.repeat(ts.offsets[idx] - off[:-1], sizes) + np.arange(off[-1])
-    return TaskSet(np.ascontiguousarray(ts.X[rows]), np.ascontiguousarray(ts.y[rows]), off)
-
-
 def _nonempty(ts: TaskSet) -> TaskSet:
     sizes = np.diff(ts.offsets)
-    return ts if sizes.all() else _select(ts, np.flatnonzero(sizes))
+    return ts if sizes.all() else select_tasks(ts, np.flatnonzero(sizes))
 
 
 class StreamScan(NamedTuple):
@@ -95,13 +87,13 @@ class StreamScan(NamedTuple):
             n_j = ts.offsets.size - 1
             a, b = np.searchsorted(idx[order], [first, first + n_j])
             if b > a:
-                parts.append(_select(ts, idx[order[a:b]] - first))
+                parts.append(select_tasks(ts, idx[order[a:b]] - first))
                 got.append(order[a:b])
         whole = _concat(parts, self.d, self.dtype)
         # back from stream order to the order asked for
         pos = np.empty(idx.size, dtype=np.int64)
         pos[np.concatenate(got) if got else np.zeros(0, np.int64)] = np.arange(idx.size)
-        return _select(whole, pos)
+        return select_tasks(whole, pos)
 
 
 def _concat(parts, d, dtype) -> TaskSet:
@@ -144,7 +136,7 @@ def scan_stream(stream) -> StreamScan:
         y_max = max(y_max, float(np.abs(y64).max()))
         two = np.flatnonzero(s >= 2)
         if two.size:
-            part = _moment_stats(*(ts if two.size == s.size else _select(ts, two)))
+            part = _moment_stats(*(ts if two.size == s.size else select_tasks(ts, two)))
             moment = part if moment is None else moment + part
     return StreamScan(stream, np.concatenate(sizes).astype(np.int64), np.asarray(chunk_tasks, dtype=np.int64),
                       int(d), np.dtype(dtype), XtX, moment, yy, y_max, empty)

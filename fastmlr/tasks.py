@@ -30,7 +30,7 @@ import numpy as np
 from ._validation import check_int, check_sums, quiet, user_stacklevel
 
 __all__ = ["TaskSet", "TaskStream", "as_tasks", "takes_tasks", "renamed_keyword", "check_tasks", "pack_tasks", "group_tasks",
-           "task_sizes"]
+           "select_tasks", "task_sizes"]
 
 
 class TaskSet(NamedTuple):
@@ -550,6 +550,25 @@ def chunk_bounds(offsets: np.ndarray, max_rows: int) -> np.ndarray:
     marks = np.searchsorted(offsets, np.arange(max_rows, offsets[-1], max_rows), side="right") - 1
     b = np.unique(np.concatenate([[0], marks, [n]]))
     return b[(b >= 0) & (b <= n)]
+
+
+def select_tasks(ts: TaskSet, idx: np.ndarray) -> TaskSet:
+    """The tasks ``idx`` (in that order) as a new, contiguous task set.
+
+    Parameters
+    ----------
+    ts : TaskSet -- validated; ``X`` (N, d), ``y`` (N,), ``offsets`` (n + 1,)
+    idx : (m,) int -- task indices, in the order wanted
+
+    Returns
+    -------
+    TaskSet -- ``X`` (M, d), ``y`` (M,), ``offsets`` (m + 1,), M the rows of those tasks
+    """
+    sizes = np.diff(ts.offsets)[idx]
+    starts = ts.offsets[idx]
+    off = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    rows = np.repeat(starts - off[:-1], sizes) + np.arange(off[-1])
+    return TaskSet(np.ascontiguousarray(ts.X[rows]), np.ascontiguousarray(ts.y[rows]), off)
 
 
 def slice_tasks(X, y, offsets, lo: int, hi: int) -> TaskSet:
