@@ -11,6 +11,7 @@ from .cluster import cluster_tasks
 from .feasibility import feasibility
 from .fit import fit
 from .inference import standard_errors
+from .io import tasks_from_frame
 from .metrics import clustering_accuracy, parameter_error, subspace_error
 from .model import Model, load_model, save_model
 from .pipeline import meta_learn
@@ -28,7 +29,7 @@ __all__ = [
     # the estimators and their model
     "meta_learn", "fit", "Model", "save_model", "load_model", "FallbackWarning", "standard_errors",
     # task sets
-    "TaskSet", "TaskStream", "open_npy_chunks", "pack_tasks", "group_tasks",
+    "TaskSet", "TaskStream", "open_npy_chunks", "pack_tasks", "group_tasks", "tasks_from_frame",
     # the generative model, metrics and the pool check
     "make_mixture", "sample_tasks", "parameter_error", "subspace_error", "clustering_accuracy", "feasibility",
     # kernel backend and threads, for a block of code

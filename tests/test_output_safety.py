@@ -91,7 +91,7 @@ def no_work(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("work started before the output paths were checked")
 
-    monkeypatch.setattr(sys.modules["fastmlr.pool_io"], "read_pool", forbidden)
+    monkeypatch.setattr(sys.modules["fastmlr.io"], "read_pool", forbidden)
     monkeypatch.setattr(sys.modules["fastmlr.model"], "load_model", forbidden)
     monkeypatch.setattr(sys.modules["fastmlr.fit"], "fit", forbidden)
 

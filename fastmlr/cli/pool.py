@@ -1,7 +1,7 @@
 """``fastmlr simulate | fit | predict | check``: one pool of tasks from files to a model.
 
 * ``fastmlr simulate --k 8 --d 32 --tasks 3000 -o pool.npz`` writes a seeded pool
-  (``.npz`` or ``.csv``; see :mod:`fastmlr.pool_io`), with ``--queries Q`` extra rows
+  (``.npz`` or ``.csv``; see :mod:`fastmlr.io`), with ``--queries Q`` extra rows
   per task whose target is left missing.
 * ``fastmlr fit pool.csv --k 8 -o model.npz`` fits (``--k auto`` chooses k;
   ``--skip-query-rows`` skips rows whose target is missing, otherwise an error).  The
@@ -72,7 +72,7 @@ def _io_options(p, features_help="CSV feature columns, comma-separated (default:
 
 
 def _read(args, allow_query=False):
-    from ..pool_io import read_pool
+    from ..io import read_pool
 
     feats = None
     if args.features is not None:
@@ -176,7 +176,7 @@ def add_commands(sub, parents):
 
 
 def _simulate(args) -> int:
-    from ..pool_io import write_pool
+    from ..io import write_pool
 
     _check_out(args.output, (".npz", ".csv"))
     _check_paths((), [("-o", args.output)])

@@ -1,0 +1,582 @@
+"""Pools of tasks from files and frames: ``.npz``, ``.csv``, DataFrames and Arrow tables.
+
+* ``.npz``: arrays ``X`` (N, d), ``y`` (N,) and ``task`` (N,) -- one task id per row
+  (integers or strings; byte strings are read as UTF-8 text).  Other arrays in the
+  file are not read, and each of the three has its declared shape checked against
+  the data it holds before it is read (:mod:`fastmlr._npz`).
+* ``.csv`` (UTF-8, with or without a byte-order mark): a header line, then one row per
+  example: a task-id column (default ``task``), a target column (default ``y``) and
+  feature columns (default: every other column, in file order).  Empty cells and
+  ``NA``/``NaN`` are missing values.  Task ids are text: each distinct cell (leading
+  and trailing spaces removed) is one task, so ``7``, ``07`` and ``+7`` are three tasks,
+  and ids are written back exactly as read.
+* a pandas or polars DataFrame, or a pyarrow Table (:func:`tasks_from_frame`): columns
+  by name, task ids of any type kept as they are.  pandas, polars and pyarrow are
+  optional: nothing here imports them; a frame is read through its own methods.
+
+Missing targets are **query rows**: :func:`read_pool` refuses them unless
+``allow_query=True`` (as ``fastmlr predict`` passes), and then returns them separately
+so that the task's other rows are its training examples; :func:`tasks_from_frame`
+always returns them separately.  Missing features or task ids are always an error.
+Every error is one line that names the file (or the argument) and what is wrong.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from typing import NamedTuple
+
+import numpy as np
+
+from ._atomic import atomic_open
+from ._npz import ZIP_ERRORS, MemberError, read_members
+from ._validation import quiet
+
+__all__ = ["Pool", "read_pool", "write_pool", "tasks_from_frame", "MISSING"]
+
+#: Cell texts read as a missing value in a ``.csv`` file.
+MISSING = frozenset({"", "na", "nan", "null", "none"})
+
+
+class Pool(NamedTuple):
+    """A pool of tasks read from a file or a frame, grouped by task.
+
+    A task set: ``X``, ``y`` and ``offsets`` come first and every function that takes
+    a task set takes a ``Pool`` (it is read through those three attributes); the
+    query rows are left out of them.
+
+    Attributes
+    ----------
+    X : (N, d) float64, or float32 when every feature and the target were float32 in
+        a frame -- training rows, grouped by task (tasks in sorted-id order)
+    y : (N,) same dtype as X
+    offsets : (n + 1,) int64 -- task i is rows offsets[i]:offsets[i+1]
+    tasks : (n,) -- the task ids, sorted.  Ids of a ``.npz`` and non-text ids of a
+        frame (integers, floats, dates): in numpy's order (byte strings of a ``.npz``
+        decoded as UTF-8).  Text ids (every ``.csv`` id, text ids of a frame): those
+        that read as an integer first, by value (ties, such as ``7`` and ``07``, by
+        text), then the others by text -- so integer ids come out in the same order
+        whether they were stored as numbers or as text.
+        A task whose rows are all query rows is listed, with no training rows.
+    rows : (N,) int64 -- line of each training row in the file, or its position in
+        the frame (0 = first data row)
+    query_X : (q, d) same dtype as X -- rows whose target is missing
+    query_task : (q,) int64 -- index into ``tasks`` of each query row
+    query_rows : (q,) int64 -- line (position) of each query row
+    features : list -- feature names: the columns of a ``.csv`` or a frame; ``x0``,
+        ``x1``, ... (by position) for a ``.npz``
+    named : bool -- True if ``features`` are column names (a ``.csv`` or a frame)
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+    offsets: np.ndarray
+    tasks: np.ndarray
+    rows: np.ndarray
+    query_X: np.ndarray
+    query_task: np.ndarray
+    query_rows: np.ndarray
+    features: list
+    named: bool = False
+
+
+def _fmt(path, msg):
+    return f"{path}: {msg}"
+
+
+def _read_npz(path):
+    try:
+        z = read_members(path, ("X", "y", "task"))
+    except MemberError as exc:
+        what = "too large to read" if exc.over_limit else "a damaged .npz pool"
+        raise ValueError(_fmt(path, f"{what}: {exc}")) from None
+    except ZIP_ERRORS as exc:
+        msg = str(exc).replace("\n", " ")
+        raise ValueError(_fmt(path, f"not a readable .npz file ({msg})")) from None
+    missing = [key for key in ("X", "y", "task") if key not in z]
+    if missing:
+        raise ValueError(_fmt(path, f"missing array(s) {', '.join(missing)}; a pool .npz needs X (N, d), y (N,) and task (N,)"))
+    X, y, task = z["X"], z["y"], z["task"]
+    if X.ndim != 2 or X.shape[1] < 1:
+        raise ValueError(_fmt(path, f"X has shape {X.shape}; expected (N, d) with d >= 1"))
+    if y.ndim != 1 or y.shape[0] != X.shape[0]:
+        raise ValueError(_fmt(path, f"y has shape {y.shape}; expected ({X.shape[0]},), one target per row of X"))
+    if task.ndim != 1 or task.shape[0] != X.shape[0]:
+        raise ValueError(_fmt(path, f"task has shape {task.shape}; expected ({X.shape[0]},), one task id per row of X"))
+    for name, arr in (("X", X), ("y", y)):
+        if arr.dtype.kind not in "fiub":
+            raise ValueError(_fmt(path, f"{name} has dtype {arr.dtype}; expected numbers"))
+    if task.dtype.kind == "f":
+        if not np.all(np.isfinite(task)) or np.any(task != np.round(task)):
+            raise ValueError(_fmt(path, "task holds non-integer or missing ids; expected integer or string ids"))
+        if np.any(np.abs(task) >= 2.0**63):
+            raise ValueError(_fmt(path, "task holds an id beyond the 64-bit integer range; expected integer or "
+                                        "string ids"))
+        task = task.astype(np.int64)
+    elif task.dtype.kind == "S":
+        task = _decode_ids(task, path)
+    elif task.dtype.kind not in "iuU":
+        raise ValueError(_fmt(path, f"task has dtype {task.dtype}; expected integer or string ids"))
+    X = X.astype(np.float64)
+    y = y.astype(np.float64)
+    if not np.all(np.isfinite(X)):
+        r, c = np.argwhere(~np.isfinite(X))[0]
+        raise ValueError(_fmt(path, f"X has a missing or non-finite value at row {r}, column {c}"))
+    return X, y, task, [f"x{j}" for j in range(X.shape[1])]
+
+
+def _decode_ids(task, path):
+    """Byte-string task ids as text (UTF-8), so that every later step (sorting, writing
+    a .csv) sees the same ids; an id that is not UTF-8 is refused naming the file."""
+    try:
+        return np.char.decode(task, "utf-8")
+    except UnicodeDecodeError:
+        for i, raw in enumerate(task.tolist()):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValueError(_fmt(path, f"task id {raw!r} on row {i} is not UTF-8 text ({exc.reason}); "
+                                            f"expected integer ids, text, or byte strings in UTF-8")) from None
+        raise
+
+
+def _parse_column(cells, name, path, allow_missing):
+    """Column of cell strings -> float64 array (NaN for missing cells if allowed)."""
+    low = np.char.lower(np.char.strip(np.asarray(cells, dtype=str)))
+    miss = np.isin(low, list(MISSING))
+    if miss.any() and not allow_missing:
+        i = int(np.argmax(miss))
+        raise ValueError(_fmt(path, f"column '{name}' has a missing value on data line {i + 1}"))
+    vals = np.full(low.size, np.nan)
+    ok = ~miss
+    try:
+        vals[ok] = low[ok].astype(np.float64)
+    except ValueError:
+        for i in np.flatnonzero(ok):
+            try:
+                float(low[i])
+            except ValueError:
+                raise ValueError(_fmt(path, f"column '{name}' has a non-numeric value {cells[i]!r} on data line {i + 1}")) from None
+    if not np.all(np.isfinite(vals[ok])):
+        i = int(np.flatnonzero(ok)[np.argmax(~np.isfinite(vals[ok]))])
+        raise ValueError(_fmt(path, f"column '{name}' has a non-finite value {cells[i]!r} on data line {i + 1}"))
+    return vals
+
+
+def _read_csv(path, task_col, target_col, features):
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh)
+            try:
+                header = [h.strip() for h in next(reader)]
+            except StopIteration:
+                raise ValueError(_fmt(path, "the file is empty; expected a header line")) from None
+            body = list(reader)
+    except UnicodeDecodeError:
+        raise ValueError(_fmt(path, "not a text .csv file")) from None
+    except csv.Error as exc:
+        raise ValueError(_fmt(path, f"not a readable .csv file ({exc})")) from None
+    body = [row for row in body if any(cell.strip() for cell in row)]
+    if len(set(header)) != len(header):
+        raise ValueError(_fmt(path, "the header names a column twice"))
+    for col, what in ((task_col, "task-id"), (target_col, "target")):
+        if col not in header:
+            raise ValueError(_fmt(path, f"no {what} column '{col}' (columns: {', '.join(header)})"))
+    if features is None:
+        features = [h for h in header if h not in (task_col, target_col)]
+    else:
+        absent = [f for f in features if f not in header]
+        if absent:
+            raise ValueError(_fmt(path, f"no feature column(s) {', '.join(absent)} (columns: {', '.join(header)})"))
+    if not features:
+        raise ValueError(_fmt(path, "no feature columns; expected at least one besides the task and target columns"))
+    if not body:
+        raise ValueError(_fmt(path, "no data rows after the header"))
+    width = len(header)
+    for i, row in enumerate(body):
+        if len(row) != width:
+            raise ValueError(_fmt(path, f"data line {i + 1} has {len(row)} fields; the header has {width}"))
+    cols = list(zip(*body))
+    index = {h: j for j, h in enumerate(header)}
+    task_cells = np.char.strip(np.asarray(cols[index[task_col]], dtype=str))
+    miss = np.isin(np.char.lower(task_cells), list(MISSING))
+    if miss.any():
+        raise ValueError(_fmt(path, f"column '{task_col}' has a missing task id on data line {int(np.argmax(miss)) + 1}"))
+    y = _parse_column(cols[index[target_col]], target_col, path, allow_missing=True)
+    X = np.column_stack([_parse_column(cols[index[f]], f, path, allow_missing=False) for f in features])
+    return X, y, task_cells, list(features)
+
+
+def _text_order(ids):
+    """Distinct text task ids in pool order (see :class:`Pool`) and each id's index.
+
+    Parameters
+    ----------
+    ids : (N,) str array -- one id per row
+
+    Returns
+    -------
+    tasks : (n,) str array, inverse : (N,) int64 -- ``tasks[inverse] == ids``
+    """
+    uniq, inverse = np.unique(ids, return_inverse=True)  # by text
+
+    def key(text):
+        body = text[1:] if text[:1] in "+-" else text
+        if body.isascii() and body.isdigit():
+            try:
+                return (0, int(text), text)
+            except ValueError:  # more digits than Python converts; ordered as text
+                pass
+        return (1, 0, text)
+
+    perm = sorted(range(uniq.size), key=lambda i: key(str(uniq[i])))
+    rank = np.empty(uniq.size, dtype=np.int64)
+    rank[perm] = np.arange(uniq.size)
+    return uniq[perm], rank[inverse.reshape(-1)]
+
+
+def _group(X, y, ids, text, features, named, query_ok, where):
+    """The :class:`Pool` of rows ``X``, ``y`` tagged with ``ids``.
+
+    ``text``: the ids are text (ordered as :class:`Pool` says), else numpy's order.
+    Rows with a NaN target are query rows (an error unless ``query_ok``); ``where``
+    prefixes every message.  No loop over rows: the ids are ranked once (a sort of
+    the distinct ids) and the rows gathered by a stable argsort of their ranks.
+    """
+    query = np.isnan(y)
+    if (~np.isfinite(y) & ~query).any():
+        raise ValueError(f"{where}y has an infinite value")
+    if query.any() and not query_ok:
+        i = int(np.argmax(query))
+        raise ValueError(f"{where}the target is missing on data row {i + 1} ({int(query.sum())} rows in all); "
+                         f"fitting needs a target on every row")
+    if text:
+        tasks, inverse = _text_order(ids)
+    else:
+        tasks, inverse = np.unique(ids, return_inverse=True)
+        inverse = inverse.reshape(-1)
+    if query.any():
+        train = np.flatnonzero(~query)
+        order = train[np.argsort(inverse[train], kind="stable")]
+        q = np.flatnonzero(query)
+    else:
+        order = np.argsort(inverse, kind="stable")
+        q = np.zeros(0, dtype=np.int64)
+    counts = np.bincount(inverse[order], minlength=tasks.size)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return Pool(_take(X, order), _take(y, order), offsets, tasks, order.astype(np.int64),
+                np.ascontiguousarray(X[q]), inverse[q].astype(np.int64), q.astype(np.int64), list(features), named)
+
+
+def _take(a, order):
+    """``a[order]``, C-contiguous; no copy when ``order`` keeps every row in place."""
+    if order.size == a.shape[0] and (order.size == 0 or (order[0] == 0 and np.all(np.diff(order) == 1))):
+        return np.ascontiguousarray(a)
+    return np.ascontiguousarray(a[order])
+
+
+@quiet
+def read_pool(path, *, task_col="task", target_col="y", features=None, allow_query=False) -> Pool:
+    """Read a pool from a ``.npz`` or ``.csv`` file, grouped by task.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A file ending in ``.npz`` or ``.csv`` (see the module doc for each format).
+    task_col, target_col : str
+        Column names in a ``.csv`` (defaults ``task`` and ``y``).
+    features : list of str, optional
+        Feature columns of a ``.csv`` (default: every other column, in file order).
+    allow_query : bool
+        Rows with a missing target are returned as query rows instead of an error.
+
+    Returns
+    -------
+    Pool
+        A task set (X (N, d), y (N,), offsets (n + 1,)) with the task ids, the file
+        line of every row and the query rows.
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    ValueError
+        Any bad content: one line naming the file, the row and the column.
+
+    See Also
+    --------
+    write_pool : the inverse.
+    tasks_from_frame : the same pool from a DataFrame or an Arrow table.
+
+    Examples
+    --------
+    >>> import os, tempfile, numpy as np
+    >>> X = np.arange(8.0).reshape(4, 2)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     write_pool(os.path.join(tmp, "p.csv"), X, [1.0, 2.0, np.nan, 4.0], ["b", "a", "b", "a"])
+    ...     pool = read_pool(os.path.join(tmp, "p.csv"), allow_query=True)
+    >>> pool.tasks, pool.offsets, pool.query_rows
+    (array(['a', 'b'], dtype='<U1'), array([0, 2, 3]), array([2]))
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".npz":
+        X, y, task, names = _read_npz(path)
+    elif ext == ".csv":
+        X, y, task, names = _read_csv(path, task_col, target_col, features)
+    else:
+        raise ValueError(_fmt(path, "unknown file type; expected a .npz or .csv pool"))
+    if X.shape[0] == 0:
+        raise ValueError(_fmt(path, "the pool has no rows"))
+    return _group(X, y, task, ext == ".csv", names, ext == ".csv", allow_query,
+                  f"{path}: ")
+
+
+# ---- frames: pandas, polars, pyarrow -------------------------------------------------
+
+
+def _frame_kind(df) -> str:
+    """``"pandas"``, ``"polars"`` or ``"arrow"``: told from the object's class, so that
+    no frame library is imported to recognise it."""
+    cls = type(df)
+    root = cls.__module__.split(".")[0]
+    if root == "pandas" and cls.__name__ == "DataFrame":
+        return "pandas"
+    if root == "polars" and cls.__name__ == "DataFrame":
+        return "polars"
+    if root == "pyarrow" and cls.__name__ in ("Table", "RecordBatch"):
+        return "arrow"
+    if root == "polars" and cls.__name__ == "LazyFrame":
+        raise TypeError("df is a polars LazyFrame; expected a DataFrame: call .collect() on it first")
+    if root == "pandas" and cls.__name__ == "Series":
+        raise TypeError("df is a pandas Series; expected a DataFrame with task, target and feature columns")
+    raise TypeError(f"df is {cls.__module__}.{cls.__name__}; expected a pandas DataFrame, a polars DataFrame "
+                    f"or a pyarrow Table")
+
+
+def _frame_columns(df, kind) -> list:
+    if kind == "pandas":
+        cols = list(df.columns)
+    else:
+        cols = list(df.column_names) if kind == "arrow" else list(df.columns)
+    seen = set()
+    for c in cols:
+        if c in seen:
+            raise ValueError(f"df has two columns named {c!r}; expected distinct column names")
+        seen.add(c)
+    return cols
+
+
+def _frame_column(df, kind, name):
+    """Column ``name`` of a frame as a NumPy array (nulls as NaN in a numeric column,
+    as None or NaN in any other)."""
+    if kind == "pandas":
+        s = df[name]
+        dt = s.dtype
+        if not isinstance(dt, np.dtype):  # an extension dtype: nullable numbers, Arrow-backed, categorical
+            base = getattr(dt, "numpy_dtype", None)
+            if base is not None and base.kind in "biuf":
+                if base.kind in "biu" and not s.isna().any():
+                    return s.to_numpy(dtype=base)
+                return s.to_numpy(dtype=np.float32 if base == np.float32 else np.float64, na_value=np.nan)
+            return np.asarray(s.to_numpy(dtype=object, na_value=None))
+        return s.to_numpy()
+    if kind == "polars":
+        return df.get_column(name).to_numpy()
+    col = df.column(name)
+    typ = col.type
+    if hasattr(typ, "value_type"):  # dictionary-encoded: its values
+        col = col.cast(typ.value_type)
+    return col.to_numpy(zero_copy_only=False)
+
+
+def _frame_ids(arr, name):
+    """Task ids as an array of one kind; text ids as a NumPy ``str`` array.
+
+    Returns
+    -------
+    ids : (N,) array, text : bool -- whether the ids are text
+    """
+    miss = _missing(arr)
+    if miss.any():
+        i = int(np.argmax(miss))
+        raise ValueError(f"df: column {name!r} has a missing task id at row {i} ({int(miss.sum())} rows in all); "
+                         f"expected an id on every row")
+    if arr.dtype.kind == "O":
+        if arr.size and all(isinstance(v, str) for v in arr.tolist()):
+            return arr.astype(str), True
+        if arr.size and all(isinstance(v, bytes) for v in arr.tolist()):
+            raise TypeError(f"df: column {name!r} holds byte strings; expected integer or text task ids "
+                            f"(decode them first)")
+    return arr, arr.dtype.kind == "U"
+
+
+def _missing(arr) -> np.ndarray:
+    """(N,) bool: NaN, NaT, or None/NaN/NA in an object array."""
+    kind = arr.dtype.kind
+    if kind in "fc":
+        return np.isnan(arr)
+    if kind in "mM":
+        return np.isnat(arr)
+    if kind == "O":
+        return np.fromiter((v is None or v != v or type(v).__name__ in ("NAType", "NaTType") for v in arr.tolist()),
+                           dtype=bool, count=arr.size)
+    return np.zeros(arr.shape[0], dtype=bool)
+
+
+def _frame_numbers(arr, name, what, allow_missing):
+    """A numeric column as float32 (if it is float32) or float64; a missing value is
+    NaN (an error unless ``allow_missing``), an infinite one an error."""
+    kind = arr.dtype.kind
+    if kind == "f":
+        out = arr if arr.dtype in (np.float32, np.float64) else arr.astype(np.float64)
+    elif kind in "biu":
+        out = arr.astype(np.float64)
+    elif kind == "O":
+        try:
+            out = np.array([np.nan if (v is None or type(v).__name__ == "NAType") else v for v in arr.tolist()],
+                           dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            raise TypeError(f"df: {what} column {name!r} holds values that are not numbers; expected a numeric "
+                            f"column") from None
+    else:
+        raise TypeError(f"df: {what} column {name!r} has dtype {arr.dtype}; expected a numeric column")
+    bad = ~np.isfinite(out)
+    if bad.any():
+        nan = np.isnan(out)
+        if (bad & ~nan).any():
+            i = int(np.argmax(bad & ~nan))
+            raise ValueError(f"df: {what} column {name!r} has a non-finite value {float(out[i])} at row {i}")
+        if not allow_missing:
+            i = int(np.argmax(nan))
+            raise ValueError(f"df: {what} column {name!r} has a missing value at row {i} ({int(nan.sum())} rows "
+                             f"in all); expected a number on every row")
+    return out
+
+
+@quiet
+def tasks_from_frame(df, *, task="task", target="y", features=None) -> Pool:
+    """The task set held by a DataFrame or an Arrow table: one row per example.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame, polars.DataFrame or pyarrow.Table
+        One row per example, with a task-id column, a target column and feature
+        columns, by name and in any order (other columns are ignored when
+        ``features`` is given).  pandas, polars and pyarrow are optional
+        dependencies of fastmlr; none is imported unless its object is passed.
+    task : column name
+        Task ids: integers, text, or any type NumPy sorts (dates, floats), kept as
+        they are (text as a NumPy ``str`` array).  A missing id is an error.
+    target : column name
+        Targets; a missing value (null, NaN) marks a **query row**: it goes to
+        ``query_X`` and the task's other rows are its training rows.
+    features : list of column names, optional
+        Feature columns, in this order (default: every column but ``task`` and
+        ``target``, in frame order).  A missing or infinite value is an error.
+
+    Returns
+    -------
+    Pool
+        A task set -- ``X`` (N, d), ``y`` (N,), ``offsets`` (n + 1,), the training
+        rows grouped by task, tasks in sorted-id order (see :class:`Pool`: text ids
+        as in a ``.csv``), rows in frame order within a task -- with the ids
+        ``tasks`` (n,), the frame position ``rows`` (N,) of every row, and the query
+        rows ``query_X`` (q, d), ``query_task`` (q,), ``query_rows`` (q,).  ``X`` and
+        ``y`` are float32 when every feature column and the target are float32,
+        otherwise float64.  An empty frame gives a pool of no tasks.  Every
+        function that takes a task set takes the result.
+
+    Raises
+    ------
+    TypeError
+        ``df`` is not a frame, or a column is not numeric (task ids aside).
+    ValueError
+        An absent column, a missing task id or feature, an infinite value: one line
+        naming the column and the row (its position in the frame, from 0).
+
+    See Also
+    --------
+    read_pool : the same pool from a ``.npz`` or ``.csv`` file.
+    fastmlr.group_tasks : from arrays tagged with task ids.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd, fastmlr
+    >>> df = pd.DataFrame({"task": ["b", "a", "b", "a"], "y": [1.0, 2.0, np.nan, 4.0],
+    ...                    "x1": [0.5, 1.0, 1.5, 2.0], "x2": [1.0, 0.0, 1.0, 0.0]})
+    >>> pool = fastmlr.tasks_from_frame(df)
+    >>> pool.tasks, pool.offsets, pool.y        # task "a" first; row 2 is a query row
+    (array(['a', 'b'], dtype='<U1'), array([0, 2, 3]), array([2., 4., 1.]))
+    >>> pool.query_X, pool.query_task
+    (array([[1.5, 1. ]]), array([1]))
+    """
+    kind = _frame_kind(df)
+    columns = _frame_columns(df, kind)
+    for col, what in ((task, "task"), (target, "target")):
+        if col not in columns:
+            raise ValueError(f"df has no {what} column {col!r} (columns: {', '.join(map(str, columns))}); "
+                             f"pass {what}= the name of the column")
+    if task == target:
+        raise ValueError(f"task and target are both {task!r}; expected two different columns")
+    if features is None:
+        features = [c for c in columns if c != task and c != target]
+    else:
+        if isinstance(features, (str, bytes)) or not hasattr(features, "__iter__"):
+            raise TypeError(f"features is {type(features).__name__}; expected a list of column names")
+        features = list(features)
+        absent = [f for f in features if f not in columns]
+        if absent:
+            raise ValueError(f"df has no feature column(s) {', '.join(map(repr, absent))} "
+                             f"(columns: {', '.join(map(str, columns))})")
+        if len(set(features)) != len(features):
+            raise ValueError("features names a column twice; expected distinct columns")
+        clash = [f for f in features if f == task or f == target]
+        if clash:
+            raise ValueError(f"features includes the {'task' if clash[0] == task else 'target'} column {clash[0]!r}")
+    if not features:
+        raise ValueError("df has no feature columns; expected at least one besides the task and target columns")
+    ids, text = _frame_ids(_frame_column(df, kind, task), task)
+    y = _frame_numbers(_frame_column(df, kind, target), target, "target", allow_missing=True)
+    cols = [_frame_numbers(_frame_column(df, kind, f), f, "feature", allow_missing=False) for f in features]
+    single = all(c.dtype == np.float32 for c in cols) and y.dtype == np.float32
+    dtype = np.float32 if single else np.float64
+    X = np.empty((ids.shape[0], len(cols)), dtype=dtype)
+    for j, c in enumerate(cols):
+        X[:, j] = c
+    return _group(X, y.astype(dtype, copy=False), ids, text, features, True, True, "df: ")
+
+
+@quiet
+def write_pool(path, X, y, task) -> None:
+    """Write rows (X, y, task id) to ``.npz`` or ``.csv`` (replaced whole or not at all).
+
+    A ``.csv`` has the header ``task,y,x1,...,xd``; a query row has an empty target,
+    and a cell holding a comma, a quote or a line break is quoted (``csv`` module).
+
+    Parameters
+    ----------
+    path : str -- ends in ``.npz`` or ``.csv``
+    X : (N, d), y : (N,) (NaN marks a query row), task : (N,) ids
+    """
+    path = os.fspath(path)
+    ext = os.path.splitext(path)[1].lower()
+    X = np.asarray(X, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    task = np.asarray(task)
+    if ext == ".npz":
+        with atomic_open(path, "wb") as fh:
+            np.savez(fh, X=X, y=y, task=task)
+    elif ext == ".csv":
+        d = X.shape[1]
+        ycol = np.where(np.isnan(y), "", np.char.mod("%.17g", y))
+        body = np.column_stack([task.astype(str), ycol, np.char.mod("%.17g", X)])
+        with atomic_open(path, "w") as fh:
+            writer = csv.writer(fh, lineterminator="\n")
+            writer.writerow(["task", "y"] + [f"x{j + 1}" for j in range(d)])
+            writer.writerows(body.tolist())
+    else:
+        raise ValueError(_fmt(path, "unknown file type; expected a .npz or .csv output"))
