@@ -47,7 +47,8 @@ from .em import EMResult
 from .likelihood import log_joint
 from .tasks import TaskSet, chunk_bounds, slice_tasks
 
-__all__ = ["OMEGA", "CACHE_MAX_BYTES", "PassStats", "Pool", "array_pool", "run_gem"]
+__all__ = ["OMEGA", "CACHE_MAX_BYTES", "PassStats", "Pool", "LocalPasses", "array_pool", "e_chunk",
+           "curvature_chunk", "pass_stats", "run_gem"]
 
 #: Over-relaxation of the W step (0 < OMEGA < 2 keeps EM monotone).  Measured at
 #: k = 32, d = 256 (Figure 2's pool, 1/16 of its light tasks): 26 iterations at 1.0,
@@ -84,13 +85,20 @@ class Pool(NamedTuple):
     """A re-readable pool: ``chunks()`` yields ``(first_task, TaskSet)`` for consecutive
     chunks of whole tasks, the same every time; ``n`` tasks, ``N`` rows, ``t`` (n,)
     float64 task sizes; ``in_memory``: one chunk of float64 arrays, whose predictions
-    may be kept between passes."""
+    may be kept between passes.
+
+    :func:`run_gem` takes any object with ``n``, ``N`` and ``passes(k)`` (see
+    :class:`LocalPasses`); ``fastmlr.dask`` gives one whose chunks stay on the workers."""
 
     chunks: Callable[[], Iterable]
     n: int
     N: int
     t: np.ndarray
     in_memory: bool = False
+
+    def passes(self, k: int) -> "LocalPasses":
+        """The two passes of :func:`run_gem` over this pool, for k components."""
+        return LocalPasses(self, k)
 
 
 def array_pool(ts: TaskSet) -> Pool:
@@ -117,76 +125,133 @@ class _Cache:
         self.step = None
 
 
+_OFF = _Cache.__new__(_Cache)  # no kept predictions: the passes of a chunk on its own
+_OFF.on, _OFF.P, _OFF.Q, _OFF.step = False, None, None, None
+
+
 def _blocks(ts: TaskSet) -> np.ndarray:
     return chunk_bounds(ts.offsets, max(1, _BLOCK_BYTES // (ts.X.shape[1] * ts.X.itemsize)))
 
 
-def _e_pass(pool: Pool, W, s2, p, R_out, cache: _Cache) -> PassStats:
+def e_chunk(ts: TaskSet, W, s2, p, R_out=None, cache: _Cache = _OFF):
+    """The E-pass statistic of one chunk of whole (non-empty) tasks.
+
+    Parameters
+    ----------
+    ts : TaskSet -- validated, every task with at least one row
+    W : (k, d), s2 : (k,), p : (k,) -- the current mixture
+    R_out : (n_chunk, k) float64 array, optional -- where to write the responsibilities
+    cache : kept predictions of an in-memory pool (one chunk: its rows are the chunk's)
+
+    Returns
+    -------
+    stats : (1 + k d + 3 k,) float64 -- the chunk's :class:`PassStats`, flat
+        (:func:`pass_stats` unpacks a sum of them)
+    R : (n_chunk, k) float64 -- the responsibilities of the chunk's tasks
+    """
     k, d = W.shape
     width = 1 + k * d + 3 * k
     kern = kernels()
-    total = np.zeros(width)
-    for first, ts in pool.chunks():
-        Wt = np.ascontiguousarray(W.T, dtype=ts.X.dtype)
-        bounds = _blocks(ts)
-        t_all = pool.t
+    Wt = np.ascontiguousarray(W.T, dtype=ts.X.dtype)
+    bounds = _blocks(ts)
+    t_all = np.diff(ts.offsets).astype(np.float64)
+    if R_out is None:
+        R_out = np.empty((ts.offsets.size - 1, k))
 
-        def block(b, ts=ts, first=first, Wt=Wt, bounds=bounds):
-            part = slice_tasks(*ts, bounds[b], bounds[b + 1])
-            lo, hi = first + bounds[b], first + bounds[b + 1]
-            if cache.on:
-                a, z = ts.offsets[bounds[b]], ts.offsets[bounds[b + 1]]
-                if cache.step is None:
-                    cache.P[a:z] = part.X @ Wt
-                else:  # X (W + a D)^T from the kept X W^T and X D^T
-                    cache.P[a:z] += cache.Q[a:z] * cache.step
-                P = cache.P[a:z]  # read only: the residuals below go to a new array
-            else:
-                P = part.X @ Wt  # (m, k), BLAS in the data's precision
-            sse = kern.residual_sums(P, part.y, part.offsets)  # (nb, k) float64
-            t = t_all[lo:hi]
-            lj = log_joint(sse, t, s2, p)
-            m = lj.max(axis=1, keepdims=True)
-            m[~np.isfinite(m)] = 0.0
-            R = np.exp(lj - m)
-            tot = R.sum(axis=1, keepdims=True)
-            R /= tot
-            R_out[lo:hi] = R
-            out = np.empty(width)
-            out[0] = float((np.log(tot) + m).sum())
-            P = np.subtract(part.y[:, None], P, out=None if cache.on else P)  # residuals, weighted by R
-            P *= np.repeat(R.astype(P.dtype, copy=False), np.diff(part.offsets), axis=0)
-            out[1:1 + k * d] = (P.T @ part.X).ravel()
-            out[1 + k * d:1 + k * d + k] = t @ R
-            out[1 + k * d + k:1 + k * d + 2 * k] = np.einsum("ik,ik->k", R, sse)
-            out[1 + k * d + 2 * k:] = R.sum(axis=0)
-            return out
+    def block(b):
+        part = slice_tasks(*ts, bounds[b], bounds[b + 1])
+        lo, hi = bounds[b], bounds[b + 1]
+        if cache.on:
+            a, z = ts.offsets[bounds[b]], ts.offsets[bounds[b + 1]]
+            if cache.step is None:
+                cache.P[a:z] = part.X @ Wt
+            else:  # X (W + a D)^T from the kept X W^T and X D^T
+                cache.P[a:z] += cache.Q[a:z] * cache.step
+            P = cache.P[a:z]  # read only: the residuals below go to a new array
+        else:
+            P = part.X @ Wt  # (m, k), BLAS in the data's precision
+        sse = kern.residual_sums(P, part.y, part.offsets)  # (nb, k) float64
+        t = t_all[lo:hi]
+        lj = log_joint(sse, t, s2, p)
+        m = lj.max(axis=1, keepdims=True)
+        m[~np.isfinite(m)] = 0.0
+        R = np.exp(lj - m)
+        tot = R.sum(axis=1, keepdims=True)
+        R /= tot
+        R_out[lo:hi] = R
+        out = np.empty(width)
+        out[0] = float((np.log(tot) + m).sum())
+        P = np.subtract(part.y[:, None], P, out=None if cache.on else P)  # residuals, weighted by R
+        P *= np.repeat(R.astype(P.dtype, copy=False), np.diff(part.offsets), axis=0)
+        out[1:1 + k * d] = (P.T @ part.X).ravel()
+        out[1 + k * d:1 + k * d + k] = t @ R
+        out[1 + k * d + k:1 + k * d + 2 * k] = np.einsum("ik,ik->k", R, sse)
+        out[1 + k * d + 2 * k:] = R.sum(axis=0)
+        return out
 
-        total += reduce_blocks(block, bounds.size - 1, (width,))
+    return reduce_blocks(block, bounds.size - 1, (width,)), R_out
+
+
+def pass_stats(total: np.ndarray, k: int, d: int) -> PassStats:
+    """The :class:`PassStats` of a sum of :func:`e_chunk` statistics."""
     return PassStats(float(total[0]), total[1:1 + k * d].reshape(k, d), total[1 + k * d:1 + k * d + k],
                      total[1 + k * d + k:1 + k * d + 2 * k], total[1 + k * d + 2 * k:])
 
 
-def _curvature_pass(pool: Pool, D, R, cache: _Cache) -> np.ndarray:
-    """(k,) ``D_l^T X^T diag(rho_l) X D_l``."""
+def curvature_chunk(ts: TaskSet, R, D, cache: _Cache = _OFF) -> np.ndarray:
+    """(k,) ``D_l^T X^T diag(rho_l) X D_l`` over one chunk of whole tasks, ``R``
+    (n_chunk, k) its responsibilities from :func:`e_chunk`."""
     k = D.shape[0]
     kern = kernels()
-    total = np.zeros(k)
-    for first, ts in pool.chunks():
-        Dt = np.ascontiguousarray(D.T, dtype=ts.X.dtype)
-        bounds = _blocks(ts)
-        zero = np.zeros(int(np.diff(ts.offsets[bounds]).max(initial=0)), dtype=ts.X.dtype)
+    Dt = np.ascontiguousarray(D.T, dtype=ts.X.dtype)
+    bounds = _blocks(ts)
+    zero = np.zeros(int(np.diff(ts.offsets[bounds]).max(initial=0)), dtype=ts.X.dtype)
 
-        def block(b, ts=ts, first=first, Dt=Dt, bounds=bounds, zero=zero):
-            part = slice_tasks(*ts, bounds[b], bounds[b + 1])
-            Q = part.X @ Dt
-            if cache.on:
-                cache.Q[ts.offsets[bounds[b]]:ts.offsets[bounds[b + 1]]] = Q
-            qq = kern.residual_sums(Q, zero[:Q.shape[0]], part.offsets)  # per task sum of (x.d_l)^2
-            return np.einsum("ik,ik->k", R[first + bounds[b]:first + bounds[b + 1]], qq)
+    def block(b):
+        part = slice_tasks(*ts, bounds[b], bounds[b + 1])
+        Q = part.X @ Dt
+        if cache.on:
+            cache.Q[ts.offsets[bounds[b]]:ts.offsets[bounds[b + 1]]] = Q
+        qq = kern.residual_sums(Q, zero[:Q.shape[0]], part.offsets)  # per task sum of (x.d_l)^2
+        return np.einsum("ik,ik->k", R[bounds[b]:bounds[b + 1]], qq)
 
-        total += reduce_blocks(block, bounds.size - 1, (k,))
-    return total
+    return reduce_blocks(block, bounds.size - 1, (k,))
+
+
+class LocalPasses:
+    """The passes of :func:`run_gem` over a :class:`Pool` read in this process: the
+    responsibilities (n, k) kept here, and the predictions of an in-memory pool.
+
+    ``e_pass(W, s2, p)`` -> PassStats; ``curvature(D)`` -> (k,) at the last E-pass's
+    responsibilities; ``moved(a)``: W became ``W + a D`` (D of the last curvature pass);
+    ``resp()`` -> (n, k) of the last E-pass.
+    """
+
+    def __init__(self, pool: Pool, k: int):
+        self.pool = pool
+        self.cache = _Cache(pool, k)
+        self.R = np.empty((pool.n, k))
+
+    def e_pass(self, W, s2, p) -> PassStats:
+        k, d = W.shape
+        total = np.zeros(1 + k * d + 3 * k)
+        for first, ts in self.pool.chunks():
+            n_j = ts.offsets.size - 1
+            total += e_chunk(ts, W, s2, p, self.R[first:first + n_j], self.cache)[0]
+        self.cache.step = None
+        return pass_stats(total, k, d)
+
+    def curvature(self, D) -> np.ndarray:
+        total = np.zeros(D.shape[0])
+        for first, ts in self.pool.chunks():
+            total += curvature_chunk(ts, self.R[first:first + ts.offsets.size - 1], D, self.cache)
+        return total
+
+    def moved(self, a) -> None:
+        self.cache.step = a
+
+    def resp(self) -> np.ndarray:
+        return self.R
 
 
 def run_gem(pool: Pool, W, s2, p, S_inv, *, floor, tol=2e-6, max_iter=300, omega=OMEGA, progress=None) -> EMResult:
@@ -194,7 +259,8 @@ def run_gem(pool: Pool, W, s2, p, S_inv, *, floor, tol=2e-6, max_iter=300, omega
 
     Parameters
     ----------
-    pool : Pool -- validated chunks of whole tasks, every task with at least one row
+    pool : Pool -- validated chunks of whole tasks, every task with at least one row (or
+        any object with ``n``, ``N`` and ``passes(k)`` like :class:`LocalPasses`)
     W : (k, d), s2 : (k,) > 0, p : (k,) > 0 -- the starting point
     S_inv : (d, d) -- inverse of the pooled second moment of x, ``(X^T X / N)^{-1}`` (the
         preconditioner)
@@ -214,14 +280,12 @@ def run_gem(pool: Pool, W, s2, p, S_inv, *, floor, tol=2e-6, max_iter=300, omega
     p = np.array(p, dtype=np.float64)
     k, d = W.shape
     Sinv = 0.5 * (S_inv + S_inv.T)
-    R = np.empty((pool.n, k))
     history: list = []
     kept: set = set()
     converged = False
-    cache = _Cache(pool, k)
+    passes = pool.passes(k)
     for it in range(max_iter + 1):
-        st = _e_pass(pool, W, s2, p, R, cache)
-        cache.step = None
+        st = passes.e_pass(W, s2, p)
         history.append(st.loglik)
         if progress is not None:
             gain = "" if it == 0 else f", gain {(st.loglik - history[-2]) / pool.N:.2e} per row"
@@ -235,13 +299,13 @@ def run_gem(pool: Pool, W, s2, p, S_inv, *, floor, tol=2e-6, max_iter=300, omega
         kept.update(int(l) for l in np.flatnonzero(~ok))
         D = (st.G @ Sinv) / np.maximum(st.rows, 1e-300)[:, None]
         D[~ok] = 0.0
-        curv = _curvature_pass(pool, D, R, cache)
+        curv = passes.curvature(D)
         dg = np.einsum("ld,ld->l", D, st.G)
         a = np.where(curv > 0, dg / np.where(curv > 0, curv, 1.0), 0.0)
         a *= omega
         W += a[:, None] * D
-        cache.step = a
+        passes.moved(a)
         rss = np.maximum(st.rss - 2.0 * a * dg + a * a * curv, 0.0)
         s2 = np.maximum(np.where(st.rows > 0, rss / np.maximum(st.rows, 1e-300), floor), floor)
         p = st.resp / pool.n
-    return EMResult(W, s2, p, np.asarray(history), R, converged, sorted(kept))
+    return EMResult(W, s2, p, np.asarray(history), passes.resp(), converged, sorted(kept))

@@ -60,7 +60,7 @@ from .starts import kmeans_pp, projected_em, projected_em_batch, split_merge
 from .cluster import LINKAGES, cluster_tasks
 from .subspace import _moment_stats, top_eigenvectors
 from .model import Model
-from .scan import scan_stream
+from .scan import PoolScan, scan_stream
 from .stream import collect, is_stream
 from .tasks import TaskSet, as_tasks, check_k, select_tasks, takes_tasks
 
@@ -252,8 +252,9 @@ def fit(tasks, k, *, whiten="auto", linkages=(), n_seeds=None, seed=0, n_heavy=N
         (empty tasks are ignored).  A :class:`TaskStream` is never gathered in memory:
         one pass reads what the start needs, a second its heavy tasks, and EM reads it
         once per pass (``em_path="passes"``), keeping (n, k) responsibilities and
-        k x d state.  The old form ``fit(X, y, offsets, k)`` still works, with a
-        ``DeprecationWarning``.
+        k x d state.  A :class:`fastmlr.scan.PoolScan` (a pool already scanned,
+        e.g. on a Dask cluster by :func:`fastmlr.dask.fit`) is fitted the same way.  The
+        old form ``fit(X, y, offsets, k)`` still works, with a ``DeprecationWarning``.
     k : int or None
         Number of components; None chooses it (see :func:`fastmlr.select_k.choose_k`).
     whiten : "auto", True or False
@@ -300,10 +301,13 @@ def fit(tasks, k, *, whiten="auto", linkages=(), n_seeds=None, seed=0, n_heavy=N
             progress(msg)
 
     t_start = time.perf_counter()
-    tasks = as_tasks(tasks)
-    if is_stream(tasks):
-        say("reading the stream")
-        scan = scan_stream(tasks)
+    scan = tasks if isinstance(tasks, PoolScan) else None  # a pool scanned elsewhere (fastmlr.dask)
+    if scan is None:
+        tasks = as_tasks(tasks)
+    if scan is not None or is_stream(tasks):
+        if scan is None:
+            say("reading the stream")
+            scan = scan_stream(tasks)
         ts = None
         sizes, d = scan.sizes, scan.d
         n, N = sizes.size, scan.N

@@ -12,7 +12,7 @@ from arrays.  Each pass validates its chunks as it reads them.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -21,12 +21,36 @@ from .stream import task_chunks
 from .subspace import MomentStats, _moment_stats
 from .tasks import TaskSet, select_tasks
 
-__all__ = ["StreamScan", "scan_stream"]
+__all__ = ["PoolScan", "StreamScan", "scan_stream"]
 
 
 def _nonempty(ts: TaskSet) -> TaskSet:
     sizes = np.diff(ts.offsets)
     return ts if sizes.all() else select_tasks(ts, np.flatnonzero(sizes))
+
+
+@runtime_checkable
+class PoolScan(Protocol):
+    """What ``fit`` needs of a pool it does not hold in memory: the statistics of one
+    scan (the attributes of :class:`StreamScan`, but ``stream``), ``gather(idx)`` and
+    ``pool()``.  :class:`StreamScan` is one; ``fastmlr.dask`` makes another, whose
+    chunks are the partitions of a Dask DataFrame."""
+
+    sizes: np.ndarray
+    d: int
+    dtype: np.dtype
+    XtX: np.ndarray
+    moment: MomentStats | None
+    yy: float
+    y_max: float
+    empty: int
+
+    @property
+    def N(self) -> int: ...
+
+    def gather(self, idx) -> TaskSet: ...
+
+    def pool(self): ...
 
 
 class StreamScan(NamedTuple):
