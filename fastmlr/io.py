@@ -220,20 +220,135 @@ def _text_order(ids):
     tasks : (n,) str array, inverse : (N,) int64 -- ``tasks[inverse] == ids``
     """
     uniq, inverse = np.unique(ids, return_inverse=True)  # by text
+    return _rank_text(uniq, inverse.reshape(-1))
 
-    def key(text):
-        body = text[1:] if text[:1] in "+-" else text
-        if body.isascii() and body.isdigit():
-            try:
-                return (0, int(text), text)
-            except ValueError:  # more digits than Python converts; ordered as text
-                pass
-        return (1, 0, text)
 
-    perm = sorted(range(uniq.size), key=lambda i: key(str(uniq[i])))
-    rank = np.empty(uniq.size, dtype=np.int64)
-    rank[perm] = np.arange(uniq.size)
-    return uniq[perm], rank[inverse.reshape(-1)]
+def _rank_text(uniq, codes):
+    """Distinct text ids ``uniq`` (m,) put in pool order, and ``codes`` (N,) (an index
+    into ``uniq`` per row) turned into indices into the result."""
+    perm = _text_perm(np.asarray(uniq, dtype=str))
+    rank = np.empty(perm.size, dtype=np.int64)
+    rank[perm] = np.arange(perm.size)
+    return np.asarray(uniq, dtype=str)[perm], rank[codes]
+
+
+def _text_perm(uniq):
+    """The permutation putting distinct text ids in pool order: ids that read as an
+    integer (an optional sign, then ASCII digits) first, by value, ties by text; then
+    the others by text.  Vectorized; a Python sort only when some id has more digits
+    than an int64 holds."""
+    m = uniq.size
+    if m == 0:
+        return np.zeros(0, dtype=np.int64)
+    first = uniq.astype("U1")
+    signed = (first == "+") | (first == "-")
+    body = np.where(signed, np.char.lstrip(uniq, "+-"), uniq)
+    lens = np.char.str_len(uniq)
+    blen = np.char.str_len(body)
+    width = max(1, body.dtype.itemsize // 4)
+    code = np.ascontiguousarray(body).view(np.uint32).reshape(m, width)
+    digits = (((code >= 48) & (code <= 57)) | (code == 0)).all(axis=1) & (blen > 0) & (lens - blen == signed)
+    if (digits & (blen > 18)).any():  # beyond int64: Python integers
+        def key(i):
+            text = str(uniq[i])
+            return (0, int(text), text) if digits[i] else (1, 0, text)
+
+        return np.array(sorted(range(m), key=key), dtype=np.int64)
+    value = np.zeros(m, dtype=np.int64)
+    if digits.any():
+        value[digits] = body[digits].astype(np.int64)
+        value[digits & (first == "-")] *= -1
+    return np.lexsort((uniq, value, ~digits)).astype(np.int64)
+
+
+# ---- .csv through pyarrow's reader ---------------------------------------------------
+
+#: Cell texts pyarrow reads as a null directly (the case variants of ``MISSING`` met in
+#: practice); any other spelling sends the file to the exact reader (:func:`_read_csv`).
+_ARROW_NULLS = ["", "NA", "na", "Na", "NaN", "nan", "NAN", "null", "NULL", "Null", "none", "None", "NONE"]
+
+
+def _csv_header(path):
+    """The header line of a ``.csv`` as the ``csv`` module reads it (raw names), or
+    ``None`` when it cannot be read (the exact reader then says why)."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            return next(csv.reader(fh), None)
+    except (UnicodeDecodeError, csv.Error):
+        return None
+
+
+def _read_csv_arrow(path, task_col, target_col, features):
+    """A ``.csv`` read by pyarrow's multi-threaded reader, or ``None`` when the file
+    needs the exact reader (:func:`_read_csv`) -- for an error message naming the row
+    and the column, or for cells pyarrow does not read the way the format says
+    (a spelling of a missing value it does not know, a blank row, a row of
+    the wrong width, text that is not UTF-8).  The file is read once when it is clean.
+
+    Returns
+    -------
+    X (N, d) float64, y (N,) float64, (uniq, codes) -- the distinct ids (m,) str,
+    stripped, and the index into them of each row's id (N,) int64, features (list)
+    """
+    try:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.csv as pcsv
+    except ImportError:
+        return None
+    raw = _csv_header(path)
+    if not raw:
+        return None
+    header = [h.strip() for h in raw]
+    if len(set(header)) != len(header) or task_col not in header or target_col not in header:
+        return None
+    if features is None:
+        features = [h for h in header if h not in (task_col, target_col)]
+    elif any(f not in header for f in features):
+        return None
+    if not features:
+        return None
+    rawname = dict(zip(header, raw))
+    wanted = [task_col, target_col, *features]
+    types = {rawname[task_col]: pa.string()}
+    types.update({rawname[c]: pa.float64() for c in wanted[1:]})
+    try:
+        table = pcsv.read_csv(
+            path,
+            parse_options=pcsv.ParseOptions(newlines_in_values=True),
+            convert_options=pcsv.ConvertOptions(column_types=types, include_columns=[rawname[c] for c in wanted],
+                                                null_values=_ARROW_NULLS, strings_can_be_null=False,
+                                                quoted_strings_can_be_null=True))
+    except (pa.ArrowInvalid, pa.ArrowKeyError, UnicodeDecodeError):
+        return None
+    if table.num_rows == 0 or table.column_names != [rawname[c] for c in wanted]:
+        return None
+    ids = pc.utf8_trim_whitespace(table.column(0))
+    if pc.any(pc.is_in(pc.utf8_lower(ids), value_set=pa.array(sorted(MISSING)))).as_py():
+        return None  # a missing id, or a blank row: the exact reader skips or names it
+    y = table.column(1).to_numpy()
+    if not np.isfinite(y[~np.isnan(y)]).all():
+        return None
+    X = np.empty((table.num_rows, len(features)), dtype=np.float64)
+    a = 0
+    for batch in table.select(list(range(2, 2 + len(features)))).to_batches():
+        b = a + batch.num_rows
+        if b > a:
+            if batch.num_columns and any(col.null_count for col in batch.columns):
+                return None
+            X[a:b] = np.asarray(batch.to_tensor())
+        a = b
+    if not np.isfinite(_row_sums(X)).all():
+        return None
+    uniq = pc.unique(ids)
+    codes = pc.index_in(ids, value_set=uniq).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    return X, y, (np.asarray(uniq.to_numpy(zero_copy_only=False), dtype=str), codes), list(features)
+
+
+def _row_sums(X):
+    """Sum of each block of X, read once: NaN or inf anywhere makes it non-finite."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return X @ np.ones(X.shape[1], dtype=X.dtype) if X.size else np.zeros(0)
 
 
 def _group(X, y, ids, text, features, named, query_ok, where):
@@ -251,7 +366,9 @@ def _group(X, y, ids, text, features, named, query_ok, where):
         i = int(np.argmax(query))
         raise ValueError(f"{where}the target is missing on data row {i + 1} ({int(query.sum())} rows in all); "
                          f"fitting needs a target on every row")
-    if text:
+    if isinstance(ids, tuple):  # (distinct text ids, code per row) from the pyarrow reader
+        tasks, inverse = _rank_text(*ids)
+    elif text:
         tasks, inverse = _text_order(ids)
     else:
         tasks, inverse = np.unique(ids, return_inverse=True)
@@ -326,7 +443,8 @@ def read_pool(path, *, task_col="task", target_col="y", features=None, allow_que
     if ext == ".npz":
         X, y, task, names = _read_npz(path)
     elif ext == ".csv":
-        X, y, task, names = _read_csv(path, task_col, target_col, features)
+        got = _read_csv_arrow(path, task_col, target_col, features)
+        X, y, task, names = got if got is not None else _read_csv(path, task_col, target_col, features)
     else:
         raise ValueError(_fmt(path, "unknown file type; expected a .npz or .csv pool"))
     if X.shape[0] == 0:
