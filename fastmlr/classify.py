@@ -26,7 +26,7 @@ from .residuals import class_sse
 from .stream import is_stream, task_chunks
 from .tasks import as_tasks, check_finite, check_tasks, renamed_keyword, takes_tasks
 
-__all__ = ["ClassifyResult", "classify_tasks"]
+__all__ = ["ClassifyResult", "classify_tasks", "classify_chunk"]
 
 
 def normal_equations(X, y, offsets, R):
@@ -122,12 +122,7 @@ def classify_tasks(tasks, W, s2, p=None, *, variance: str = "unbiased") -> Class
             Wc, s2c, pc = check_params(W, s2, p, ts.X.shape[1])
             stats = NormalEquations.zeros(Wc.shape[0], ts.X.shape[1])
             dtype = ts.X.dtype
-        lab = _classify_chunk(ts, Wc, s2c, pc, offset=sum(a.size for a in labels), whole=whole)
-        members = np.split(np.argsort(lab, kind="stable"), np.cumsum(np.bincount(lab, minlength=Wc.shape[0]))[:-1])
-        # classes on several threads at once: each adds to its own normal equations
-        run_each(lambda l: add_class_rows(stats, ts, l, members[l], np.ones(members[l].size)),
-                 [l for l in range(len(members)) if members[l].size])
-        labels.append(lab)
+        labels.append(classify_chunk(ts, Wc, s2c, pc, stats, offset=sum(a.size for a in labels), whole=whole))
     if not (np.isfinite(stats.XtX).all() and np.isfinite(stats.yty).all()):
         _recheck(whole)
     check_sums(stats.XtX, "the normal equations X^T X", dtype)
@@ -162,6 +157,19 @@ def _recheck(whole) -> None:
     if whole is not None:
         check_finite(whole.X, "X")
         check_finite(whole.y, "y")
+
+
+def classify_chunk(ts, W, s2, p, stats: NormalEquations, *, offset: int = 0, whole=None) -> np.ndarray:
+    """The per-chunk step of :func:`classify_tasks`: the labels (n_chunk,) of one
+    validated chunk of whole tasks, its rows added to their classes' normal equations
+    ``stats`` (in place).  ``W``, ``s2``, ``p`` as :func:`fastmlr._validation.check_params`
+    returns them; ``offset`` numbers the chunk's first task in messages."""
+    lab = _classify_chunk(ts, W, s2, p, offset=offset, whole=whole)
+    members = np.split(np.argsort(lab, kind="stable"), np.cumsum(np.bincount(lab, minlength=W.shape[0]))[:-1])
+    # classes on several threads at once: each adds to its own normal equations
+    run_each(lambda l: add_class_rows(stats, ts, l, members[l], np.ones(members[l].size)),
+             [l for l in range(len(members)) if members[l].size])
+    return lab
 
 
 def _classify_chunk(ts, W, s2, p, offset: int, whole=None) -> np.ndarray:
