@@ -366,7 +366,9 @@ def _group(X, y, ids, text, features, named, query_ok, where):
         i = int(np.argmax(query))
         raise ValueError(f"{where}the target is missing on data row {i + 1} ({int(query.sum())} rows in all); "
                          f"fitting needs a target on every row")
-    if isinstance(ids, tuple):  # (distinct text ids, code per row) from the pyarrow reader
+    if isinstance(ids, tuple) and len(ids) == 3:  # ids already ranked (an Arrow column)
+        tasks, inverse = ids[1], ids[2]
+    elif isinstance(ids, tuple):  # (distinct text ids, code per row) from an Arrow column
         tasks, inverse = _rank_text(*ids)
     elif text:
         tasks, inverse = _text_order(ids)
@@ -395,16 +397,17 @@ def _take(a, order):
 
 @quiet
 def read_pool(path, *, task_col="task", target_col="y", features=None, allow_query=False) -> Pool:
-    """Read a pool from a ``.npz`` or ``.csv`` file, grouped by task.
+    """Read a pool from a ``.npz``, ``.csv`` or ``.parquet`` file, grouped by task.
 
     Parameters
     ----------
     path : str or path-like
-        A file ending in ``.npz`` or ``.csv`` (see the module doc for each format).
+        A file ending in ``.npz``, ``.csv`` or ``.parquet`` (see the module doc).
     task_col, target_col : str
-        Column names in a ``.csv`` (defaults ``task`` and ``y``).
+        Column names in a ``.csv`` or ``.parquet`` (defaults ``task`` and ``y``).
     features : list of str, optional
-        Feature columns of a ``.csv`` (default: every other column, in file order).
+        Feature columns of a ``.csv`` or ``.parquet`` (default: every other column,
+        in file order).
     allow_query : bool
         Rows with a missing target are returned as query rows instead of an error.
 
@@ -445,8 +448,10 @@ def read_pool(path, *, task_col="task", target_col="y", features=None, allow_que
     elif ext == ".csv":
         got = _read_csv_arrow(path, task_col, target_col, features)
         X, y, task, names = got if got is not None else _read_csv(path, task_col, target_col, features)
+    elif ext == ".parquet":
+        return _read_parquet(path, task_col, target_col, features, allow_query)
     else:
-        raise ValueError(_fmt(path, "unknown file type; expected a .npz or .csv pool"))
+        raise ValueError(_fmt(path, "unknown file type; expected a .npz, .csv or .parquet pool"))
     if X.shape[0] == 0:
         raise ValueError(_fmt(path, "the pool has no rows"))
     return _group(X, y, task, ext == ".csv", names, ext == ".csv", allow_query,
@@ -511,7 +516,7 @@ def _frame_column(df, kind, name):
     return col.to_numpy(zero_copy_only=False)
 
 
-def _frame_ids(arr, name):
+def _frame_ids(arr, name, who="df"):
     """Task ids as an array of one kind; text ids as a NumPy ``str`` array.
 
     Returns
@@ -521,13 +526,13 @@ def _frame_ids(arr, name):
     miss = _missing(arr)
     if miss.any():
         i = int(np.argmax(miss))
-        raise ValueError(f"df: column {name!r} has a missing task id at row {i} ({int(miss.sum())} rows in all); "
+        raise ValueError(f"{who}: column {name!r} has a missing task id at row {i} ({int(miss.sum())} rows in all); "
                          f"expected an id on every row")
     if arr.dtype.kind == "O":
         if arr.size and all(isinstance(v, str) for v in arr.tolist()):
             return arr.astype(str), True
         if arr.size and all(isinstance(v, bytes) for v in arr.tolist()):
-            raise TypeError(f"df: column {name!r} holds byte strings; expected integer or text task ids "
+            raise TypeError(f"{who}: column {name!r} holds byte strings; expected integer or text task ids "
                             f"(decode them first)")
     return arr, arr.dtype.kind == "U"
 
@@ -545,7 +550,7 @@ def _missing(arr) -> np.ndarray:
     return np.zeros(arr.shape[0], dtype=bool)
 
 
-def _frame_numbers(arr, name, what, allow_missing):
+def _frame_numbers(arr, name, what, allow_missing, who="df"):
     """A numeric column as float32 (if it is float32) or float64; a missing value is
     NaN (an error unless ``allow_missing``), an infinite one an error."""
     kind = arr.dtype.kind
@@ -558,19 +563,19 @@ def _frame_numbers(arr, name, what, allow_missing):
             out = np.array([np.nan if (v is None or type(v).__name__ == "NAType") else v for v in arr.tolist()],
                            dtype=np.float64).reshape(-1)
         except (TypeError, ValueError):
-            raise TypeError(f"df: {what} column {name!r} holds values that are not numbers; expected a numeric "
+            raise TypeError(f"{who}: {what} column {name!r} holds values that are not numbers; expected a numeric "
                             f"column") from None
     else:
-        raise TypeError(f"df: {what} column {name!r} has dtype {arr.dtype}; expected a numeric column")
+        raise TypeError(f"{who}: {what} column {name!r} has dtype {arr.dtype}; expected a numeric column")
     bad = ~np.isfinite(out)
     if bad.any():
         nan = np.isnan(out)
         if (bad & ~nan).any():
             i = int(np.argmax(bad & ~nan))
-            raise ValueError(f"df: {what} column {name!r} has a non-finite value {float(out[i])} at row {i}")
+            raise ValueError(f"{who}: {what} column {name!r} has a non-finite value {float(out[i])} at row {i}")
         if not allow_missing:
             i = int(np.argmax(nan))
-            raise ValueError(f"df: {what} column {name!r} has a missing value at row {i} ({int(nan.sum())} rows "
+            raise ValueError(f"{who}: {what} column {name!r} has a missing value at row {i} ({int(nan.sum())} rows "
                              f"in all); expected a number on every row")
     return out
 
@@ -633,13 +638,40 @@ def tasks_from_frame(df, *, task="task", target="y", features=None) -> Pool:
     (array([[1.5, 1. ]]), array([1]))
     """
     kind = _frame_kind(df)
+    return _frame_pool(df, kind, task, target, features, "df", True)
+
+
+def _frame_pool(df, kind, task, target, features, who, query_ok):
+    """:func:`tasks_from_frame` of a frame of ``kind``; ``who`` names it in messages
+    (``df``, or a file), ``query_ok`` lets rows with a missing target be query rows."""
     columns = _frame_columns(df, kind)
     for col, what in ((task, "task"), (target, "target")):
         if col not in columns:
-            raise ValueError(f"df has no {what} column {col!r} (columns: {', '.join(map(str, columns))}); "
+            raise ValueError(f"{who} has no {what} column {col!r} (columns: {', '.join(map(str, columns))}); "
                              f"pass {what}= the name of the column")
     if task == target:
         raise ValueError(f"task and target are both {task!r}; expected two different columns")
+    features = _feature_names(features, columns, task, target, who)
+    if kind == "arrow":
+        ids = _arrow_ids(df.column(task), task, who)
+        text = False
+    else:
+        ids, text = _frame_ids(_frame_column(df, kind, task), task, who)
+    y = _frame_numbers(_frame_column(df, kind, target), target, "target", True, who)
+    X = _arrow_matrix(df, features) if kind == "arrow" else None
+    if X is None:
+        cols = [_frame_numbers(_frame_column(df, kind, f), f, "feature", False, who) for f in features]
+        dtype = np.float32 if all(c.dtype == np.float32 for c in cols) and y.dtype == np.float32 else np.float64
+        X = np.empty((y.shape[0], len(cols)), dtype=dtype)
+        for j, c in enumerate(cols):
+            X[:, j] = c
+    elif X.dtype != np.float32 or y.dtype != np.float32:
+        X = X.astype(np.float64, copy=False)
+    return _group(X, y.astype(X.dtype, copy=False), ids, text, features, True, query_ok, f"{who}: ")
+
+
+def _feature_names(features, columns, task, target, who):
+    """The feature columns: every other column by default, else ``features`` checked."""
     if features is None:
         features = [c for c in columns if c != task and c != target]
     else:
@@ -648,7 +680,7 @@ def tasks_from_frame(df, *, task="task", target="y", features=None) -> Pool:
         features = list(features)
         absent = [f for f in features if f not in columns]
         if absent:
-            raise ValueError(f"df has no feature column(s) {', '.join(map(repr, absent))} "
+            raise ValueError(f"{who} has no feature column(s) {', '.join(map(repr, absent))} "
                              f"(columns: {', '.join(map(str, columns))})")
         if len(set(features)) != len(features):
             raise ValueError("features names a column twice; expected distinct columns")
@@ -656,24 +688,120 @@ def tasks_from_frame(df, *, task="task", target="y", features=None) -> Pool:
         if clash:
             raise ValueError(f"features includes the {'task' if clash[0] == task else 'target'} column {clash[0]!r}")
     if not features:
-        raise ValueError("df has no feature columns; expected at least one besides the task and target columns")
-    ids, text = _frame_ids(_frame_column(df, kind, task), task)
-    y = _frame_numbers(_frame_column(df, kind, target), target, "target", allow_missing=True)
-    cols = [_frame_numbers(_frame_column(df, kind, f), f, "feature", allow_missing=False) for f in features]
-    single = all(c.dtype == np.float32 for c in cols) and y.dtype == np.float32
-    dtype = np.float32 if single else np.float64
-    X = np.empty((ids.shape[0], len(cols)), dtype=dtype)
-    for j, c in enumerate(cols):
-        X[:, j] = c
-    return _group(X, y.astype(dtype, copy=False), ids, text, features, True, True, "df: ")
+        raise ValueError(f"{who} has no feature columns; expected at least one besides the task and target columns")
+    return features
+
+
+def _arrow_ids(col, name, who):
+    """Task ids of an Arrow column as ``(distinct ids, code per row)`` (hashing, no sort
+    of the rows), or a text-id array ranked as :class:`Pool` says."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_dictionary(col.type):
+        col = col.cast(col.type.value_type)
+    miss = pc.is_null(col, nan_is_null=True) if pa.types.is_floating(col.type) else pc.is_null(col)
+    n_miss = pc.sum(miss).as_py() or 0
+    if n_miss:
+        i = pc.index(miss, True).as_py()
+        raise ValueError(f"{who}: column {name!r} has a missing task id at row {i} ({n_miss} rows in all); "
+                         f"expected an id on every row")
+    if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
+        raise TypeError(f"{who}: column {name!r} holds byte strings; expected integer or text task ids")
+    uniq = pc.unique(col)
+    codes = pc.index_in(col, value_set=uniq).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    values = uniq.to_numpy(zero_copy_only=False)
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type) or pa.types.is_string_view(col.type):
+        return np.asarray(values, dtype=str), codes
+    perm = np.argsort(values, kind="stable")
+    rank = np.empty(perm.size, dtype=np.int64)
+    rank[perm] = np.arange(perm.size)
+    return ("sorted", values[perm], rank[codes])
+
+
+def _arrow_matrix(table, features):
+    """The feature columns of an Arrow table as one C-contiguous (N, d) array, filled
+    a record batch at a time (each written while it is in cache), or ``None`` when the
+    columns are not all float64 or all float32 without nulls (the column-by-column
+    path then converts them and names any bad value)."""
+    import pyarrow as pa
+
+    types = {table.schema.field(f).type for f in features}
+    if len(types) != 1 or types.pop() not in (pa.float64(), pa.float32()):
+        return None
+    sub = table.select(features)
+    if any(sub.column(j).null_count for j in range(sub.num_columns)):
+        return None
+    dtype = np.float32 if sub.schema.field(0).type == pa.float32() else np.float64
+    X = np.empty((sub.num_rows, len(features)), dtype=dtype)
+    a = 0
+    for batch in sub.to_batches():
+        b = a + batch.num_rows
+        if b > a:
+            X[a:b] = np.asarray(batch.to_tensor())
+        a = b
+    if not np.isfinite(_row_sums(X)).all():
+        return None
+    return X
+
+
+# ---- .parquet ------------------------------------------------------------------------
+
+#: Rows per row group of a ``.parquet`` pool written by :func:`write_pool`: the unit
+#: :func:`fastmlr.open_parquet` reads at a time (about 34 MB of float64 at d = 32).
+ROW_GROUP_ROWS = 131072
+
+
+def _pyarrow(path):
+    """``pyarrow`` and ``pyarrow.parquet``, or a one-line error saying how to get them."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ValueError(_fmt(path, "a .parquet file needs pyarrow (pip install 'fastmlr[parquet]')")) from None
+    return pa, pq
+
+
+def _parquet_file(path):
+    """The ``pyarrow.parquet.ParquetFile`` of ``path``, or a one-line error naming it."""
+    pa, pq = _pyarrow(path)
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        msg = str(exc).replace("\n", " ")
+        raise ValueError(_fmt(path, f"not a readable .parquet file ({msg})")) from None
+
+
+def _read_parquet(path, task_col, target_col, features, allow_query):
+    """A ``.parquet`` pool: the columns named, read by pyarrow, as :func:`tasks_from_frame`
+    reads a table (float32 kept when every column read is float32)."""
+    pa, _ = _pyarrow(path)
+    pf = _parquet_file(path)
+    columns = list(pf.schema_arrow.names)
+    for col, what in ((task_col, "task"), (target_col, "target")):
+        if col not in columns:
+            raise ValueError(f"{path} has no {what} column {col!r} (columns: {', '.join(columns)})")
+    features = _feature_names(features, columns, task_col, target_col, path)
+    try:
+        table = pf.read(columns=[task_col, target_col, *features])
+    except (pa.ArrowException, OSError) as exc:
+        msg = str(exc).replace("\n", " ")
+        raise ValueError(_fmt(path, f"not a readable .parquet file ({msg})")) from None
+    if table.num_rows == 0:
+        raise ValueError(_fmt(path, "the pool has no rows"))
+    return _frame_pool(table, "arrow", task_col, target_col, features, path, allow_query)
 
 
 @quiet
 def write_pool(path, X, y, task) -> None:
-    """Write rows (X, y, task id) to ``.npz`` or ``.csv`` (replaced whole or not at all).
+    """Write rows (X, y, task id) to ``.npz``, ``.csv`` or ``.parquet`` (replaced whole
+    or not at all).
 
     A ``.csv`` has the header ``task,y,x1,...,xd``; a query row has an empty target,
     and a cell holding a comma, a quote or a line break is quoted (``csv`` module).
+    A ``.parquet`` has the same columns (a query row has a NaN target), in row groups
+    of ``ROW_GROUP_ROWS`` rows, in the order given (write a pool grouped by task to
+    read it back with :func:`fastmlr.open_parquet`).
 
     Parameters
     ----------
@@ -696,5 +824,11 @@ def write_pool(path, X, y, task) -> None:
             writer = csv.writer(fh, lineterminator="\n")
             writer.writerow(["task", "y"] + [f"x{j + 1}" for j in range(d)])
             writer.writerows(body.tolist())
+    elif ext == ".parquet":
+        pa, pq = _pyarrow(path)
+        cols = {"task": task, "y": y}
+        cols.update({f"x{j + 1}": X[:, j] for j in range(X.shape[1])})
+        with atomic_open(path, "wb") as fh:
+            pq.write_table(pa.table(cols), fh, row_group_size=ROW_GROUP_ROWS)
     else:
-        raise ValueError(_fmt(path, "unknown file type; expected a .npz or .csv output"))
+        raise ValueError(_fmt(path, "unknown file type; expected a .npz, .csv or .parquet output"))
