@@ -242,7 +242,7 @@ def test_bad_pools_and_arguments(tmp_path, capsys):
     one_line_error(capsys, ["simulate", "--k", "3", "--d", "2", "-o", str(tmp_path / "s.npz")], "k <= d")
     one_line_error(capsys, ["simulate", "--min-size", "9", "--max-size", "4", "-o", str(tmp_path / "s.npz")],
                    "below --min-size")
-    one_line_error(capsys, ["simulate", "-o", str(tmp_path / "s.parquet")], "expected a file ending in")
+    one_line_error(capsys, ["simulate", "-o", str(tmp_path / "s.txt")], "expected a file ending in")
     one_line_error(capsys, ["simulate", "--queries", "-1", "-o", str(tmp_path / "s.npz")], "non-negative")
     assert not out.exists() and not (tmp_path / "s.npz").exists()
 

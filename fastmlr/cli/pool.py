@@ -1,20 +1,21 @@
 """``fastmlr simulate | fit | predict | check``: one pool of tasks from files to a model.
 
 * ``fastmlr simulate --k 8 --d 32 --tasks 3000 -o pool.npz`` writes a seeded pool
-  (``.npz`` or ``.csv``; see :mod:`fastmlr.io`), with ``--queries Q`` extra rows
+  (``.npz``, ``.csv`` or ``.parquet``; see :mod:`fastmlr.io`), with ``--queries Q`` extra rows
   per task whose target is left missing.
 * ``fastmlr fit pool.csv --k 8 -o model.npz`` fits (``--k auto`` chooses k;
   ``--skip-query-rows`` skips rows whose target is missing, otherwise an error).  The
   model keeps the feature names (``diagnostics["features"]``; ``"features_named"`` is
-  true when they are the column names of a ``.csv``).
+  true when they are the column names of a ``.csv`` or ``.parquet``).
 * ``fastmlr predict model.npz pool.csv -o out.npz`` -- for every task: the posterior
   over components given its rows with a target, the MAP and Bayes regression vectors,
   and the predictions for its **query rows** (rows whose target is missing).  A model
-  fitted on a ``.csv`` takes the columns of a ``.csv`` by name, in any order (a
-  missing one is an error); otherwise columns go by position.  ``.npz`` output holds
-  every array; ``.csv`` output is one line per task, and the query predictions go to
-  a second ``.csv`` (``--queries-out``, default ``OUT`` with ``.queries.csv``),
-  written on every run -- header only when there are no query rows.  With
+  fitted on a ``.csv`` or ``.parquet`` takes the columns of a ``.csv`` or ``.parquet``
+  by name, in any order (a missing one is an error); otherwise columns go by
+  position.  ``.npz`` output holds every array; ``.csv`` and ``.parquet`` output is
+  one row per task, and the query predictions go to a second file of the same kind
+  (``--queries-out``, default ``OUT`` with ``.queries.csv`` or ``.queries.parquet``),
+  written on every run -- no rows when there are no query rows.  With
   ``--interval 0.9`` the query predictions get columns ``lo`` and ``hi``: the central
   90% interval of the posterior predictive (:mod:`fastmlr.predictive`).
 * ``fastmlr check pool.npz --k 8`` -- which roles the pool can fill and the paper's
@@ -114,7 +115,7 @@ def _escape_formulas(cells):
 def add_commands(sub, parents):
     """Register ``simulate``, ``fit``, ``predict`` and ``check`` (see :mod:`fastmlr.cli`)."""
 
-    p = sub.add_parser("simulate", parents=parents, help="write a seeded pool of tasks (.npz or .csv)",
+    p = sub.add_parser("simulate", parents=parents, help="write a seeded pool of tasks (.npz, .csv or .parquet)",
                        description="Sample a pool from the paper's model: most tasks tiny, sizes in [--min-size, --max-size].")
     p.add_argument("--k", type=_pos_int, default=8, help="components (default 8)")
     p.add_argument("--d", type=_pos_int, default=32, help="dimension (default 32)")
@@ -127,12 +128,12 @@ def add_commands(sub, parents):
     p.add_argument("--kind", choices=("orthonormal", "gaussian"), default="orthonormal")
     p.add_argument("--queries", type=_nonneg_int, default=0, help="extra rows per task with the target missing (default 0)")
     p.add_argument("--seed", type=_nonneg_int, default=0)
-    p.add_argument("-o", "--output", required=True, help="output .npz or .csv")
+    p.add_argument("-o", "--output", required=True, help="output .npz, .csv or .parquet")
     p.set_defaults(func=_simulate)
 
     p = sub.add_parser("fit", parents=parents, help="fit a mixture to a pool of tasks",
                        description="Fit a mixture of k linear regressions to one pool (fastmlr.fit) and save the model.")
-    p.add_argument("file", help="pool: .npz (X, y, task) or .csv")
+    p.add_argument("file", help="pool: .npz (X, y, task), .csv or .parquet")
     p.add_argument("--k", type=_k_arg, required=True, help="components, or 'auto' to choose k")
     p.add_argument("-o", "--output", required=True, help="model file (.npz)")
     p.add_argument("--whiten", choices=("auto", "yes", "no"), default="auto", help="whiten x for the start (default auto)")
@@ -149,12 +150,14 @@ def add_commands(sub, parents):
                                    "target, MAP and Bayes regression vectors, and predictions for its query rows "
                                    "(rows whose target is missing).")
     p.add_argument("model", help="model file from `fastmlr fit`")
-    p.add_argument("file", help="tasks: .npz (X, y, task; NaN y marks a query row) or .csv (empty y marks one)")
-    p.add_argument("-o", "--output", required=True, help="output .npz (every array) or .csv (one line per task)")
+    p.add_argument("file", help="tasks: .npz (X, y, task; NaN y marks a query row), .csv (empty y marks one) "
+                                "or .parquet (null or NaN y)")
+    p.add_argument("-o", "--output", required=True,
+                   help="output .npz (every array), .csv or .parquet (one row per task)")
     p.add_argument("--queries-out", default=None,
-                   help="with a .csv output only: .csv file for the query predictions (default OUTPUT with "
-                        ".queries.csv; not the output itself). Written on every run, with its header only "
-                        "when FILE has no query rows")
+                   help="with a .csv or .parquet output only: file of the same kind for the query predictions "
+                        "(default OUTPUT with .queries.csv or .queries.parquet; not the output itself). Written "
+                        "on every run, with no rows when FILE has no query rows")
     p.add_argument("--csv-escape-formulas", action="store_true",
                    help="with a .csv output: put ' before task ids starting with = + - @, tab or carriage return, "
                         "so that a spreadsheet does not read them as formulas (default: ids as read)")
@@ -168,7 +171,7 @@ def add_commands(sub, parents):
     p = sub.add_parser("check", parents=parents, help="which roles a pool can fill; the paper's conditions",
                        description="From the task sizes of FILE: which roles the pool can fill and whether it meets "
                                    "the paper's sufficient conditions up to constants.")
-    p.add_argument("file", help="pool: .npz or .csv")
+    p.add_argument("file", help="pool: .npz, .csv or .parquet")
     p.add_argument("--k", type=_pos_int, default=None, help="components (default: the largest k the pool supports)")
     p.add_argument("--json", action="store_true")
     _io_options(p)
@@ -178,7 +181,7 @@ def add_commands(sub, parents):
 def _simulate(args) -> int:
     from ..io import write_pool
 
-    _check_out(args.output, (".npz", ".csv"))
+    _check_out(args.output, (".npz", ".csv", ".parquet"))
     _check_paths((), [("-o", args.output)])
     if args.max_size < args.min_size:
         raise ValueError(f"--max-size {args.max_size} is below --min-size {args.min_size}")
@@ -212,7 +215,7 @@ def _fit(args) -> int:
     elapsed = time.perf_counter() - t0
     dg = model.diagnostics
     dg["features"] = pool.features
-    dg["features_named"] = pool.named  # column names of a .csv, or x0, x1, ... of a .npz
+    dg["features_named"] = pool.named  # column names of a .csv or .parquet, or x0, x1, ... of a .npz
     save_model(args.output, model)
     if args.json:
         print(json.dumps(dg, indent=2))
@@ -278,19 +281,19 @@ def _predict(args) -> int:
     from ..predict import posterior
 
     ext = os.path.splitext(args.output)[1].lower()
-    _check_out(args.output, (".npz", ".csv"))
+    _check_out(args.output, (".npz", ".csv", ".parquet"))
     outputs = [("-o", args.output)]
     qpath = None
-    if ext == ".csv":
-        qpath = args.queries_out or os.path.splitext(args.output)[0] + ".queries.csv"
+    if ext in (".csv", ".parquet"):
+        qpath = args.queries_out or os.path.splitext(args.output)[0] + ".queries" + ext
         qlabel = "--queries-out" if args.queries_out else "query file"
-        _check_out(qpath, (".csv",), qlabel)
+        _check_out(qpath, (ext,), qlabel)
         outputs.append((qlabel, qpath))
     elif args.queries_out is not None:
         raise ValueError(f"--queries-out {args.queries_out}: a .npz output holds the query predictions itself; "
-                         f"--queries-out goes with a .csv output")
+                         f"--queries-out goes with a .csv or .parquet output")
     if args.csv_escape_formulas and ext != ".csv":
-        raise ValueError(f"--csv-escape-formulas goes with a .csv output; -o {args.output} is a .npz file")
+        raise ValueError(f"--csv-escape-formulas goes with a .csv output; -o {args.output} is a {ext} file")
     _check_paths([("input model", args.model), ("input pool", args.file)], outputs)
     model = load_model(args.model)
     pool = _read(args, allow_query=True)
@@ -316,6 +319,11 @@ def _predict(args) -> int:
                      yhat_bayes=yhat_bayes, yhat_map=yhat_map, **bounds)
         print(f"wrote {args.output}: {pool.tasks.size} tasks, {qt.size} query predictions")
         return 0
+    if ext == ".parquet":
+        _write_parquet_predictions(args.output, qpath, pool, comp, post, beta_bayes, labels, qt, yhat_bayes,
+                                   yhat_map, bounds)
+        print(f"wrote {args.output}: {pool.tasks.size} tasks; {qpath}: {qt.size} query predictions")
+        return 0
     k = model.W.shape[0]
     head = ["task", "map_component"] + [f"post{l}" for l in range(k)] + [f"bayes_{f}" for f in labels]
     ids = pool.tasks.astype(str)
@@ -338,6 +346,27 @@ def _predict(args) -> int:
     print(f"wrote {args.output}: {pool.tasks.size} tasks; {qpath}: "
           + (f"{qt.size} query predictions" if qt.size else "no query rows (empty target), header only"))
     return 0
+
+
+def _write_parquet_predictions(path, qpath, pool, comp, post, beta_bayes, labels, qt, yhat_bayes, yhat_map,
+                               bounds):
+    """The per-task table (task, map_component, post0.., bayes_<feature>..) and the
+    query table (row, task, yhat_bayes, yhat_map[, lo, hi]) as two ``.parquet`` files,
+    published together; task ids keep their type."""
+    from .._atomic import atomic_files, atomic_open
+    from ..io import _pyarrow
+
+    pa, pq = _pyarrow(path)
+    cols = {"task": pool.tasks, "map_component": comp.astype(np.int64)}
+    cols.update({f"post{l}": post[:, l] for l in range(post.shape[1])})
+    cols.update({f"bayes_{f}": beta_bayes[:, j] for j, f in enumerate(labels)})
+    qcols = {"row": pool.query_rows, "task": pool.tasks[qt], "yhat_bayes": yhat_bayes, "yhat_map": yhat_map}
+    qcols.update(bounds)
+    with atomic_files():
+        with atomic_open(path, "wb") as fh:
+            pq.write_table(pa.table(cols), fh)
+        with atomic_open(qpath, "wb") as qh:
+            pq.write_table(pa.table(qcols), qh)
 
 
 def _check(args) -> int:
