@@ -21,7 +21,7 @@ from .stream import task_chunks
 from .subspace import MomentStats, _moment_stats
 from .tasks import TaskSet, select_tasks
 
-__all__ = ["PoolScan", "StreamScan", "scan_stream"]
+__all__ = ["PoolScan", "StreamScan", "ChunkScan", "scan_chunk", "scan_stream", "gather_tasks"]
 
 
 def _nonempty(ts: TaskSet) -> TaskSet:
@@ -104,20 +104,41 @@ class StreamScan(NamedTuple):
 
     def gather(self, idx) -> TaskSet:
         """The tasks ``idx`` (indices among the non-empty tasks, in that order), in memory."""
-        idx = np.asarray(idx, dtype=np.int64)
-        order = np.argsort(idx, kind="stable")
-        parts, got = [], []
-        for first, ts in self.chunks():
-            n_j = ts.offsets.size - 1
-            a, b = np.searchsorted(idx[order], [first, first + n_j])
-            if b > a:
-                parts.append(select_tasks(ts, idx[order[a:b]] - first))
-                got.append(order[a:b])
-        whole = _concat(parts, self.d, self.dtype)
-        # back from stream order to the order asked for
-        pos = np.empty(idx.size, dtype=np.int64)
-        pos[np.concatenate(got) if got else np.zeros(0, np.int64)] = np.arange(idx.size)
-        return select_tasks(whole, pos)
+        firsts = np.concatenate([[0], np.cumsum(self.chunk_tasks)[:-1]]).astype(np.int64)
+
+        def fetch(requests):
+            want = {int(firsts[j]): local for j, local in requests}
+            return [select_tasks(ts, want[first]) for first, ts in self.chunks() if first in want]
+
+        return gather_tasks(idx, np.column_stack([firsts, self.chunk_tasks]), fetch, self.d, self.dtype)
+
+
+def gather_tasks(idx, spans, fetch, d: int, dtype) -> TaskSet:
+    """The tasks ``idx`` of a pool held in chunks, in memory and in the order of ``idx``.
+
+    Parameters
+    ----------
+    idx : (m,) int -- indices of tasks in the pool
+    spans : (c, 2) int -- first task and number of tasks of every chunk, in pool order
+    fetch : callable -- ``fetch([(j, local), ...])``, for every chunk j holding some of
+        the tasks (in pool order) with ``local`` the sorted indices of those tasks in
+        the chunk, returns the list of their task sets (``select_tasks`` of the chunk)
+    d, dtype -- of X (for an empty result)
+    """
+    idx = np.asarray(idx, dtype=np.int64)
+    order = np.argsort(idx, kind="stable")
+    wanted = idx[order]
+    requests, got = [], []
+    for j, (first, count) in enumerate(np.asarray(spans, dtype=np.int64).reshape(-1, 2)):
+        a, b = np.searchsorted(wanted, [first, first + count])
+        if b > a:
+            requests.append((j, wanted[a:b] - first))
+            got.append(order[a:b])
+    whole = _concat(fetch(requests) if requests else [], d, dtype)
+    # back from pool order to the order asked for
+    pos = np.empty(idx.size, dtype=np.int64)
+    pos[np.concatenate(got) if got else np.zeros(0, np.int64)] = np.arange(idx.size)
+    return select_tasks(whole, pos)
 
 
 def _concat(parts, d, dtype) -> TaskSet:
@@ -128,6 +149,54 @@ def _concat(parts, d, dtype) -> TaskSet:
     return TaskSet(np.concatenate([p.X for p in parts]), np.concatenate([p.y for p in parts]), off)
 
 
+class ChunkScan(NamedTuple):
+    """The scan's statistic of a chunk of whole tasks, or of consecutive chunks: the
+    fields of :class:`StreamScan` but ``stream``.  ``a + b`` is the statistic of ``a``'s
+    tasks followed by ``b``'s (sizes concatenated, sums added, maxima taken)."""
+
+    sizes: np.ndarray
+    chunk_tasks: np.ndarray
+    d: int
+    dtype: np.dtype
+    XtX: np.ndarray
+    moment: MomentStats | None
+    yy: float
+    y_max: float
+    empty: int
+
+    def __add__(self, other):  # type: ignore[override]
+        if other.d != self.d:
+            raise ValueError(f"pool: a chunk has d = {other.d} columns but an earlier one has {self.d}; "
+                             f"expected the same d in every chunk")
+        moment = other.moment if self.moment is None else (
+            self.moment if other.moment is None else self.moment + other.moment)
+        return ChunkScan(np.concatenate([self.sizes, other.sizes]),
+                         np.concatenate([self.chunk_tasks, other.chunk_tasks]), self.d,
+                         np.dtype(np.result_type(self.dtype, other.dtype)), self.XtX + other.XtX, moment,
+                         self.yy + other.yy, max(self.y_max, other.y_max), self.empty + other.empty)
+
+
+def scan_chunk(ts: TaskSet) -> ChunkScan:
+    """The :class:`ChunkScan` of one validated chunk of whole tasks (empty tasks are
+    counted and dropped)."""
+    n_in = ts.offsets.size - 1
+    ts = _nonempty(ts)
+    d = ts.X.shape[1]
+    s = np.diff(ts.offsets).astype(np.int64)
+    XtX = np.zeros((d, d))
+    yy, y_max, moment = 0.0, 0.0, None
+    if s.size:
+        XtX += ts.X.T @ ts.X
+        y64 = ts.y.astype(np.float64, copy=False)
+        yy = float(y64 @ y64)
+        y_max = float(np.abs(y64).max())
+        two = np.flatnonzero(s >= 2)
+        if two.size:
+            moment = _moment_stats(*(ts if two.size == s.size else select_tasks(ts, two)))
+    return ChunkScan(s, np.array([s.size], dtype=np.int64), int(d), np.dtype(ts.X.dtype), XtX, moment, yy,
+                     y_max, n_in - s.size)
+
+
 def scan_stream(stream) -> StreamScan:
     """Read a stream once and return its :class:`StreamScan`.
 
@@ -136,31 +205,8 @@ def scan_stream(stream) -> StreamScan:
     ValueError
         A chunk that fails validation (named by its index), chunks of different d.
     """
-    sizes, chunk_tasks = [], []
-    XtX = None
-    moment = None
-    yy, y_max, d, dtype, empty = 0.0, 0.0, None, None, 0
+    total = None
     for ts in task_chunks(stream, role="pool"):
-        n_in = ts.offsets.size - 1
-        ts = _nonempty(ts)
-        empty += n_in - (ts.offsets.size - 1)
-        if d is None:
-            d, dtype = ts.X.shape[1], ts.X.dtype
-            XtX = np.zeros((d, d))
-        elif ts.X.dtype != dtype:
-            dtype = np.result_type(dtype, ts.X.dtype)
-        s = np.diff(ts.offsets)
-        sizes.append(s)
-        chunk_tasks.append(s.size)
-        if s.size == 0:
-            continue
-        XtX += ts.X.T @ ts.X
-        y64 = ts.y.astype(np.float64, copy=False)
-        yy += float(y64 @ y64)
-        y_max = max(y_max, float(np.abs(y64).max()))
-        two = np.flatnonzero(s >= 2)
-        if two.size:
-            part = _moment_stats(*(ts if two.size == s.size else select_tasks(ts, two)))
-            moment = part if moment is None else moment + part
-    return StreamScan(stream, np.concatenate(sizes).astype(np.int64), np.asarray(chunk_tasks, dtype=np.int64),
-                      int(d), np.dtype(dtype), XtX, moment, yy, y_max, empty)
+        part = scan_chunk(ts)
+        total = part if total is None else total + part
+    return StreamScan(stream, *total)
