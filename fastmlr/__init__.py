@@ -14,6 +14,7 @@ from .inference import standard_errors
 from .io import tasks_from_frame
 from .metrics import clustering_accuracy, parameter_error, subspace_error
 from .model import Model, load_model, save_model
+from .parquet import open_parquet
 from .pipeline import meta_learn
 from .predict import posterior, predict_params
 from .stream import open_npy_chunks
@@ -30,6 +31,7 @@ __all__ = [
     "meta_learn", "fit", "Model", "save_model", "load_model", "FallbackWarning", "standard_errors",
     # task sets
     "TaskSet", "TaskStream", "open_npy_chunks", "pack_tasks", "group_tasks", "tasks_from_frame",
+    "open_parquet",
     # the generative model, metrics and the pool check
     "make_mixture", "sample_tasks", "parameter_error", "subspace_error", "clustering_accuracy", "feasibility",
     # kernel backend and threads, for a block of code

@@ -550,9 +550,10 @@ def _missing(arr) -> np.ndarray:
     return np.zeros(arr.shape[0], dtype=bool)
 
 
-def _frame_numbers(arr, name, what, allow_missing, who="df"):
+def _frame_numbers(arr, name, what, allow_missing, who="df", first=0):
     """A numeric column as float32 (if it is float32) or float64; a missing value is
-    NaN (an error unless ``allow_missing``), an infinite one an error."""
+    NaN (an error unless ``allow_missing``), an infinite one an error.  Messages
+    number rows from ``first``."""
     kind = arr.dtype.kind
     if kind == "f":
         out = arr if arr.dtype in (np.float32, np.float64) else arr.astype(np.float64)
@@ -572,10 +573,10 @@ def _frame_numbers(arr, name, what, allow_missing, who="df"):
         nan = np.isnan(out)
         if (bad & ~nan).any():
             i = int(np.argmax(bad & ~nan))
-            raise ValueError(f"{who}: {what} column {name!r} has a non-finite value {float(out[i])} at row {i}")
+            raise ValueError(f"{who}: {what} column {name!r} has a non-finite value {float(out[i])} at row {i + first}")
         if not allow_missing:
             i = int(np.argmax(nan))
-            raise ValueError(f"{who}: {what} column {name!r} has a missing value at row {i} ({int(nan.sum())} rows "
+            raise ValueError(f"{who}: {what} column {name!r} has a missing value at row {i + first} ({int(nan.sum())} rows "
                              f"in all); expected a number on every row")
     return out
 
