@@ -223,16 +223,17 @@ def _fit_part(pdf, i, spec):
     """Partition i as (its non-empty tasks, the scan statistic or None, its task ids)."""
     with _on_worker(spec):
         pool = _frame_pool(pdf, spec)
+        if pool.offsets.size == 1:  # an empty partition
+            return _task_set(pool), None, pool.tasks
         ts = check_tasks(*_task_set(pool), role=f"pool (partition {i})")
-        if ts.offsets.size == 1:
-            return ts, None, pool.tasks
         return _nonempty(ts), scan_chunk(ts), pool.tasks
 
 
 def _pool_part(pdf, i, spec):
     """Partition i's non-empty tasks."""
     with _on_worker(spec):
-        return _nonempty(check_tasks(*_task_set(_frame_pool(pdf, spec)), role=f"pool (partition {i})"))
+        ts = _task_set(_frame_pool(pdf, spec))
+        return _nonempty(check_tasks(*ts, role=f"pool (partition {i})")) if ts.offsets.size > 1 else ts
 
 
 def _is_live(scan) -> bool:
@@ -410,7 +411,7 @@ def fit(ddf, k, *, task="task", target="y", features=None, persist=True, **fit_o
     >>> S = fastmlr.sample_tasks(W, s2, p, 8, n_tasks=300, seed=1)
     >>> df = pd.DataFrame(S.X, columns=["x0", "x1", "x2"])
     >>> df["y"], df["task"] = S.y, np.repeat(np.arange(300), 8)
-    >>> ddf = dd.from_pandas(df, npartitions=3, sort=False)
+    >>> ddf = dd.from_pandas(df.set_index("task"), npartitions=3)   # whole tasks per partition
     >>> model = fastmlr.dask.fit(ddf, 2)
     >>> model.W.shape, bool(fastmlr.parameter_error(model.W, W).max < 0.2)
     ((2, 3), True)
@@ -502,7 +503,7 @@ def meta_learn(light, heavy, light2, k, *, L=None, linkage=None, task="task", ta
     ...     S = fastmlr.sample_tasks(W, s2, p, t, n_tasks=n, seed=seed)
     ...     df = pd.DataFrame(S.X, columns=["x0", "x1", "x2", "x3"])
     ...     df["y"], df["task"] = S.y, np.repeat(np.arange(n), t)
-    ...     return dd.from_pandas(df, npartitions=2, sort=False)
+    ...     return dd.from_pandas(df.set_index("task"), npartitions=2)
     >>> m = fastmlr.dask.meta_learn(frame(4, 2000, 1), frame(32, 20, 2), frame(16, 200, 3), 2)
     >>> m.W.shape, bool(fastmlr.parameter_error(m.W, W).max < 0.2)
     ((2, 4), True)
@@ -631,7 +632,7 @@ def predict(model, ddf, *, what="tasks", task="task", target="y", features=None)
     >>> df = pd.DataFrame(S.X, columns=["x0", "x1", "x2"])
     >>> df["y"], df["task"] = S.y, np.repeat(np.arange(20), 8)
     >>> df.loc[df.index % 8 == 7, "y"] = np.nan           # the last row of every task is a query row
-    >>> ddf = dd.from_pandas(df, npartitions=2, sort=False)
+    >>> ddf = dd.from_pandas(df, chunksize=80, sort=False)  # 10 whole tasks per partition
     >>> model = fastmlr.Model(W, s2, p, np.eye(3), {})
     >>> tasks = fastmlr.dask.predict(model, ddf).compute()
     >>> list(tasks.columns[:4]), len(tasks)
