@@ -145,6 +145,18 @@ def child(mode, directory, repeat):
                    truth_loglik=float(res.loglik[-1]), fit_loglik=m.diagnostics["loglik"],
                    truth_err=float(fastmlr.parameter_error(res.W, W).max),
                    fit_err=float(fastmlr.parameter_error(m.W, W).max), rows=int(off[-1]))
+    elif mode == "choose_k":
+        t0 = time.perf_counter()
+        m = fastmlr.fit((X, y, off), k=k)
+        t_given = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        m_none = fastmlr.fit((X, y, off), k=None)
+        t_none = time.perf_counter() - t0
+        sel = m_none.diagnostics["k_selection"]
+        out.update(given_seconds=t_given, none_seconds=t_none, chosen_k=int(m_none.W.shape[0]),
+                   candidates=[(c["k"], c["bic"], c.get("em_iterations")) for c in sel["candidates"]],
+                   k_spectrum=sel["k_spectrum"], given_err=float(fastmlr.parameter_error(m.W, W).max),
+                   none_err=float(fastmlr.parameter_error(m_none.W, W).max) if m_none.W.shape[0] == k else None)
     print(json.dumps(out))
 
 
@@ -163,6 +175,7 @@ def main(argv=None):
     ap.add_argument("--exact", action="store_true", help="also exact EM (slow: k N d^2 per iteration)")
     ap.add_argument("--stream", action="store_true", help="also the float32 pool streamed from disk")
     ap.add_argument("--truth", action="store_true", help="also EM started at the true parameters")
+    ap.add_argument("--choose-k", action="store_true", help="also fit with k=None, against k given")
     ap.add_argument("--skip-time", action="store_true", help="skip the timing and memory runs")
     ap.add_argument("--dir", help="reuse (or write) the pool in this directory")
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -197,6 +210,11 @@ def main(argv=None):
         print(f"EM from the truth: loglik {e['truth_loglik']:.3f}, err {e['truth_err']:.4f};  fit: loglik "
               f"{e['fit_loglik']:.3f}, err {e['fit_err']:.4f}  (gap {(e['truth_loglik'] - e['fit_loglik']) / e['rows']:.2e} "
               f"per row, err ratio {e['fit_err'] / e['truth_err']:.3f})")
+    if args.choose_k:
+        c = run("choose_k", directory)
+        print(f"k=None: chose k = {c['chosen_k']} (spectrum {c['k_spectrum']}) in {c['none_seconds']:.1f} s, "
+              f"{c['none_seconds'] / c['given_seconds']:.2f}x the fit with k given ({c['given_seconds']:.1f} s); "
+              f"candidates (k, BIC, EM iterations) {c['candidates']}")
     if args.stream:
         f = run("float32", directory)
         s = run("stream", directory)

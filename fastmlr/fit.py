@@ -61,6 +61,7 @@ from .cluster import LINKAGES, cluster_tasks
 from .subspace import _moment_stats, top_eigenvectors
 from .model import Model
 from .scan import PoolScan, scan_stream
+from .select_k import choose_k, merge_closest
 from .stream import collect, is_stream
 from .tasks import TaskSet, as_tasks, check_k, select_tasks, takes_tasks
 
@@ -413,6 +414,25 @@ def fit(tasks, k, *, whiten="auto", linkages=(), n_seeds=None, seed=0, n_heavy=N
     seconds["subspace"] = time.perf_counter() - t0
     diag["roles"] = {"subspace_tasks": int(sub_idx.size)}
 
+    def em_from(W0, s20, p0):
+        if path == "passes":
+            return _em_passes.run_gem(pool, W0, s20, p0, S_inv, floor=floor, tol=tol, max_iter=max_iter,
+                                      progress=say)
+        return _em.run_em(ts, W0, s20, p0, tol=tol, max_iter=max_iter, stats=stats, progress=say)
+
+    def merged(fitted):
+        """EM from ``fitted`` with its two closest components merged (k - 1 components)."""
+        res, info = fitted
+        W0, s20, p0, pair = merge_closest(res.W, res.s2, res.p, S_metric)
+        kk = W0.shape[0]
+        say(f"k={kk}: EM from k={kk + 1} with components {pair[0]} and {pair[1]} merged")
+        t1 = time.perf_counter()
+        res = em_from(W0, s20, p0)
+        info = dict(info, chosen_start=f"k={kk + 1}, components {pair[0]} and {pair[1]} merged",
+                    em_iterations=int(res.loglik.size - 1), em_converged=bool(res.converged),
+                    kept_components=res.kept, seconds={"starts": 0.0, "em": time.perf_counter() - t1})
+        return res, info
+
     def fit_k(kk):
         kk = check_k(kk, upper=n, what="(the number of non-empty tasks in the pool)")
         if N <= kk * d:
@@ -433,11 +453,7 @@ def fit(tasks, k, *, whiten="auto", linkages=(), n_seeds=None, seed=0, n_heavy=N
             W0 = W0 @ T
         t3 = time.perf_counter()
         say(f"k={kk}: EM on all tasks")
-        if path == "passes":
-            res = _em_passes.run_gem(pool, W0, best.s2, best.p, S_inv, floor=floor, tol=tol,
-                                     max_iter=max_iter, progress=say)
-        else:
-            res = _em.run_em(ts, W0, best.s2, best.p, tol=tol, max_iter=max_iter, stats=stats, progress=say)
+        res = em_from(W0, best.s2, best.p)
         t4 = time.perf_counter()
         info = {"heavy_tasks": int(heavy_idx.size), "heavy_min_rows": int(sizes[heavy_idx].min()),
                 "subspace_rank": r, "starts": starts, "chosen_start": best.label,
@@ -447,9 +463,8 @@ def fit(tasks, k, *, whiten="auto", linkages=(), n_seeds=None, seed=0, n_heavy=N
         return res, info
 
     if k is None:
-        from .select_k import choose_k
-
-        k, (res, info), diag["k_selection"] = choose_k(fit_k, eig, n=n, d=d, rows=N,
+        S_metric = np.linalg.inv(S_inv)  # distances between components in the metric of x
+        k, (res, info), diag["k_selection"] = choose_k(fit_k, merged, eig, n=n, d=d, rows=N,
                                                        k_max=k_max, progress=say)
     else:
         res, info = fit_k(k)

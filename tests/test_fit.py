@@ -487,3 +487,60 @@ def test_feasibility_bad_input():
         fastmlr.feasibility(np.array([3, 4]), 2, 0)
     with pytest.raises(ValueError, match="k is 0"):
         fastmlr.feasibility(np.array([3, 4]), 0, 2)
+
+
+def test_merge_closest_merges_the_pair_of_least_lost_variance():
+    from fastmlr.select_k import merge_closest
+
+    W = np.array([[0.0, 0.0], [1.0, 0.0], [1.1, 0.0], [5.0, 5.0]])
+    s2 = np.array([1.0, 0.5, 1.5, 2.0])
+    p = np.array([0.4, 0.2, 0.2, 0.2])
+    W2, s22, p2, pair = merge_closest(W, s2, p, np.eye(2))
+    assert pair == (1, 2) and W2.shape == (3, 2)
+    np.testing.assert_allclose(W2[1], [1.05, 0.0])
+    np.testing.assert_allclose(s22[1], 1.0 + 0.25 * 0.01)  # mean variance plus the lost between-variance
+    np.testing.assert_allclose(p2, [0.4, 0.4, 0.2])
+    # the distance is measured in the metric of x: along a direction x hardly varies in,
+    # components 1 and 3 are nearly one
+    W[3] = [1.0, 5.0]
+    _, _, p2, pair = merge_closest(W, s2, p, np.diag([1e6, 1e-6]))
+    assert pair == (1, 3) and np.isclose(p2.sum(), 1.0)
+    with pytest.raises(ValueError, match="at least 2"):
+        merge_closest(W[:1], s2[:1], p[:1], np.eye(2))
+
+
+@pytest.mark.parametrize("k_spec, true_k, k_max, expect_tried", [
+    (5, 5, 32, [4, 5, 6, 7]),          # top k_spec + 2 fitted from starts, down by merges to one below 5
+    (0, 6, 10, [5, 6, 7, 8, 9, 10]),   # no eigenvalue above the noise: from k_max down
+    (2, 7, 32, [3, 4, 5, 6, 7, 8]),    # down from 4, best at the top: up one fit at a time
+])
+def test_choose_k_path(k_spec, true_k, k_max, expect_tried):
+    from fastmlr.em import EMResult
+    from fastmlr.select_k import choose_k
+
+    def loglik(kk):  # a BIC curve with its minimum at true_k
+        return -1000.0 * max(true_k - kk, 0) - 0.1 * kk
+
+    def result(kk):
+        return EMResult(np.zeros((kk, 3)), np.ones(kk), np.full(kk, 1.0 / kk), np.array([loglik(kk)]),
+                        None, True, []), {}
+
+    fitted_from_starts, merged_to = [], []
+
+    def fit_k(kk):
+        fitted_from_starts.append(kk)
+        return result(kk)
+
+    def merged(fitted):
+        kk = fitted[0].W.shape[0] - 1
+        merged_to.append(kk)
+        return result(kk)
+
+    ev = np.concatenate([np.full(k_spec, 10.0), np.full(20 - k_spec, 0.5), [-1.0]])
+    k, fitted, info = choose_k(fit_k, merged, ev, n=10_000, d=3, rows=100_000, k_max=k_max)
+    assert k == true_k == info["chosen"] and fitted[0].W.shape[0] == true_k
+    assert sorted(row["k"] for row in info["candidates"]) == expect_tried
+    assert fitted_from_starts[0] == (min(k_spec + 2, k_max) if k_spec else k_max)
+    top = fitted_from_starts[0]
+    assert merged_to == list(range(top - 1, min(top, true_k) - 2, -1))
+    assert fitted_from_starts[1:] == list(range(top + 1, max(top, true_k + 1) + 1))
