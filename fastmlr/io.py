@@ -659,6 +659,10 @@ def _frame_pool(df, kind, task, target, features, who, query_ok):
     else:
         ids, text = _frame_ids(_frame_column(df, kind, task), task, who)
     y = _frame_numbers(_frame_column(df, kind, target), target, "target", True, who)
+    if not query_ok and np.isnan(y).any():
+        query = np.isnan(y)
+        raise ValueError(f"{who}: target column {target!r} has a missing value at row {int(np.argmax(query))} "
+                         f"({int(query.sum())} rows in all); fitting needs a target on every row")
     X = _arrow_matrix(df, features) if kind == "arrow" else None
     if X is None:
         cols = [_frame_numbers(_frame_column(df, kind, f), f, "feature", False, who) for f in features]
