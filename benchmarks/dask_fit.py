@@ -1,0 +1,170 @@
+"""fastmlr.dask.fit on a Parquet pool larger than a worker's memory limit, against fit in memory.
+
+Writes a pool of ``--gb`` GB (as float64 arrays; k = 8, d = 32, tasks of 8 rows and
+every 20th of 64, ids increasing, one file per partition) under a temporary directory,
+then measures in one run, each fit in its own process or cluster:
+
+* in memory: ``pyarrow.parquet.read_table`` -> ``tasks_from_frame`` -> ``fastmlr.fit``
+  (EM in passes, as ``fit`` chooses for this pool), with one kernel thread (the share of
+  one Dask worker of one thread) and with every core;
+* ``fastmlr.dask.fit`` on a LocalCluster of 1 worker and of 2 workers (processes, one
+  thread each), from ``dask.dataframe.read_parquet``: time, each worker's peak resident
+  memory, and the largest difference in W to the in-memory fit.
+
+The 2-worker cluster gives each worker a memory limit below the pool's size (the
+partitions are persisted across the two; beyond a limit Dask spills them to disk).
+The directory is deleted at the end.
+
+    python benchmarks/dask_fit.py            # 2 GB
+    python benchmarks/dask_fit.py --gb 0.2   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+K, D = 8, 32
+
+
+def write_pool(directory: str, gb: float, files: int, seed: int = 0) -> dict:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import fastmlr
+
+    W, s2, p = fastmlr.make_mixture(K, D, seed=seed)
+    row_bytes = 8 * (D + 1)
+    rows_total = int(gb * 1e9 / row_bytes)
+    per_file = rows_total // files
+    mean_t = (19 * 8 + 64) / 20
+    first, rows = 0, 0
+    for f in range(files):
+        n = int(per_file / mean_t)
+        sizes = np.full(n, 8)
+        sizes[::20] = 64
+        S = fastmlr.sample_tasks(W, s2, p, sizes, seed=seed + 1 + f)
+        cols = {f"x{j}": S.X[:, j] for j in range(D)}
+        cols["y"] = S.y
+        cols["task"] = np.repeat(np.arange(first, first + n, dtype=np.int64), sizes)
+        pq.write_table(pa.table(cols), os.path.join(directory, f"part-{f:04d}.parquet"), row_group_size=1 << 20)
+        first += n
+        rows += int(sizes.sum())
+    size = sum(os.path.getsize(os.path.join(directory, n)) for n in os.listdir(directory))
+    return {"tasks": first, "rows": rows, "array_bytes": rows * row_bytes, "file_bytes": size, "W": W.tolist()}
+
+
+def _peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def child(mode: str, directory: str, workers: int, limit: int) -> dict:
+    import fastmlr
+
+    out: dict = {"mode": mode, "workers": workers}
+    if mode.startswith("memory"):
+        import pyarrow.parquet as pq
+
+        threads = 1 if mode == "memory1" else None
+        t0 = time.perf_counter()
+        table = pq.read_table(directory)
+        pool = fastmlr.tasks_from_frame(table)
+        del table
+        t1 = time.perf_counter()
+        with fastmlr.n_threads(threads):
+            model = fastmlr.fit(pool, K)
+        t2 = time.perf_counter()
+        out.update(read=t1 - t0, fit=t2 - t1, total=t2 - t0, peak=_peak_rss())
+    else:
+        import dask
+        import dask.dataframe as dd
+        from distributed import Client, LocalCluster
+
+        import fastmlr.dask
+
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                          memory_limit=limit) as cluster, Client(cluster) as client:
+            client.run(lambda: fastmlr.dask._kernel_threads({"": 1}))  # workers started, fastmlr imported
+            t0 = time.perf_counter()
+            ddf = dd.read_parquet(directory)
+            model = fastmlr.dask.fit(ddf, K)
+            t1 = time.perf_counter()
+            out.update(total=t1 - t0, worker_peaks=sorted(client.run(_peak_rss).values()), limit=limit,
+                       spilled=sorted(client.run(_spilled).values()))
+    out.update(W=model.W.tolist(), iterations=model.diagnostics["em_iterations"], em_path=model.diagnostics["em_path"],
+               load=os.getloadavg()[0])
+    return out
+
+
+def _spilled(dask_worker) -> int:
+    """Keys a worker holds on disk (spilled beyond its memory limit)."""
+    return len(getattr(dask_worker.data, "slow", ()))
+
+
+def run(mode, directory, workers=0, limit=0) -> dict:
+    cmd = [sys.executable, __file__, "--child", mode, directory, str(workers), str(limit)]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd="/")
+    if res.returncode:
+        sys.stderr.write(res.stderr[-3000:])
+        raise SystemExit(f"{mode} failed")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--gb", type=float, default=2.0, help="size of the pool as float64 arrays (default 2)")
+    ap.add_argument("--files", type=int, default=32, help="Parquet files (= partitions)")
+    ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        mode, directory, workers, limit = args.child
+        print(json.dumps(child(mode, directory, int(workers), int(limit))))
+        return
+    directory = tempfile.mkdtemp(prefix="dask_fit-", dir="/tmp")
+    try:
+        t0 = time.perf_counter()
+        info = write_pool(directory, args.gb, args.files)
+        pool_bytes = info["array_bytes"]
+        print(f"pool: {info['tasks']:,} tasks, {info['rows']:,} rows, k = {K}, d = {D}: "
+              f"{pool_bytes / 2**30:.2f} GiB as float64 arrays, {info['file_bytes'] / 2**30:.2f} GiB of Parquet "
+              f"in {args.files} files (written in {time.perf_counter() - t0:.0f} s; load {os.getloadavg()[0]:.2f})")
+        W_true = np.asarray(info["W"])
+        mem1 = run("memory1", directory)
+        memall = run("memory", directory)
+        one = run("dask", directory, 1, max(int(2.5 * pool_bytes), 2 << 30))
+        two = run("dask", directory, 2, max(int(0.75 * pool_bytes), 1 << 30))
+        import fastmlr
+
+        W_ref = np.asarray(mem1["W"])
+        for name, r in (("in memory, 1 thread", mem1), ("in memory, all cores", memall)):
+            print(f"{name:22s} read {r['read']:6.1f} s + fit {r['fit']:6.1f} s = {r['total']:6.1f} s, "
+                  f"peak {r['peak'] / 2**30:.2f} GiB, {r['iterations']} EM iterations ({r['em_path']}), "
+                  f"load {r['load']:.2f}")
+        for name, r in (("dask, 1 worker", one), ("dask, 2 workers", two)):
+            dW = np.abs(np.asarray(r["W"]) - W_ref).max() / np.abs(W_ref).max()
+            peaks = ", ".join(f"{v / 2**30:.2f}" for v in r["worker_peaks"])
+            print(f"{name:22s} {r['total']:6.1f} s (read, scan and fit), worker peaks {peaks} GiB "
+                  f"(limit {r['limit'] / 2**30:.2f} GiB, spilled keys {r['spilled']}), {r['iterations']} EM "
+                  f"iterations, W vs in memory {dW:.1e} relative, load {r['load']:.2f}")
+        print(f"error to the truth (max matched ||w - w*||): {fastmlr.parameter_error(W_ref, W_true).max:.3f}")
+        print(f"speedup 2 workers vs 1:            {one['total'] / two['total']:.2f}x  (target >= 1.7x)")
+        print(f"1 worker vs in memory (1 thread):  {one['total'] / mem1['total']:.2f}x  (target <= 1.3x; "
+              f"{one['total'] / mem1['fit']:.2f}x against fit alone, without reading the file)")
+        print(f"2 workers vs in memory (2 cores):  {two['total'] / memall['total']:.2f}x")
+        print(f"largest worker peak / pool size:   {max(two['worker_peaks']) / pool_bytes:.2f} (2 workers), "
+              f"{max(one['worker_peaks']) / pool_bytes:.2f} (1 worker)")
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
