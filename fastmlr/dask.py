@@ -26,7 +26,7 @@ partition's sorted task ids), and the fix is one line: ``ddf.shuffle(on="task")`
 The computations run on the active ``dask.distributed`` Client when there is one, else
 on Dask's default scheduler.  On a worker, the compiled kernels get the worker's share
 of its machine's cores (the cores divided by the threads of all workers on that host)
-and BLAS one thread.  A worker lost during a fit is survived: Dask recomputes its
+and BLAS one thread, under the kernel backend in force where the call was made.  A worker lost during a fit is survived: Dask recomputes its
 partitions (and the responsibilities it held) from the source, and the sums, added in
 the same tree, give the same result.
 
@@ -48,7 +48,7 @@ import numpy as np
 
 from . import _threads
 from ._parallel import _concurrent_kernels_ok, single_blas
-from .backend import n_threads
+from .backend import get_backend, n_threads, use_backend
 from .classify import ClassifyResult, classify_chunk
 from .cluster import cluster_tasks
 from .em_passes import curvature_chunk, e_chunk, pass_stats
@@ -88,6 +88,7 @@ class _Spec(NamedTuple):
     target: object
     features: list
     plan: dict  # host -> threads of all workers on it ("" : the local scheduler's threads)
+    backend: str  # the kernel backend in force where the call was made
 
 
 def _spec(ddf, name, task, target, features) -> _Spec:
@@ -108,7 +109,7 @@ def _spec(ddf, name, task, target, features) -> _Spec:
         features = [c for c in columns if c != task and c != target]
     elif isinstance(features, (str, bytes)) or not hasattr(features, "__iter__"):
         raise TypeError(f"features is {type(features).__name__}; expected a list of column names")
-    return _Spec(task, target, list(features), _thread_plan(dask))
+    return _Spec(task, target, list(features), _thread_plan(dask), get_backend())
 
 
 def _thread_plan(dask) -> dict:
@@ -149,10 +150,11 @@ def _kernel_threads(plan: dict) -> int:
 
 @contextlib.contextmanager
 def _on_worker(spec: _Spec):
-    """Run a partition's statistic with its share of the cores and one BLAS thread (and
-    one kernel call at a time in a process whose Numba threading layer cannot run two)."""
+    """Run a partition's statistic under the caller's kernel backend, with its share of
+    the cores and one BLAS thread (and one kernel call at a time in a process whose
+    Numba threading layer cannot run two)."""
     lock = contextlib.nullcontext() if _concurrent_kernels_ok() else _KERNEL_LOCK
-    with lock, n_threads(_kernel_threads(spec.plan)), single_blas():
+    with lock, use_backend(spec.backend), n_threads(_kernel_threads(spec.plan)), single_blas():
         yield
 
 

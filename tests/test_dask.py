@@ -238,6 +238,18 @@ def test_bad_arguments(client):
                              _ddf([df]), what="rows")
 
 
+def test_workers_run_the_callers_backend(client):
+    """The kernel backend in force at the call is the workers' too (float32 results of
+    the NumPy reference kernels differ from the compiled ones in the last bits)."""
+    _, df = _frame(seed=20, n=300, dtype="float32")
+    parts = _split(df, [100])
+    for backend in ("numpy", "numba"):
+        with fastmlr.use_backend(backend):
+            got = fastmlr.dask.fit(_ddf(parts), K)
+            ref = fastmlr.fit(_stream(parts), K)
+        np.testing.assert_allclose(got.W, ref.W, rtol=1e-10, atol=0)
+
+
 def test_kernel_threads_share_the_host(client):
     """Each worker's kernels get the host's cores divided by the threads of its workers."""
     plan = fastmlr.dask._thread_plan(dask)
