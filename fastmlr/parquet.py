@@ -15,7 +15,7 @@ import numpy as np
 
 from . import _config
 from ._validation import check_int, quiet
-from .io import _feature_names, _frame_numbers, _parquet_file, _pyarrow, _row_sums
+from .io import _arrow_matrix, _feature_names, _frame_numbers, _parquet_file, _pyarrow
 from .tasks import TaskStream
 
 __all__ = ["open_parquet"]
@@ -122,13 +122,10 @@ def _batch_arrays(batch, task, target, features, dtype, path, first):
     ids = col.to_numpy(zero_copy_only=False)
     y = _frame_numbers(batch.column(1).to_numpy(zero_copy_only=False), target, "target", True, path, first)
     sub = batch.select(list(range(2, batch.num_columns)))
-    X = None
-    if len({f.type for f in sub.schema}) == 1 and sub.schema.field(0).type in (pa.float32(), pa.float64()) \
-            and not any(c.null_count for c in sub.columns):
-        X = np.asarray(sub.to_tensor()).astype(dtype, copy=False)
-        if not np.isfinite(_row_sums(X)).all():
-            X = None
-    if X is None:
+    X = _arrow_matrix(sub, features)
+    if X is not None:
+        X = X.astype(dtype, copy=False)
+    else:
         X = np.empty((batch.num_rows, len(features)), dtype=dtype)
         for j, name in enumerate(features):
             X[:, j] = _frame_numbers(sub.column(j).to_numpy(zero_copy_only=False), name, "feature", False, path,

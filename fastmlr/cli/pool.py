@@ -155,9 +155,9 @@ def add_commands(sub, parents):
     p.add_argument("-o", "--output", required=True,
                    help="output .npz (every array), .csv or .parquet (one row per task)")
     p.add_argument("--queries-out", default=None,
-                   help="with a .csv or .parquet output only: file of the same kind for the query predictions "
+                   help="with a .csv or .parquet output only: file for the query predictions, of the same kind "
                         "(default OUTPUT with .queries.csv or .queries.parquet; not the output itself). Written "
-                        "on every run, with no rows when FILE has no query rows")
+                        "on every run, with its header only when FILE has no query rows")
     p.add_argument("--csv-escape-formulas", action="store_true",
                    help="with a .csv output: put ' before task ids starting with = + - @, tab or carriage return, "
                         "so that a spreadsheet does not read them as formulas (default: ids as read)")
@@ -291,7 +291,7 @@ def _predict(args) -> int:
         outputs.append((qlabel, qpath))
     elif args.queries_out is not None:
         raise ValueError(f"--queries-out {args.queries_out}: a .npz output holds the query predictions itself; "
-                         f"--queries-out goes with a .csv or .parquet output")
+                         f"--queries-out goes with a .csv output (or a .parquet one)")
     if args.csv_escape_formulas and ext != ".csv":
         raise ValueError(f"--csv-escape-formulas goes with a .csv output; -o {args.output} is a {ext} file")
     _check_paths([("input model", args.model), ("input pool", args.file)], outputs)
