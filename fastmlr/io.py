@@ -712,6 +712,13 @@ def _arrow_ids(col, name, who):
                          f"expected an id on every row")
     if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
         raise TypeError(f"{who}: column {name!r} holds byte strings; expected integer or text task ids")
+    if pa.types.is_integer(col.type) or pa.types.is_floating(col.type):
+        values = col.to_numpy()
+        if values.size and np.all(values[1:] >= values[:-1]):  # sorted by id: runs, no hashing
+            change = values[1:] != values[:-1]
+            inverse = np.zeros(values.size, dtype=np.int64)
+            np.cumsum(change, out=inverse[1:])
+            return ("sorted", values[np.concatenate([[0], np.flatnonzero(change) + 1])], inverse)
     uniq = pc.unique(col)
     codes = pc.index_in(col, value_set=uniq).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
     values = uniq.to_numpy(zero_copy_only=False)

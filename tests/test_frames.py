@@ -169,3 +169,13 @@ def test_import_fastmlr_imports_no_frame_library(tmp_path):
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "[]"
+
+
+def test_unsorted_ids_give_the_same_pool_in_every_frame(sim):
+    order = np.random.default_rng(7).permutation(sim["task"].size)
+    df = frame(sim).iloc[order].reset_index(drop=True)
+    want = fastmlr.tasks_from_frame(df)
+    assert not np.all(np.diff(df["task"].to_numpy()) >= 0)
+    for kind, f in every_frame(df).items():
+        same_pool(fastmlr.tasks_from_frame(f), want)
+    np.testing.assert_array_equal(want.X, frame(sim)[["x1", "x2", "x3"]].to_numpy()[order][want.rows])
