@@ -572,7 +572,8 @@ def _frame_numbers(arr, name, what, allow_missing, who="df", first=0):
         nan = np.isnan(out)
         if (bad & ~nan).any():
             i = int(np.argmax(bad & ~nan))
-            raise ValueError(f"{who}: {what} column {name!r} has a non-finite value {float(out[i])} at row {i + first}")
+            raise ValueError(f"{who}: {what} column {name!r} has a non-finite value {float(out[i])} at row {i + first}; "
+                             f"expected finite numbers")
         if not allow_missing:
             i = int(np.argmax(nan))
             raise ValueError(f"{who}: {what} column {name!r} has a missing value at row {i + first} ({int(nan.sum())} rows "

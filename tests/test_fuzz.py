@@ -1446,13 +1446,68 @@ def test_fork_after_a_call_works_or_names_the_fix(backend, which, n, threads):
         assert got == parent
 
 
+FRAME_FAULTS = ("none", "nan_feature", "inf_feature", "missing_id", "text_feature", "no_target", "float32", "shuffled")
+
+
+@fuzz(raw=raw_tasks(min_t=2), fault=st.sampled_from(FRAME_FAULTS), kind=st.sampled_from(["pandas", "polars", "arrow",
+                                                                                         "parquet"]),
+      row=st.integers(0, 10**6))
+def test_tasks_from_frame_and_open_parquet(raw, fault, kind, row):
+    """A frame (or a .parquet of it) of a valid pool gives the pool of group_tasks, bit for bit;
+    one bad cell or column is refused naming the column."""
+    pd = pytest.importorskip("pandas")
+    X, y, off = (np.asarray(a) for a in raw[:3])
+    if X.ndim != 2 or X.shape[0] == 0 or X.dtype.kind not in "fiu" or y.shape != (X.shape[0],):
+        return
+    X, y = X.astype(np.float64), y.astype(np.float64)
+    if not (np.isfinite(X).all() and np.isfinite(y).all()):
+        return
+    ids = np.repeat(np.arange(off.size - 1), np.diff(off))
+    df = pd.DataFrame({"task": ids, "y": y, **{f"x{j}": X[:, j] for j in range(X.shape[1])}})
+    r = row % X.shape[0]
+    if fault == "nan_feature":
+        df.loc[r, "x0"] = np.nan
+    elif fault == "inf_feature":
+        df.loc[r, "x0"] = np.inf
+    elif fault == "missing_id":
+        df["task"] = df["task"].astype(object)
+        df.loc[r, "task"] = None
+    elif fault == "text_feature":
+        df["x0"] = "a"
+    elif fault == "no_target":
+        df = df.drop(columns="y")
+    elif fault == "float32":
+        df = df.astype({c: np.float32 for c in df.columns if c != "task"})
+    elif fault == "shuffled" and kind != "parquet":
+        df = df.iloc[np.random.default_rng(row).permutation(len(df))].reset_index(drop=True)
+    names = ["df", "task", "x0", "y", "task id", "path", "parquet"]
+    if kind == "parquet":
+        pa = pytest.importorskip("pyarrow")
+        path = os.path.join(_TMP, f"frame_{os.getpid()}.parquet")
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path)
+        ok, res = attempt(lambda: fastmlr.stream.collect(fastmlr.open_parquet(path, max_rows=7)), names=names + [path],
+                          must_fail=fault not in ("none", "float32", "shuffled"))
+    else:
+        frame = {"pandas": lambda d: d, "polars": lambda d: pytest.importorskip("polars").from_pandas(d),
+                 "arrow": lambda d: pytest.importorskip("pyarrow").Table.from_pandas(d, preserve_index=False)}[kind](df)
+        ok, res = attempt(fastmlr.tasks_from_frame, frame, names=names,
+                          must_fail=fault not in ("none", "float32", "shuffled"))
+    if ok:
+        want = fastmlr.group_tasks(df[[c for c in df.columns if c.startswith("x")]].to_numpy(), df["y"].to_numpy(),
+                                   df["task"].to_numpy())
+        for a, b in zip(res[:3], want):
+            same(np.asarray(a), np.asarray(b))
+
+
 FUZZED = {
     "available_backends", "get_backend", "n_threads", "set_backend", "use_backend",
     "classify_tasks", "cluster_tasks", "distance_matrix", "clustering_accuracy", "match_components",
     "parameter_error", "subspace_error", "meta_learn", "log_likelihoods", "posterior", "predict_params",
     "estimate_subspace", "second_moment", "make_mixture", "sample_tasks", "check_tasks", "group_tasks",
     "pack_tasks", "fit", "feasibility", "save_model", "load_model", "moment_stats", "open_npy_chunks",
-    "standard_errors",
+    "standard_errors", "tasks_from_frame", "open_parquet",
 }
 
 
