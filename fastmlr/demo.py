@@ -37,7 +37,6 @@ def _prediction_mse(new, tau, W, s2, p, method):
     return float(np.mean(resid**2))
 
 
-@quiet
 def _warm_up(dtype):
     """Run every step of the demo once on a tiny problem of the same dtype, so that the
     kernels are compiled (or loaded from Numba's on-disk cache) before any stage is
@@ -55,6 +54,7 @@ def _warm_up(dtype):
         _prediction_mse(new, TAUS[0], m.W, m.s2, m.p, method)
 
 
+@quiet
 def run_demo(*, k=32, d=256, seed=0, scale=1.0, dtype="float64", progress=None) -> dict:
     """Sample the paper's Figure 2 setting, run Algorithm 1 and measure it.
 
