@@ -85,7 +85,6 @@ def child(mode: str, directory: str, workers: int, limit: int) -> dict:
         t2 = time.perf_counter()
         out.update(read=t1 - t0, fit=t2 - t1, total=t2 - t0, peak=_peak_rss())
     else:
-        import dask
         import dask.dataframe as dd
         from distributed import Client, LocalCluster
 

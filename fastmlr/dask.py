@@ -40,7 +40,7 @@ import contextlib
 import functools
 import threading
 import time
-from operator import add, getitem
+from operator import add
 from typing import NamedTuple
 from urllib.parse import urlparse
 
