@@ -140,7 +140,7 @@ def main():
         mem1 = run("memory1", directory)
         memall = run("memory", directory)
         one = run("dask", directory, 1, max(int(2.5 * pool_bytes), 2 << 30))
-        two = run("dask", directory, 2, max(int(0.75 * pool_bytes), 1 << 30))
+        two = run("dask", directory, 2, max(int(0.9 * pool_bytes), 1 << 30))
         import fastmlr
 
         W_ref = np.asarray(mem1["W"])
