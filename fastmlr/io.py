@@ -642,9 +642,10 @@ def tasks_from_frame(df, *, task="task", target="y", features=None) -> Pool:
     return _frame_pool(df, kind, task, target, features, "df", True)
 
 
-def _frame_pool(df, kind, task, target, features, who, query_ok):
+def _frame_pool(df, kind, task, target, features, who, query_ok, X=None):
     """:func:`tasks_from_frame` of a frame of ``kind``; ``who`` names it in messages
-    (``df``, or a file), ``query_ok`` lets rows with a missing target be query rows."""
+    (``df``, or a file), ``query_ok`` lets rows with a missing target be query rows;
+    ``X``: the feature columns already read, checked, into rows."""
     columns = _frame_columns(df, kind)
     for col, what in ((task, "task"), (target, "target")):
         if col not in columns:
@@ -652,7 +653,8 @@ def _frame_pool(df, kind, task, target, features, who, query_ok):
                              f"pass {what}= the name of the column")
     if task == target:
         raise ValueError(f"task and target are both {task!r}; expected two different columns")
-    features = _feature_names(features, columns, task, target, who)
+    if X is None:
+        features = _feature_names(features, columns, task, target, who)
     if kind == "arrow":
         ids = _arrow_ids(df.column(task), task, who)
         text = False
@@ -663,7 +665,8 @@ def _frame_pool(df, kind, task, target, features, who, query_ok):
         query = np.isnan(y)
         raise ValueError(f"{who}: target column {target!r} has a missing value at row {int(np.argmax(query))} "
                          f"({int(query.sum())} rows in all); fitting needs a target on every row")
-    X = _arrow_matrix(df, features) if kind == "arrow" else None
+    if X is None and kind == "arrow":
+        X = _arrow_matrix(df, features)
     if X is None:
         cols = [_frame_numbers(_frame_column(df, kind, f), f, "feature", False, who) for f in features]
         dtype = np.float32 if all(c.dtype == np.float32 for c in cols) and y.dtype == np.float32 else np.float64
@@ -826,14 +829,55 @@ def _read_parquet(path, task_col, target_col, features, allow_query):
         if col not in columns:
             raise ValueError(f"{path} has no {what} column {col!r} (columns: {', '.join(columns)})")
     features = _feature_names(features, columns, task_col, target_col, path)
+    if pf.metadata.num_rows == 0:
+        raise ValueError(_fmt(path, "the pool has no rows"))
     try:
+        got = _parquet_rows(pf, task_col, target_col, features)
+        if got is not None:
+            X, table = got
+            return _frame_pool(table, "arrow", task_col, target_col, features, path, allow_query, X=X)
         table = pf.read(columns=[task_col, target_col, *features])
     except (pa.ArrowException, OSError) as exc:
         msg = str(exc).replace("\n", " ")
         raise ValueError(_fmt(path, f"not a readable .parquet file ({msg})")) from None
-    if table.num_rows == 0:
-        raise ValueError(_fmt(path, "the pool has no rows"))
     return _frame_pool(table, "arrow", task_col, target_col, features, path, allow_query)
+
+
+def _parquet_rows(pf, task_col, target_col, features):
+    """The features of a ``.parquet`` pool as one (N, d) array, each row group copied
+    into its rows while the next is read (on another thread), with the task and target
+    columns as a table; or ``None`` when a feature column is not float64/float32 or
+    holds a null or a non-finite value (the whole-table path then names it)."""
+    import pyarrow as pa
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    schema = pf.schema_arrow
+    types = [schema.field(f).type for f in features]
+    if any(t not in (pa.float64(), pa.float32()) for t in types):
+        return None
+    dtype = np.float32 if all(t == pa.float32() for t in types) else np.float64
+    X = np.empty((pf.metadata.num_rows, len(features)), dtype=dtype)
+    keep = []
+    a = 0
+    columns = [task_col, target_col, *features]
+    with ThreadPoolExecutor(1) as reader:
+        ahead = reader.submit(pf.read_row_group, 0, columns=columns) if pf.num_row_groups else None
+        for g in range(pf.num_row_groups):
+            table = ahead.result()
+            if g + 1 < pf.num_row_groups:
+                ahead = reader.submit(pf.read_row_group, g + 1, columns=columns)
+            sub = table.select(features)
+            if any(sub.column(j).null_count for j in range(sub.num_columns)):
+                return None
+            b = a + table.num_rows
+            if not _fill_rows(X[a:b], [[c.to_numpy() for c in batch.columns] for batch in sub.to_batches()]):
+                return None
+            keep.append(table.select([task_col, target_col]))
+            a = b
+    if a != X.shape[0]:
+        return None
+    return X, pa.concat_tables(keep)
 
 
 @quiet
