@@ -31,10 +31,10 @@ def _run(ts, W0, s20, p0, **kw):
                              floor=_em.s2_floor(ts), **kw)
 
 
-@pytest.mark.parametrize("omega", [1.0, em_passes.OMEGA])
-def test_loglik_never_decreases_from_a_poor_start(omega):
+@pytest.mark.parametrize("omega, accelerate", [(1.0, False), (1.8, False), (1.0, True), (1.8, True)])
+def test_loglik_never_decreases_from_a_poor_start(omega, accelerate):
     _, ts = _pool()
-    res = _run(ts, *_start(ts, 4), tol=0.0, max_iter=60, omega=omega)
+    res = _run(ts, *_start(ts, 4), tol=0.0, max_iter=60, omega=omega, accelerate=accelerate)
     steps = np.diff(res.loglik)
     # a generalized EM step cannot lower the likelihood (round-off of the sums aside)
     assert steps.min() >= -1e-9 * abs(res.loglik[-1]), steps.min()
@@ -57,6 +57,25 @@ def test_fixed_point_is_exact_ems():
     ll, RT = _em._e_step(ts, np.diff(ts.offsets).astype(float), res.W, res.s2, res.p)
     assert np.allclose(RT.T, res.resp, atol=1e-10)
     assert ll == pytest.approx(res.loglik[-1], rel=1e-12)
+
+
+def test_extrapolation_reaches_the_same_optimum_in_fewer_passes():
+    """SQUAREM's extrapolated points are kept only when they do not lower the likelihood;
+    with and without them EM ends at the same optimum, with them in fewer passes."""
+    _, ts = _pool(k=6, d=24, n=4000)
+    start = _start(ts, 6, seed=5)
+    lines = []
+    fast = _run(ts, *start, tol=1e-10, max_iter=3000, progress=lines.append)
+    slow = _run(ts, *start, tol=1e-10, max_iter=3000, accelerate=False)
+    assert fast.converged and slow.converged
+    kept = [line for line in lines if "extrapolated" in line]
+    assert kept, "no extrapolated point was kept"
+    assert len(fast.loglik) < 0.8 * len(slow.loglik), (len(fast.loglik), len(slow.loglik))
+    assert np.diff(fast.loglik).min() >= -1e-9 * abs(fast.loglik[-1])
+    N = ts.offsets[-1]
+    assert abs(fast.loglik[-1] - slow.loglik[-1]) <= 1e-6 * N
+    perm = fastmlr.metrics.match_components(fast.W, slow.W)
+    assert np.abs(fast.W[perm] - slow.W).max() <= 1e-3 * np.abs(slow.W).max()
 
 
 def test_one_pass_is_one_exact_line_search():
