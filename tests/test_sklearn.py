@@ -96,10 +96,33 @@ def test_bad_arguments_are_named(data):
 #: cannot be fitted on, so it does not apply.
 APPLICABLE = ["check_parameters_default_constructible", "check_no_attributes_set_in_init",
               "check_get_params_invariance", "check_set_params", "check_estimator_cloneable",
-              "check_estimator_repr", "check_estimator_tags_renamed", "check_valid_tag_types"]
+              "check_estimator_repr", "check_estimator_tags_renamed", "check_valid_tag_types",
+              "check_do_not_raise_errors_in_init_or_set_params", "check_mixin_order"]
 
 
 @pytest.mark.parametrize("name", APPLICABLE)
 def test_scikit_learn_checks_that_apply(name):
     check = getattr(estimator_checks, name)
     check(type(MixtureRegressor()).__name__, MixtureRegressor())
+
+
+def _messages(exc):
+    out = []
+    while exc is not None:
+        out.append(str(exc))
+        exc = exc.__cause__ or exc.__context__
+    return " | ".join(out)
+
+
+def test_every_other_scikit_learn_check_fails_only_for_want_of_groups():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = estimator_checks.check_estimator(MixtureRegressor(k=2), on_fail=None)
+    passed = {r["check_name"] for r in results if r["status"] == "passed"}
+    assert set(APPLICABLE) <= passed
+    failed = [r for r in results if r["status"] == "failed"]
+    assert failed, "every check passed: the estimator no longer needs groups, so more checks apply"
+    for r in failed:
+        assert "groups" in _messages(r["exception"]), f"{r['check_name']}: {_messages(r['exception'])}"
