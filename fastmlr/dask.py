@@ -301,7 +301,7 @@ class _DaskPool(NamedTuple):
         return _DaskPasses(self.scan, k)
 
 
-class DaskScan:
+class _DaskScan:
     """A pool in the partitions of a Dask DataFrame, scanned once: what
     :func:`fastmlr.fit` needs (a :class:`fastmlr.scan.PoolScan`).
 
@@ -335,7 +335,7 @@ class DaskScan:
         return _DaskPool(self, int(self.sizes.size), self.N)
 
 
-def scan(ddf, *, task="task", target="y", features=None, persist=True, name="ddf") -> DaskScan:
+def _scan(ddf, *, task="task", target="y", features=None, persist=True, name="ddf") -> _DaskScan:
     """Read a Dask DataFrame once: its scan statistics, its partitions as task sets.
 
     See :func:`fit` for the parameters; the partitions stay on the workers (``persist``).
@@ -361,7 +361,7 @@ def scan(ddf, *, task="task", target="y", features=None, persist=True, name="ddf
                           np.zeros((d, d)), None, 0.0, 0.0, 0)
     parts = [tss[j] for j in live]
     keep = np.asarray(total.chunk_tasks) > 0
-    return DaskScan(total._replace(chunk_tasks=total.chunk_tasks[keep]), [p for p, kk in zip(parts, keep) if kk],
+    return _DaskScan(total._replace(chunk_tasks=total.chunk_tasks[keep]), [p for p, kk in zip(parts, keep) if kk],
                     spec)
 
 
@@ -424,7 +424,7 @@ def fit(ddf, k, *, task="task", target="y", features=None, persist=True, **fit_o
                          f"em_path='passes' (or 'auto'), which reads its partitions once per pass")
     from .fit import fit as _fit
 
-    return _fit(scan(ddf, task=task, target=target, features=features, persist=persist), k, **fit_options)
+    return _fit(_scan(ddf, task=task, target=target, features=features, persist=persist), k, **fit_options)
 
 
 # ---------------------------------------------------------------- meta_learn
