@@ -1,4 +1,5 @@
-"""Pools of tasks from files and frames: ``.npz``, ``.csv``, DataFrames and Arrow tables.
+"""Pools of tasks from files and frames: ``.npz``, ``.csv``, ``.parquet``, DataFrames and
+Arrow tables.
 
 * ``.npz``: arrays ``X`` (N, d), ``y`` (N,) and ``task`` (N,) -- one task id per row
   (integers or strings; byte strings are read as UTF-8 text).  Other arrays in the
@@ -10,6 +11,10 @@
   ``NA``/``NaN`` are missing values.  Task ids are text: each distinct cell (leading
   and trailing spaces removed) is one task, so ``7``, ``07`` and ``+7`` are three tasks,
   and ids are written back exactly as read.
+* ``.parquet`` (pyarrow): the same columns as a ``.csv``, read as a table is (below);
+  task ids keep their type (integers stay integers).  ``.csv`` files are read by
+  pyarrow's multi-threaded reader too when it is installed; a file that reader cannot
+  read by the rules above goes to the exact reader, which names the row and column.
 * a pandas or polars DataFrame, or a pyarrow Table (:func:`tasks_from_frame`): columns
   by name, task ids of any type kept as they are.  pandas, polars and pyarrow are
   optional: nothing here imports them; a frame is read through its own methods.
@@ -49,7 +54,8 @@ class Pool(NamedTuple):
     Attributes
     ----------
     X : (N, d) float64, or float32 when every feature and the target were float32 in
-        a frame -- training rows, grouped by task (tasks in sorted-id order)
+        a frame or a ``.parquet`` -- training rows, grouped by task (tasks in sorted-id
+        order)
     y : (N,) same dtype as X
     offsets : (n + 1,) int64 -- task i is rows offsets[i]:offsets[i+1]
     tasks : (n,) -- the task ids, sorted.  Ids of a ``.npz`` and non-text ids of a
