@@ -10,7 +10,8 @@ gives each task its roles by its size:
    ``sqrt(k)`` up to logarithms), the largest first, at most ``max_heavy`` of them
    (default ``max(500, 125 k)``);
    if fewer than ``8 k`` tasks are that large, the ``8 k`` largest tasks with
-   ``t >= 2`` are used.  ``n_heavy`` overrides the count.
+   ``t >= 2`` are used, and every other task as large as the last of them (Figure 2's
+   tasks of 32 rows at k = 48: all of them, not 8 k = 384 of 1,920 equal tasks).  ``n_heavy`` overrides the count.
 3. **Starts in the subspace** (:mod:`fastmlr.starts`) -- the heavy tasks are clustered
    in U's coordinates: weighted k-means++ on their projected estimates (``n_seeds``
    seeds) and, if asked, the paper's linkage clustering (Algorithm 3, ``linkages``).
@@ -61,6 +62,7 @@ from .cluster import LINKAGES, cluster_tasks
 from .subspace import _moment_stats, top_eigenvectors
 from .model import Model
 from .scan import PoolScan, scan_stream
+from .repair import repair
 from .select_k import choose_k, merge_closest
 from .stream import collect, is_stream
 from .tasks import TaskSet, as_tasks, check_k, select_tasks, takes_tasks
@@ -164,6 +166,8 @@ def choose_heavy(sizes: np.ndarray, k: int, *, n_heavy=None, max_heavy=2000) -> 
         raise ValueError(f"max_heavy is {max_heavy} but k is {k}; the heavy set needs at least k tasks, "
                          f"so use max_heavy >= {k}")
     count = int((sizes >= heavy_min_rows(k)).sum())
+    if count < 8 * k and eligible > 8 * k:  # the 8 k largest, with every task as large as the last
+        count = int((sizes >= max(sizes[order[8 * k - 1]], 2)).sum())
     count = min(max(count, 8 * k), max_heavy, eligible)
     if count < k:
         raise ValueError(
@@ -447,15 +451,19 @@ def fit(tasks, k, *, whiten="auto", linkages=(), n_seeds=None, seed=0, n_heavy=N
         t1 = time.perf_counter()
         say(f"k={kk}: starts in the subspace")
         starts: list = []
-        best = _projected_starts(heavy_tasks(heavy_idx), U, sizes, kk, heavy_idx, linkages, seeds, seed, starts)
+        heavy = heavy_tasks(heavy_idx)
+        best = _projected_starts(heavy, U, sizes, kk, heavy_idx, linkages, seeds, seed, starts)
         W0 = best.V @ U.T
         if whitened:
             W0 = W0 @ T
         t3 = time.perf_counter()
         say(f"k={kk}: EM on all tasks")
         res = em_from(W0, best.s2, best.p)
+        moves: list = []
+        if kk >= 3:
+            res, moves = repair(res, heavy, sizes, em_from, T=T if whitened else None, progress=say)
         t4 = time.perf_counter()
-        info = {"heavy_tasks": int(heavy_idx.size), "heavy_min_rows": int(sizes[heavy_idx].min()),
+        info = {"heavy_tasks": int(heavy_idx.size), "heavy_min_rows": int(sizes[heavy_idx].min()), "split_moves": moves,
                 "subspace_rank": r, "starts": starts, "chosen_start": best.label,
                 "em_iterations": int(res.loglik.size - 1),
                 "em_converged": bool(res.converged), "kept_components": res.kept,

@@ -198,5 +198,10 @@ def test_progress_and_logging_report_every_pass(caplog):
     with caplog.at_level("INFO", logger="fastmlr"):
         m = fastmlr.fit(ts, 3, em_path="passes", progress=lines.append)
     passes = [ln for ln in lines if ln.startswith("EM pass")]
-    assert len(passes) == m.diagnostics["em_iterations"] + 1
+    starts = [i for i, ln in enumerate(passes) if ln.startswith("EM pass 0:")]
+    moves = m.diagnostics["split_moves"]  # each move tried is one more EM run
+    assert len(starts) == 1 + len(moves)
+    runs = [passes[a:b] for a, b in zip(starts, starts[1:] + [len(passes)])]
+    kept = [0] + [j + 1 for j, move in enumerate(moves) if move["kept"]]
+    assert len(runs[kept[-1]]) == m.diagnostics["em_iterations"] + 1  # the run returned
     assert [r.getMessage() for r in caplog.records if r.name == "fastmlr"] == lines

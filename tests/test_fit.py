@@ -229,7 +229,10 @@ def test_whitening_on_anisotropic_features():
     np.testing.assert_allclose(T @ S @ T, np.eye(d), atol=1e-8)
     off = fastmlr.fit(X2, ts.y, ts.offsets, k, whiten=False)
     assert not off.diagnostics["whitening"]["applied"]
-    assert fastmlr.parameter_error(off.W, W2).max > 3 * err  # the spectral start needs isotropy
+    # the spectral start needs isotropy: without whitening it misses, and EM reaches the
+    # optimum only through the split moves after it
+    assert not m.diagnostics["split_moves"]
+    assert any(move["kept"] for move in off.diagnostics["split_moves"]), off.diagnostics["split_moves"]
 
 
 @pytest.mark.parametrize("k, d, n, seed", [(3, 10, 600, 0), (5, 16, 1500, 1), (1, 8, 300, 2)])
