@@ -25,6 +25,9 @@ gives each task its roles by its size:
    every task (softly: Algorithm 4's rule with the prior, as posterior weights), and
    each M-step refits every component by weighted least squares.
 
+5. **Split moves** (:mod:`fastmlr.repair`) -- a component whose residuals among the
+   heavy tasks show two regimes is split and EM runs on; kept when it ends higher.
+
 The spectral steps are what put EM near the global optimum; EM is what makes the
 estimate use every example.  Measured on pools of 3,000-6,000 tasks of 4-32 rows
 (k = 8, d = 32), the linkage clusterings put nearly every heavy task in one cluster,
