@@ -106,7 +106,8 @@ def child(mode, directory, repeat):
                    meta_learn_err=float(fastmlr.parameter_error(ml.W, W).max),
                    fit_err=float(fastmlr.parameter_error(m.W, W).max), loglik=m.diagnostics["loglik"],
                    em_iterations=m.diagnostics["em_iterations"], em_path=m.diagnostics["em_path"],
-                   fit_stage_seconds=m.diagnostics["seconds"], W=m.W.tolist())
+                   fit_stage_seconds=m.diagnostics["seconds"], W=m.W.tolist(),
+                   split_moves=[(mv["split"], mv["kept"]) for mv in m.diagnostics["split_moves"]])
         if mode == "time":
             z = np.repeat(np.load(f"{directory}/z.npy"), sizes)
             Wo = np.stack([np.linalg.lstsq(X[z == l], y[z == l], rcond=None)[0] for l in range(k)])
@@ -192,7 +193,7 @@ def main(argv=None):
         t = run("time", directory, args.repeat)
         print(f"meta_learn {t['meta_learn_seconds']:.1f} s, max err {t['meta_learn_err']:.3f}")
         print(f"fit        {t['fit_seconds']:.1f} s, max err {t['fit_err']:.3f}  ({t['em_iterations']} EM iterations, "
-              f"{t['em_path']}); stages {json.dumps({k: round(v, 2) for k, v in t['fit_stage_seconds'].items()})}")
+              f"{t['em_path']}, split moves {t['split_moves']}); stages {json.dumps({k: round(v, 2) for k, v in t['fit_stage_seconds'].items()})}")
         print(f"fit / meta_learn: {t['fit_seconds'] / t['meta_learn_seconds']:.1f}x;  oracle err {t['oracle_err']:.3f}, "
               f"fit / oracle {t['fit_err'] / t['oracle_err']:.2f}x")
         m = run("memory", directory)
