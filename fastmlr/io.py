@@ -37,6 +37,7 @@ import numpy as np
 from ._atomic import atomic_open
 from ._npz import ZIP_ERRORS, MemberError, read_members
 from ._validation import quiet
+from .tasks import missing_values
 
 __all__ = ["Pool", "read_pool", "write_pool", "tasks_from_frame", "MISSING"]
 
@@ -528,7 +529,7 @@ def _frame_ids(arr, name, who="df"):
     -------
     ids : (N,) array, text : bool -- whether the ids are text
     """
-    miss = _missing(arr)
+    miss = missing_values(arr)
     if miss.any():
         i = int(np.argmax(miss))
         raise ValueError(f"{who}: column {name!r} has a missing task id at row {i} ({int(miss.sum())} rows in all); "
@@ -540,19 +541,6 @@ def _frame_ids(arr, name, who="df"):
             raise TypeError(f"{who}: column {name!r} holds byte strings; expected integer or text task ids "
                             f"(decode them first)")
     return arr, arr.dtype.kind == "U"
-
-
-def _missing(arr) -> np.ndarray:
-    """(N,) bool: NaN, NaT, or None/NaN/NA in an object array."""
-    kind = arr.dtype.kind
-    if kind in "fc":
-        return np.isnan(arr)
-    if kind in "mM":
-        return np.isnat(arr)
-    if kind == "O":
-        return np.fromiter((v is None or v != v or type(v).__name__ in ("NAType", "NaTType") for v in arr.tolist()),
-                           dtype=bool, count=arr.size)
-    return np.zeros(arr.shape[0], dtype=bool)
 
 
 def _frame_numbers(arr, name, what, allow_missing, who="df", first=0):
@@ -648,17 +636,22 @@ def tasks_from_frame(df, *, task="task", target="y", features=None) -> Pool:
     return _frame_pool(df, kind, task, target, features, "df", True)
 
 
-def _frame_pool(df, kind, task, target, features, who, query_ok, X=None):
-    """:func:`tasks_from_frame` of a frame of ``kind``; ``who`` names it in messages
-    (``df``, or a file), ``query_ok`` lets rows with a missing target be query rows;
-    ``X``: the feature columns already read, checked, into rows."""
-    columns = _frame_columns(df, kind)
+def _check_columns(columns, task, target, who) -> None:
+    """Refuse a task or target column that ``columns`` lacks, or one column for both."""
     for col, what in ((task, "task"), (target, "target")):
         if col not in columns:
             raise ValueError(f"{who} has no {what} column {col!r} (columns: {', '.join(map(str, columns))}); "
                              f"pass {what}= the name of the column")
     if task == target:
         raise ValueError(f"task and target are both {task!r}; expected two different columns")
+
+
+def _frame_pool(df, kind, task, target, features, who, query_ok, X=None):
+    """:func:`tasks_from_frame` of a frame of ``kind``; ``who`` names it in messages
+    (``df``, or a file), ``query_ok`` lets rows with a missing target be query rows;
+    ``X``: the feature columns already read, checked, into rows."""
+    columns = _frame_columns(df, kind)
+    _check_columns(columns, task, target, who)
     if X is None:
         features = _feature_names(features, columns, task, target, who)
     if kind == "arrow":

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import _config
 from ._validation import check_int, quiet
-from .io import _arrow_matrix, _feature_names, _frame_numbers, _parquet_file, _pyarrow
+from .io import _arrow_matrix, _check_columns, _feature_names, _frame_numbers, _parquet_file, _pyarrow
 from .tasks import TaskStream
 
 __all__ = ["open_parquet"]
@@ -88,12 +88,7 @@ def open_parquet(path, *, task="task", target="y", features=None, allow_query=Fa
     pa, _ = _pyarrow(path)
     schema = _parquet_file(path).schema_arrow
     columns = list(schema.names)
-    for col, what in ((task, "task"), (target, "target")):
-        if col not in columns:
-            raise ValueError(f"{path} has no {what} column {col!r} (columns: {', '.join(map(str, columns))}); "
-                             f"pass {what}= the name of the column")
-    if task == target:
-        raise ValueError(f"task and target are both {task!r}; expected two different columns")
+    _check_columns(columns, task, target, path)
     features = _feature_names(features, columns, task, target, path)
     single = all(schema.field(c).type == pa.float32() for c in (target, *features))
     dtype = np.float32 if single else np.float64

@@ -508,7 +508,7 @@ def group_tasks(X, y, task_ids) -> TaskSet:
         raise ValueError(f"task_ids has {ids.shape[0]} entries but X has shape {X.shape}; expected one id per row of X")
     if ids.size == 0:
         raise ValueError("task_ids is empty; expected at least one row")
-    missing = _missing_ids(ids)
+    missing = missing_values(ids)
     if missing.any():  # np.unique would merge every NaN into one task (or keep each apart)
         i = int(np.argmax(missing))
         raise ValueError(f"task_ids has a missing id ({ids[i]!r}) at row {i} ({int(missing.sum())} rows in all); "
@@ -526,17 +526,18 @@ def group_tasks(X, y, task_ids) -> TaskSet:
     return check_tasks(X[order], y[order], offsets)
 
 
-def _missing_ids(ids: np.ndarray) -> np.ndarray:
-    """(N,) bool: which ids are missing values (NaN, NaT, or None in an object array)."""
-    kind = ids.dtype.kind
+def missing_values(arr: np.ndarray) -> np.ndarray:
+    """(N,) bool: which entries are missing (NaN, NaT, or None, NaN, ``pd.NA`` or
+    ``pd.NaT`` in an object array)."""
+    kind = arr.dtype.kind
     if kind in "fc":
-        return np.isnan(ids)
+        return np.isnan(arr)
     if kind in "mM":
-        return np.isnat(ids)
+        return np.isnat(arr)
     if kind == "O":
-        return np.fromiter((v is None or (isinstance(v, (float, complex, np.floating, np.complexfloating)) and v != v)
-                            for v in ids), dtype=bool, count=ids.size)
-    return np.zeros(ids.size, dtype=bool)
+        return np.fromiter((v is None or v != v or type(v).__name__ in ("NAType", "NaTType") for v in arr.tolist()),
+                           dtype=bool, count=arr.size)
+    return np.zeros(arr.shape[0], dtype=bool)
 
 
 def chunk_bounds(offsets: np.ndarray, max_rows: int) -> np.ndarray:
