@@ -339,7 +339,7 @@ def _read_csv_arrow(path, task_col, target_col, features):
     sub = table.select(list(range(2, 2 + len(features))))
     if any(sub.column(j).null_count for j in range(sub.num_columns)):
         return None
-    X = np.empty((table.num_rows, len(features)), dtype=np.float64)
+    X = _arrow_owned((table.num_rows, len(features)), np.float64)
     if not _fill_rows(X, [[c.to_numpy() for c in batch.columns] for batch in sub.to_batches()]):
         return None
     uniq = pc.unique(ids)
@@ -747,11 +747,21 @@ def _arrow_matrix(table, features):
     if any(sub.column(j).null_count for j in range(sub.num_columns)):
         return None
     dtype = np.float32 if all(t == pa.float32() for t in types) else np.float64
-    X = np.empty((sub.num_rows, len(features)), dtype=dtype)
+    X = _arrow_owned((sub.num_rows, len(features)), dtype)
     batches = sub.to_batches() if hasattr(sub, "to_batches") else [sub]
     if not _fill_rows(X, [[c.to_numpy() for c in batch.columns] for batch in batches]):
         return None
     return X
+
+
+def _arrow_owned(shape, dtype):
+    """An uninitialised C-contiguous array in memory from pyarrow's allocator, which
+    keeps freed pages for its next tables: a pool read after another one reuses the
+    memory of the first instead of faulting in fresh pages (as a table read does)."""
+    import pyarrow as pa
+
+    n = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    return np.frombuffer(pa.allocate_buffer(max(n, 1)), dtype=dtype, count=int(np.prod(shape))).reshape(shape)
 
 
 #: Rows copied at a time from columns into a row-major matrix: a block of the matrix
@@ -856,7 +866,7 @@ def _parquet_rows(pf, task_col, target_col, features):
     if any(t not in (pa.float64(), pa.float32()) for t in types):
         return None
     dtype = np.float32 if all(t == pa.float32() for t in types) else np.float64
-    X = np.empty((pf.metadata.num_rows, len(features)), dtype=dtype)
+    X = _arrow_owned((pf.metadata.num_rows, len(features)), dtype)
     keep = []
     a = 0
     columns = [task_col, target_col, *features]
@@ -919,3 +929,4 @@ def write_pool(path, X, y, task) -> None:
             pq.write_table(pa.table(cols), fh, row_group_size=ROW_GROUP_ROWS)
     else:
         raise ValueError(_fmt(path, "unknown file type; expected a .npz, .csv or .parquet output"))
+
