@@ -57,7 +57,7 @@ from .lstsq import NormalEquations, VARIANCES, solve_classes
 from .model import Model
 from .pipeline import MetaLearnResult
 from .residuals import class_sse
-from .scan import ChunkScan, _concat, _nonempty, gather_tasks, scan_chunk
+from .scan import ChunkScan, _concat, _nonempty, gather_tasks, scan_chunk, second_moment_chunk
 from .subspace import moment_stats, top_eigenvectors
 from .tasks import TaskSet, check_k, check_tasks, select_tasks
 from ._validation import check_params, check_sums, quiet
@@ -247,6 +247,11 @@ def _e_part(ts, prm, spec):
         return e_chunk(ts, *prm)
 
 
+def _second_moment_part(ts, first_row, stride, spec):
+    with _on_worker(spec):
+        return second_moment_chunk(ts.X, first_row, stride)
+
+
 def _curvature_part(ts, out, D, spec):
     with _on_worker(spec):
         return curvature_chunk(ts, out[1], D)
@@ -258,11 +263,13 @@ def _params(*arrays):
 
 class _DaskPasses:
     """EM's passes over the partitions: each partition's responsibilities stay on the
-    worker that holds it (persisted beside it), only the statistics come back."""
+    worker that holds it (persisted beside it), only the statistics come back.  One
+    round trip per E-pass; the responsibilities of the last accepted point are kept
+    there too (the curvature pass of a line search reads them)."""
 
     def __init__(self, scan, k: int):
         self.scan = scan
-        self.outs = None
+        self.outs = self.kept = None
 
     def e_pass(self, W, s2, p):
         dask = _dask()
@@ -274,21 +281,21 @@ class _DaskPasses:
         total = dask.compute(_tree_sum([o[0] for o in self.outs]))[0]
         return pass_stats(total, *W.shape)
 
+    def keep(self) -> None:
+        self.kept = self.outs
+
     def curvature(self, D):
         dask = _dask()
         from dask import delayed
 
         Dp = delayed(np.asarray, pure=True)(D)
         terms = [delayed(_curvature_part, pure=True)(ts, o, Dp, self.scan.spec)
-                 for ts, o in zip(self.scan.parts, self.outs)]
+                 for ts, o in zip(self.scan.parts, self.kept)]
         return dask.compute(_tree_sum(terms))[0]
-
-    def moved(self, a) -> None:
-        pass
 
     def resp(self) -> np.ndarray:
         dask = _dask()
-        R = dask.compute(*[o[1] for o in self.outs])
+        R = dask.compute(*[o[1] for o in self.kept])
         return np.concatenate(R) if R else np.zeros((0, 0))
 
 
@@ -311,7 +318,7 @@ class _DaskScan:
     """
 
     def __init__(self, total: ChunkScan, parts: list, spec: _Spec):
-        (self.sizes, self.chunk_tasks, self.d, self.dtype, self.XtX, self.moment, self.yy, self.y_max,
+        (self.sizes, self.chunk_tasks, self.d, self.dtype, self.moment, self.yy, self.y_max,
          self.empty) = total
         self.parts = parts
         self.spec = spec
@@ -320,6 +327,18 @@ class _DaskScan:
     @property
     def N(self) -> int:
         return int(self.sizes.sum())
+
+    def second_moment(self, stride: int) -> np.ndarray:
+        """(d, d): ``sum x x^T`` over the rows whose index in the pool is a multiple of
+        ``stride``, summed on the workers (one round trip)."""
+        dask = _dask()
+        from dask import delayed
+
+        rows = np.add.reduceat(self.sizes, self.firsts) if self.sizes.size else np.zeros(0, np.int64)
+        first_rows = np.concatenate([[0], np.cumsum(rows)[:-1]]).astype(np.int64)
+        terms = [delayed(_second_moment_part, pure=True)(ts, int(a), int(stride), self.spec)
+                 for ts, a in zip(self.parts, first_rows)]
+        return dask.compute(_tree_sum(terms))[0] if terms else np.zeros((self.d, self.d))
 
     def gather(self, idx) -> TaskSet:
         dask = _dask()
@@ -358,7 +377,7 @@ def _scan(ddf, *, task="task", target="y", features=None, persist=True, name="dd
     if total is None:
         d = len(spec.features)
         total = ChunkScan(np.zeros(0, np.int64), np.zeros(0, np.int64), d, np.dtype(np.float64),
-                          np.zeros((d, d)), None, 0.0, 0.0, 0)
+                          None, 0.0, 0.0, 0)
     parts = [tss[j] for j in live]
     keep = np.asarray(total.chunk_tasks) > 0
     return _DaskScan(total._replace(chunk_tasks=total.chunk_tasks[keep]), [p for p, kk in zip(parts, keep) if kk],

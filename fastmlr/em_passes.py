@@ -3,25 +3,29 @@
 For pools whose per-task statistics X_i^T X_i do not fit in memory (many tasks, large
 d) and for pools read from disk.  Exact EM's M-step needs k weighted Gram matrices
 ``X^T diag(rho_l) X`` (k N d^2 per iteration: 43 s per iteration at k = 32, d = 256 and
-850,000 rows).  Here each iteration reads the rows twice and costs three products of
-size N x d x k instead:
+850,000 rows).  Here an iteration reads the rows once and costs two products of size
+N x d x k instead, both formed while a block of rows is in cache:
 
-1. **E-pass** at (W, s2, p): per block of whole tasks, the predictions ``P = X W^T``,
-   each task's residual sums, its log-joint and responsibilities ``R`` (n, k), and the
-   additive statistics ``G_l = X^T rho_l (y - X w_l)`` (the negative half-gradient of
-   component l's weighted residual sum, rho_l the responsibilities spread over rows),
-   ``rows_l = sum_i R_il t_i``, ``rss_l = sum_i R_il SSE_il``, ``sum_i R_il`` and the
-   log-likelihood.
-2. **Curvature pass** along ``D_l = S^{-1} G_l / rows_l`` (S the pooled second moment of
-   x, which the weighted Gram matrices resemble, so the direction is nearly Newton's):
-   ``c_l = D_l^T X^T diag(rho_l) X D_l`` from ``Q = X D^T``.
+**E-pass** at (W, s2, p): per block of whole tasks, the predictions ``P = X W^T``,
+each task's residual sums, its log-joint and responsibilities ``R`` (n, k), and the
+additive statistics ``G_l = X^T rho_l (y - X w_l)`` (the negative half-gradient of
+component l's weighted residual sum, rho_l the responsibilities spread over rows),
+``rows_l = sum_i R_il t_i``, ``rss_l = sum_i R_il SSE_il``, ``sum_i R_il`` and the
+log-likelihood.
 
-Then ``w_l += omega * a_l D_l`` with ``a_l = D_l.G_l / c_l`` the exact minimizer of the
-weighted residual sum along D_l, its new value ``rss_l - (2 omega - omega^2) a_l D_l.G_l``
-known in closed form, ``s2_l = rss_l / rows_l`` and ``p_l = mean_i R_il``.  For any
-``0 < omega < 2`` the step lowers every component's weighted residual sum, so the
-expected complete-data log-likelihood rises: a generalized EM, whose log-likelihood
-never decreases.  ``omega > 1`` over-relaxes the step (``OMEGA``).  Its fixed points are exact EM's (there G = 0).
+**Step** along ``D_l = S^{-1} G_l / rows_l`` (S the pooled second moment of x): if
+component l's weighted Gram matrix were ``rows_l S`` (as it is on average when the
+responsibilities do not depend on x), its weighted residual sum would be
+``rss_l - 2 a D_l.G_l + a^2 D_l.G_l`` at ``w_l + a D_l``, lowest at ``a = 1``.  So
+``w_l += omega D_l``, ``s2_l = (rss_l - (2 omega - omega^2) D_l.G_l) / rows_l`` and
+``p_l = mean_i R_il``, with no pass over the rows; the next E-pass checks the step.
+Should the log-likelihood fall there (the weighted Gram matrix far from ``rows_l S``
+along D_l), the step is taken again with exact line search: a **curvature pass**
+``c_l = D_l^T X^T diag(rho_l) X D_l`` at the kept responsibilities gives
+``a_l = D_l.G_l / c_l``, the exact minimizer of the weighted residual sum along D_l,
+which lowers every component's weighted residual sum, so the expected complete-data
+log-likelihood rises (a generalized EM).  Either way the log-likelihood never
+decreases, and the fixed points are exact EM's (there G = 0).
 
 EM's approach to its optimum is linear and slow where components overlap (the gain per
 row falls by a factor of about 0.7 per iteration on Figure 2's pool).  Every two steps,
@@ -31,14 +35,11 @@ d = 32-256 it took 15-25% fewer products of N x d x k to a log-likelihood as hig
 higher than the over-relaxed steps alone (``omega = 1.8``, which, under
 extrapolation, did worse than plain steps).
 
-An in-memory float64 pool keeps ``P = X W^T`` and ``Q = X D^T`` between passes
-(``CACHE_MAX_BYTES``): the next E-pass then forms ``X (W + a D)^T = P + a Q`` without a
-product, and an iteration costs two products of N x d x k.
-
 Every pass is a sum over blocks of whole tasks (run on several threads, each with
 single-threaded BLAS, added in a fixed order: the bits do not depend on the thread
 count), so the same passes run over arrays in memory or over a stream of chunks read
-from disk, keeping only (n, k) responsibilities and k x d state.
+from disk, keeping only (n, k) responsibilities (of the last E-pass and of the last
+accepted point) and k x d state.
 """
 
 from __future__ import annotations
@@ -54,10 +55,12 @@ from .em import EMResult
 from .likelihood import log_joint
 from .tasks import TaskSet, chunk_bounds, slice_tasks
 
-__all__ = ["OMEGA", "CACHE_MAX_BYTES", "PassStats", "Pool", "LocalPasses", "array_pool", "e_chunk",
+__all__ = ["OMEGA", "PassStats", "Pool", "LocalPasses", "array_pool", "e_chunk",
            "curvature_chunk", "pass_stats", "run_gem"]
 
-#: Over-relaxation of the W step (0 < OMEGA < 2 keeps EM monotone).  Without
+#: Over-relaxation of the W step, in units of the predicted step length (0 < OMEGA < 2
+#: lowers the weighted residual sums when the prediction holds).  Measured with exact
+#: line search along D in every step: without
 #: extrapolation, 1.8 took 17 iterations where 1.0 took 26 (k = 32, d = 256, Figure 2's
 #: pool with 1/16 of its light tasks); with SQUAREM's extrapolation (the default) 1.0
 #: took the fewest products: 22, 27 and 81 against 24, 31 and 86 at 1.4 and 26, 34 and
@@ -94,8 +97,7 @@ class PassStats(NamedTuple):
 class Pool(NamedTuple):
     """A re-readable pool: ``chunks()`` yields ``(first_task, TaskSet)`` for consecutive
     chunks of whole tasks, the same every time; ``n`` tasks, ``N`` rows, ``t`` (n,)
-    float64 task sizes; ``in_memory``: one chunk of float64 arrays, whose predictions
-    may be kept between passes.
+    float64 task sizes.
 
     :func:`run_gem` takes any object with ``n``, ``N`` and ``passes(k)`` (see
     :class:`LocalPasses`); ``fastmlr.dask`` gives one whose chunks stay on the workers."""
@@ -104,7 +106,6 @@ class Pool(NamedTuple):
     n: int
     N: int
     t: np.ndarray
-    in_memory: bool = False
 
     def passes(self, k: int) -> "LocalPasses":
         """The two passes of :func:`run_gem` over this pool, for k components."""
@@ -114,44 +115,23 @@ class Pool(NamedTuple):
 def array_pool(ts: TaskSet) -> Pool:
     """A :class:`Pool` over validated arrays in memory (one chunk)."""
     t = np.diff(ts.offsets).astype(np.float64)
-    return Pool(lambda: iter([(0, ts)]), int(t.size), int(ts.offsets[-1]), t, ts.X.dtype == np.float64)
-
-
-#: Largest pair of (N, k) prediction arrays (``X W^T`` and ``X D^T``) kept between the
-#: passes of an in-memory float64 pool.  With them an iteration costs two products of
-#: N x d x k instead of three: the E-pass updates ``X W^T`` by ``a X D^T`` (exact up to
-#: a rounding per iteration) instead of forming it again.
-CACHE_MAX_BYTES = 3 << 29  # 1.5 GiB
-
-
-class _Cache:
-    """``P = X W^T`` and ``Q = X D^T`` (N, k) of an in-memory pool, and the step ``a``
-    (k,) that takes P to the current W (None: P is current, or nothing is kept)."""
-
-    def __init__(self, pool: Pool, k: int):
-        self.on = pool.in_memory and 16.0 * pool.N * k <= CACHE_MAX_BYTES
-        self.P = np.empty((pool.N, k)) if self.on else None
-        self.Q = np.empty((pool.N, k)) if self.on else None
-        self.step = None
-
-
-_OFF = _Cache.__new__(_Cache)  # no kept predictions: the passes of a chunk on its own
-_OFF.on, _OFF.P, _OFF.Q, _OFF.step = False, None, None, None
+    return Pool(lambda: iter([(0, ts)]), int(t.size), int(ts.offsets[-1]), t)
 
 
 def _blocks(ts: TaskSet) -> np.ndarray:
     return chunk_bounds(ts.offsets, max(1, _BLOCK_BYTES // (ts.X.shape[1] * ts.X.itemsize)))
 
 
-def e_chunk(ts: TaskSet, W, s2, p, R_out=None, cache: _Cache = _OFF):
-    """The E-pass statistic of one chunk of whole (non-empty) tasks.
+def e_chunk(ts: TaskSet, W, s2, p, R_out=None):
+    """The E-pass statistic of one chunk of whole (non-empty) tasks.  Each block of rows
+    is read from memory once: its predictions ``X W^T`` and the product of its weighted
+    residuals with X are formed while it is in cache.
 
     Parameters
     ----------
     ts : TaskSet -- validated, every task with at least one row
     W : (k, d), s2 : (k,), p : (k,) -- the current mixture
     R_out : (n_chunk, k) float64 array, optional -- where to write the responsibilities
-    cache : kept predictions of an in-memory pool (one chunk: its rows are the chunk's)
 
     Returns
     -------
@@ -171,15 +151,7 @@ def e_chunk(ts: TaskSet, W, s2, p, R_out=None, cache: _Cache = _OFF):
     def block(b):
         part = slice_tasks(*ts, bounds[b], bounds[b + 1])
         lo, hi = bounds[b], bounds[b + 1]
-        if cache.on:
-            a, z = ts.offsets[bounds[b]], ts.offsets[bounds[b + 1]]
-            if cache.step is None:
-                cache.P[a:z] = part.X @ Wt
-            else:  # X (W + a D)^T from the kept X W^T and X D^T
-                cache.P[a:z] += cache.Q[a:z] * cache.step
-            P = cache.P[a:z]  # read only: the residuals below go to a new array
-        else:
-            P = part.X @ Wt  # (m, k), BLAS in the data's precision
+        P = part.X @ Wt  # (m, k), BLAS in the data's precision
         sse = kern.residual_sums(P, part.y, part.offsets)  # (nb, k) float64
         t = t_all[lo:hi]
         lj = log_joint(sse, t, s2, p)
@@ -191,7 +163,7 @@ def e_chunk(ts: TaskSet, W, s2, p, R_out=None, cache: _Cache = _OFF):
         R_out[lo:hi] = R
         out = np.empty(width)
         out[0] = float((np.log(tot) + m).sum())
-        P = np.subtract(part.y[:, None], P, out=None if cache.on else P)  # residuals, weighted by R
+        P = np.subtract(part.y[:, None], P, out=P)  # residuals, weighted by R
         P *= np.repeat(R.astype(P.dtype, copy=False), np.diff(part.offsets), axis=0)
         out[1:1 + k * d] = (P.T @ part.X).ravel()
         out[1 + k * d:1 + k * d + k] = t @ R
@@ -208,7 +180,7 @@ def pass_stats(total: np.ndarray, k: int, d: int) -> PassStats:
                      total[1 + k * d + k:1 + k * d + 2 * k], total[1 + k * d + 2 * k:])
 
 
-def curvature_chunk(ts: TaskSet, R, D, cache: _Cache = _OFF) -> np.ndarray:
+def curvature_chunk(ts: TaskSet, R, D) -> np.ndarray:
     """(k,) ``D_l^T X^T diag(rho_l) X D_l`` over one chunk of whole tasks, ``R``
     (n_chunk, k) its responsibilities from :func:`e_chunk`."""
     k = D.shape[0]
@@ -220,8 +192,6 @@ def curvature_chunk(ts: TaskSet, R, D, cache: _Cache = _OFF) -> np.ndarray:
     def block(b):
         part = slice_tasks(*ts, bounds[b], bounds[b + 1])
         Q = part.X @ Dt
-        if cache.on:
-            cache.Q[ts.offsets[bounds[b]]:ts.offsets[bounds[b + 1]]] = Q
         qq = kern.residual_sums(Q, zero[:Q.shape[0]], part.offsets)  # per task sum of (x.d_l)^2
         return np.einsum("ik,ik->k", R[bounds[b]:bounds[b + 1]], qq)
 
@@ -229,36 +199,35 @@ def curvature_chunk(ts: TaskSet, R, D, cache: _Cache = _OFF) -> np.ndarray:
 
 
 class LocalPasses:
-    """The passes of :func:`run_gem` over a :class:`Pool` read in this process: the
-    responsibilities (n, k) kept here, and the predictions of an in-memory pool.
+    """The passes of :func:`run_gem` over a :class:`Pool` read in this process.
 
-    ``e_pass(W, s2, p)`` -> PassStats; ``curvature(D)`` -> (k,) at the last E-pass's
-    responsibilities; ``moved(a)``: W became ``W + a D`` (D of the last curvature pass);
-    ``resp()`` -> (n, k) of the last E-pass.
+    ``e_pass(W, s2, p)`` -> PassStats, its responsibilities held as the last E-pass's;
+    ``keep()``: the last E-pass's point is accepted (its responsibilities become the
+    kept ones); ``curvature(D)`` -> (k,) at the kept responsibilities; ``resp()`` -> the
+    kept (n, k).
     """
 
     def __init__(self, pool: Pool, k: int):
         self.pool = pool
-        self.cache = _Cache(pool, k)
         self.R = np.empty((pool.n, k))
+        self._last = np.empty((pool.n, k))
 
     def e_pass(self, W, s2, p) -> PassStats:
         k, d = W.shape
         total = np.zeros(1 + k * d + 3 * k)
         for first, ts in self.pool.chunks():
             n_j = ts.offsets.size - 1
-            total += e_chunk(ts, W, s2, p, self.R[first:first + n_j], self.cache)[0]
-        self.cache.step = None
+            total += e_chunk(ts, W, s2, p, self._last[first:first + n_j])[0]
         return pass_stats(total, k, d)
+
+    def keep(self) -> None:
+        self.R, self._last = self._last, self.R
 
     def curvature(self, D) -> np.ndarray:
         total = np.zeros(D.shape[0])
         for first, ts in self.pool.chunks():
-            total += curvature_chunk(ts, self.R[first:first + ts.offsets.size - 1], D, self.cache)
+            total += curvature_chunk(ts, self.R[first:first + ts.offsets.size - 1], D)
         return total
-
-    def moved(self, a) -> None:
-        self.cache.step = a
 
     def resp(self) -> np.ndarray:
         return self.R
@@ -327,23 +296,38 @@ def run_gem(pool: Pool, W, s2, p, S_inv, *, floor, tol=2e-6, max_iter=300, omega
     kept: set = set()
     passes = pool.passes(k)
 
-    def step(st, W):
-        """One GEM step from the iterate whose E-pass gave ``st``."""
+    def direction(st):
+        """D (k, d) and D.G (k,) at the iterate whose E-pass gave ``st``."""
         ok = st.rows > d  # as exact EM: a component with no more than d weighted rows keeps its w
         kept.update(int(l) for l in np.flatnonzero(~ok))
         D = (st.G @ Sinv) / np.maximum(st.rows, 1e-300)[:, None]
         D[~ok] = 0.0
+        return D, np.einsum("ld,ld->l", D, st.G)
+
+    def variances(rss, rows):
+        return np.maximum(np.where(rows > 0, rss / np.maximum(rows, 1e-300), floor), floor)
+
+    def quick_step(st, W):
+        """The step whose length S predicts: the variances at the current W, then W along D
+        by ``omega`` (the exact line search's length when the weighted Gram matrix of a
+        component is ``rows_l S``).  No pass over the rows."""
+        D, dg = direction(st)
+        rss = np.maximum(st.rss - (2.0 * omega - omega * omega) * dg, 0.0)
+        return W + omega * D, variances(rss, st.rows), st.resp / pool.n
+
+    def line_search_step(st, W):
+        """The step of exact line search along D: one curvature pass at the kept
+        responsibilities.  It lowers every component's weighted residual sum, so the
+        log-likelihood cannot fall."""
+        D, dg = direction(st)
         curv = passes.curvature(D)
-        dg = np.einsum("ld,ld->l", D, st.G)
         a = np.where(curv > 0, dg / np.where(curv > 0, curv, 1.0), 0.0)
-        a *= omega
-        passes.moved(a)
         rss = np.maximum(st.rss - 2.0 * a * dg + a * a * curv, 0.0)
-        s2 = np.maximum(np.where(st.rows > 0, rss / np.maximum(st.rows, 1e-300), floor), floor)
-        return W + a[:, None] * D, s2, st.resp / pool.n
+        return W + a[:, None] * D, variances(rss, st.rows), st.resp / pool.n
 
     def accept(st, note=""):
         """Record an iterate; True when EM has converged there."""
+        passes.keep()
         history.append(st.loglik)
         it = len(history) - 1
         if progress is not None:
@@ -357,22 +341,25 @@ def run_gem(pool: Pool, W, s2, p, S_inv, *, floor, tol=2e-6, max_iter=300, omega
     since = 0  # GEM steps since the last extrapolation
     while not converged and len(history) <= max_iter:
         t0 = theta
-        theta = step(st, theta[0])
+        theta = quick_step(st, theta[0])
         if accelerate and since == 1:
-            t2 = theta
-            t3, length = _extrapolate(t_prev, t0, t2, ALPHA_MAX)
+            t3, length = _extrapolate(t_prev, t0, theta, ALPHA_MAX)
             since = 0
             if length > 1.0:
-                passes.moved(None)  # a jump: the kept predictions are not along D
                 st3 = passes.e_pass(*t3)
                 if st3.loglik >= history[-1]:
                     theta, st = t3, st3
                     converged = accept(st, f" (extrapolated, step {length:.2g})")
                     continue
-                passes.moved(None)  # back to t2 from a refused jump
         else:
             since += 1
         t_prev = t0
-        st = passes.e_pass(*theta)
-        converged = accept(st)
+        st1 = passes.e_pass(*theta)
+        note = ""
+        if st1.loglik < history[-1]:  # the predicted length overshot: search the line instead
+            theta = line_search_step(st, t0[0])
+            st1 = passes.e_pass(*theta)
+            note = " (line search)"
+        st = st1
+        converged = accept(st, note)
     return EMResult(theta[0], theta[1], theta[2], np.asarray(history), passes.resp(), converged, sorted(kept))

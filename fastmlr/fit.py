@@ -64,7 +64,7 @@ from .starts import kmeans_pp, projected_em, projected_em_batch, split_merge
 from .cluster import LINKAGES, cluster_tasks
 from .subspace import _moment_stats, top_eigenvectors
 from .model import Model
-from .scan import PoolScan, scan_stream
+from .scan import PoolScan, moment_stride, scan_stream, second_moment_chunk
 from .repair import repair
 from .select_k import choose_k, merge_closest
 from .stream import collect, is_stream
@@ -136,6 +136,21 @@ def whitening_transform(X, *, tol=WHITEN_TOL, S=None, N=None):
     needed = bool(dev > max(tol, 6.0 * math.sqrt(2.0 / N) * max(1.0, vals[-1])))
     T = (vecs / np.sqrt(vals)) @ vecs.T
     return T, needed, vals[::-1].copy()
+
+
+def _second_moment(summed, N: int, d: int):
+    """The pooled second moment S (d, d) from ``summed(stride)`` (``sum x x^T`` over the
+    rows whose index is a multiple of ``stride``, :func:`fastmlr.scan.moment_stride`),
+    and the number of rows it averages.  Should the sampled rows leave S (nearly)
+    singular -- a feature seen on a few rows only -- every row is summed instead."""
+    stride = moment_stride(N, d)
+    used = -(-N // stride)
+    S = summed(stride) / used
+    if stride > 1:
+        vals = scipy.linalg.eigvalsh(S)
+        if not (vals[-1] >= _UNDERFLOW and vals[0] > 1e-12 * vals[-1]):
+            S, used = summed(1) / N, N
+    return S, used
 
 
 def heavy_min_rows(k: int) -> int:
@@ -382,11 +397,12 @@ def fit(tasks, k, *, whiten="auto", linkages=(), n_seeds=None, seed=0, n_heavy=N
     # the pooled second moment is the sum of the per-task Gram matrices when we have them
     # (a product with ones: BLAS reads the (n, d(d+1)/2) array at memory speed; np.sum along
     # axis 0 took four times as long)
-    if ts is None:
-        S = scan.XtX / N
+    if stats is not None:
+        S, used = _em.unpack(np.ones(n) @ stats.A, d) / N, N
     else:
-        S = None if stats is None else _em.unpack(np.ones(n) @ stats.A, d) / N
-    T, needed, s_eig = whitening_transform(ts.X if ts is not None else None, S=S, N=N)
+        S, used = _second_moment(scan.second_moment if ts is None else (lambda s: second_moment_chunk(ts.X, 0, s)),
+                                 N, d)
+    T, needed, s_eig = whitening_transform(ts.X if ts is not None else None, S=S, N=used)
     S_inv = T @ T  # (X^T X / N)^{-1}: the preconditioner of the passes' W step
     check_sums(np.array(ms), "the mean square of y")
     whitened = needed if whiten == "auto" else bool(whiten)
@@ -454,7 +470,8 @@ def fit(tasks, k, *, whiten="auto", linkages=(), n_seeds=None, seed=0, n_heavy=N
         t1 = time.perf_counter()
         say(f"k={kk}: starts in the subspace")
         starts: list = []
-        best = _projected_starts(heavy_tasks(heavy_idx), U, sizes, kk, heavy_idx, linkages, seeds, seed, starts)
+        heavy = heavy_tasks(heavy_idx)  # gathered once: the starts and the split moves read it
+        best = _projected_starts(heavy, U, sizes, kk, heavy_idx, linkages, seeds, seed, starts)
         W0 = best.V @ U.T
         if whitened:
             W0 = W0 @ T
@@ -463,10 +480,7 @@ def fit(tasks, k, *, whiten="auto", linkages=(), n_seeds=None, seed=0, n_heavy=N
         res = em_from(W0, best.s2, best.p)
         moves: list = []
         if kk >= 3:
-            # the heavy tasks are gathered again rather than kept through EM (380 MB at
-            # Figure 2's scale)
-            res, moves = repair(res, heavy_tasks(heavy_idx), sizes, em_from, T=T if whitened else None,
-                                progress=say)
+            res, moves = repair(res, heavy, sizes, em_from, T=T if whitened else None, progress=say)
         t4 = time.perf_counter()
         info = {"heavy_tasks": int(heavy_idx.size), "heavy_min_rows": int(sizes[heavy_idx].min()), "split_moves": moves,
                 "subspace_rank": r, "starts": starts, "chosen_start": best.label,

@@ -2,11 +2,12 @@
 
 ``fit`` on a :class:`~fastmlr.stream.TaskStream` never holds the pool in memory.  One
 scan (:func:`scan_stream`) gathers, chunk by chunk, every statistic the spectral start
-needs -- the task sizes, the second moment ``X^T X`` (whitening, and the W step's
-preconditioner), the moment statistic of Algorithm 2 over the tasks with two rows or
-more, and the scale of y; a second pass (:meth:`StreamScan.gather`) collects the chosen
-heavy tasks (a few thousand); EM then reads the stream once per pass
-(:meth:`StreamScan.pool`).  Empty tasks are dropped everywhere, as ``fit`` drops them
+needs -- the task sizes, the moment statistic of Algorithm 2 over the tasks with two
+rows or more, and the scale of y; a second pass (:meth:`StreamScan.second_moment`)
+sums ``x x^T`` over a sample of the rows chosen by their index in the pool (the
+pooled second moment S: whitening, and the W step's preconditioner); a third
+(:meth:`StreamScan.gather`) collects the chosen heavy tasks (a few thousand); EM then
+reads the stream once per pass (:meth:`StreamScan.pool`).  Empty tasks are dropped everywhere, as ``fit`` drops them
 from arrays.  Each pass validates its chunks as it reads them.
 """
 
@@ -16,12 +17,18 @@ from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
+from . import _config
+from ._parallel import reduce_blocks
 from .em_passes import Pool
 from .stream import task_chunks
 from .subspace import MomentStats, _moment_stats
 from .tasks import TaskSet, select_tasks
 
-__all__ = ["PoolScan", "StreamScan", "ChunkScan", "scan_chunk", "scan_stream", "gather_tasks"]
+__all__ = ["PoolScan", "StreamScan", "ChunkScan", "scan_chunk", "scan_stream", "gather_tasks",
+           "SECOND_MOMENT_ROWS", "moment_stride", "second_moment_chunk"]
+
+
+_BLOCK_ROWS_BYTES = _config.CACHE_BLOCK_BYTES
 
 
 def _nonempty(ts: TaskSet) -> TaskSet:
@@ -39,7 +46,6 @@ class PoolScan(Protocol):
     sizes: np.ndarray
     d: int
     dtype: np.dtype
-    XtX: np.ndarray
     moment: MomentStats | None
     yy: float
     y_max: float
@@ -47,6 +53,8 @@ class PoolScan(Protocol):
 
     @property
     def N(self) -> int: ...
+
+    def second_moment(self, stride: int) -> np.ndarray: ...
 
     def gather(self, idx) -> TaskSet: ...
 
@@ -63,7 +71,6 @@ class StreamScan(NamedTuple):
     chunk_tasks : (m,) int64 -- non-empty tasks in each chunk
     d : int
     dtype : numpy dtype of X
-    XtX : (d, d) float64 -- ``sum X^T X`` over all rows
     moment : MomentStats or None -- Algorithm 2's statistic over the tasks with >= 2 rows
     yy : float -- ``sum y^2``
     y_max : float -- largest |y|
@@ -75,7 +82,6 @@ class StreamScan(NamedTuple):
     chunk_tasks: np.ndarray
     d: int
     dtype: np.dtype
-    XtX: np.ndarray
     moment: MomentStats | None
     yy: float
     y_max: float
@@ -84,6 +90,16 @@ class StreamScan(NamedTuple):
     @property
     def N(self) -> int:
         return int(self.sizes.sum())
+
+    def second_moment(self, stride: int) -> np.ndarray:
+        """(d, d) float64: ``sum x x^T`` over the rows whose index in the pool is a
+        multiple of ``stride`` (:func:`second_moment_chunk`), in one pass."""
+        total = np.zeros((self.d, self.d))
+        first_row = 0
+        for _, ts in self.chunks():
+            total += second_moment_chunk(ts.X, first_row, stride)
+            first_row += ts.X.shape[0]
+        return total
 
     def chunks(self):
         """``(first_task, TaskSet)`` of every chunk, empty tasks dropped, validated again."""
@@ -158,7 +174,6 @@ class ChunkScan(NamedTuple):
     chunk_tasks: np.ndarray
     d: int
     dtype: np.dtype
-    XtX: np.ndarray
     moment: MomentStats | None
     yy: float
     y_max: float
@@ -172,7 +187,7 @@ class ChunkScan(NamedTuple):
             self.moment if other.moment is None else self.moment + other.moment)
         return ChunkScan(np.concatenate([self.sizes, other.sizes]),
                          np.concatenate([self.chunk_tasks, other.chunk_tasks]), self.d,
-                         np.dtype(np.result_type(self.dtype, other.dtype)), self.XtX + other.XtX, moment,
+                         np.dtype(np.result_type(self.dtype, other.dtype)), moment,
                          self.yy + other.yy, max(self.y_max, other.y_max), self.empty + other.empty)
 
 
@@ -183,17 +198,15 @@ def scan_chunk(ts: TaskSet) -> ChunkScan:
     ts = _nonempty(ts)
     d = ts.X.shape[1]
     s = np.diff(ts.offsets).astype(np.int64)
-    XtX = np.zeros((d, d))
     yy, y_max, moment = 0.0, 0.0, None
     if s.size:
-        XtX += ts.X.T @ ts.X
         y64 = ts.y.astype(np.float64, copy=False)
         yy = float(y64 @ y64)
         y_max = float(np.abs(y64).max())
         two = np.flatnonzero(s >= 2)
         if two.size:
             moment = _moment_stats(*(ts if two.size == s.size else select_tasks(ts, two)))
-    return ChunkScan(s, np.array([s.size], dtype=np.int64), int(d), np.dtype(ts.X.dtype), XtX, moment, yy,
+    return ChunkScan(s, np.array([s.size], dtype=np.int64), int(d), np.dtype(ts.X.dtype), moment, yy,
                      y_max, n_in - s.size)
 
 
@@ -210,3 +223,35 @@ def scan_stream(stream) -> StreamScan:
         part = scan_chunk(ts)
         total = part if total is None else total + part
     return StreamScan(stream, *total)
+
+
+#: Rows per feature over which the pooled second moment ``S = X^T X / N`` is summed:
+#: every row of a pool of at most ``SECOND_MOMENT_ROWS * d`` rows, else every
+#: ``moment_stride``-th (its cost, N d^2 over all rows, was 4 s of a 37 s fit at Figure
+#: 2's scale).  S only whitens the spectral start and preconditions EM's W step; with
+#: this many rows its eigenvalues are within about ``2 / sqrt(1024) = 0.06`` of the
+#: pool's (Marchenko-Pastur), against the whitening tolerance of 0.25.
+SECOND_MOMENT_ROWS = 1024
+
+
+def moment_stride(N: int, d: int) -> int:
+    """The stride of the rows that :func:`second_moment_chunk` sums, for N rows of d features."""
+    return max(1, int(N) // (SECOND_MOMENT_ROWS * int(d)))
+
+
+def second_moment_chunk(X, first_row: int, stride: int) -> np.ndarray:
+    """``sum x x^T`` (d, d) float64 over the rows of a chunk whose index in the pool,
+    ``first_row + i``, is a multiple of ``stride`` -- the same rows however the pool is
+    cut into chunks.  Products in float64 (so that the cut changes only the order of
+    float64 additions), in blocks on the library's threads."""
+    start = (-int(first_row)) % int(stride)
+    n, d = X.shape
+    step = max(1, _BLOCK_ROWS_BYTES // max(1, d * X.itemsize)) * stride
+    bounds = np.arange(start, n + step, step)
+
+    def block(b):
+        B = np.ascontiguousarray(X[bounds[b]:min(bounds[b + 1], n):stride], dtype=np.float64)
+        return B.T @ B
+
+    nb = int(np.searchsorted(bounds, n, side="left")) if start < n else 0
+    return reduce_blocks(block, nb, (d, d))
