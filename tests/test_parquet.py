@@ -126,16 +126,20 @@ MEMORY = textwrap.dedent("""
 
 
 def test_fit_from_parquet_stays_under_a_memory_budget(tmp_path):
-    """A pool of about 72 MB of X and y, read in row groups of 16384 rows: fit's peak
+    """A pool of about 216 MB of X and y, read in row groups of 16384 rows: fit's peak
     resident memory grows by less than a third of the pool (what reading it whole would
-    need at the least); the file is written in this process, fitted in a fresh one."""
+    need at the least); the file is written in this process, fitted in a fresh one.
+    Part of the growth is per task (sizes, responsibilities, the ids the reader has
+    seen: about 200 bytes a task of 16 rows), a sixth of this pool; the rest (about
+    10 MB) is fixed."""
     d, rows = 8, 16384
     W, s2, p = fastmlr.make_mixture(2, d, seed=0)
-    for name, n in (("pool.parquet", 62500), ("small.parquet", 500)):
+    n_pool = 187500
+    for name, n in (("pool.parquet", n_pool), ("small.parquet", 500)):
         S = fastmlr.sample_tasks(W, s2, p, 16, n_tasks=n, seed=2)
         cols = {"task": np.repeat(np.arange(n), 16), "y": S.y, **{f"x{j}": S.X[:, j] for j in range(d)}}
         pq.write_table(pa.table(cols), tmp_path / name, row_group_size=rows)
-    data = 62500 * 16 * (d + 1) * 8
+    data = n_pool * 16 * (d + 1) * 8
     r = subprocess.run([sys.executable, "-c", MEMORY, str(tmp_path / "pool.parquet"), str(tmp_path / "small.parquet"),
                         str(rows)], capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert r.returncode == 0, r.stderr
