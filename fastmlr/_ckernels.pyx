@@ -29,7 +29,8 @@ from scipy.linalg.cython_blas cimport dgemm
 
 from . import _threads
 
-__all__ = ["group_means", "median_combine", "single_linkage", "average_linkage", "residual_sums", "labeled_sse",
+__all__ = ["group_means", "median_combine", "single_linkage", "average_linkage", "residual_sums",
+           "weighted_residuals", "labeled_sse",
            "gather_rows", "task_gram"]
 
 cdef extern from *:
@@ -607,6 +608,45 @@ def residual_sums(const floating[:, ::1] P, const floating[::1] y, const int64_t
             for i in range(b * _TASK_BLOCK, hi_task):
                 _residual_sums_task(P, y, offsets, i, out)
     return result
+
+
+# ----------------------------------------------------------- weighted_residuals
+
+def weighted_residuals(floating[:, ::1] P, const floating[::1] y, const int64_t[::1] offsets,
+                       const double[:, ::1] R):
+    """Turn predictions into residuals weighted by their task's responsibilities, in place.
+
+    EM's E-pass then forms ``G = P^T X`` (k, d) from them by one BLAS product.
+
+    Parameters
+    ----------
+    P : (N, k) float32 or float64 -- ``P[r, l] = x_r . w_l``; overwritten
+    y : (N,) same dtype
+    offsets : (n + 1,) int64
+    R : (n, k) float64 -- responsibilities of the tasks
+
+    Returns
+    -------
+    None; ``P[r, l]`` becomes ``(y_r - P[r, l]) * R[i, l]`` for the rows r of task i,
+    computed in float64 and rounded once to P's dtype.
+    """
+    cdef Py_ssize_t n = offsets.shape[0] - 1
+    cdef Py_ssize_t k = P.shape[1]
+    cdef Py_ssize_t nblocks = (n + _TASK_BLOCK - 1) // _TASK_BLOCK
+    cdef int nt = _nthreads(nblocks)
+    cdef Py_ssize_t b, i, hi_task, l
+    cdef int64_t r
+    cdef double yr
+    with nogil, parallel(num_threads=nt):
+        for b in prange(nblocks, schedule="static"):
+            hi_task = (b + 1) * _TASK_BLOCK
+            if hi_task > n:
+                hi_task = n
+            for i in range(b * _TASK_BLOCK, hi_task):
+                for r in range(offsets[i], offsets[i + 1]):
+                    yr = <double>y[r]
+                    for l in range(k):
+                        P[r, l] = <floating>((yr - <double>P[r, l]) * R[i, l])
 
 
 # ----------------------------------------------------------------- labeled_sse

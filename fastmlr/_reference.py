@@ -14,7 +14,7 @@ from scipy.cluster.hierarchy import linkage
 from scipy.spatial.distance import squareform
 
 __all__ = ["group_means", "median_combine", "median_distances", "single_linkage", "average_linkage", "residual_sums",
-           "labeled_sse", "gather_rows", "task_gram"]
+           "weighted_residuals", "labeled_sse", "gather_rows", "task_gram"]
 
 
 def _segment_sums(values: np.ndarray, bounds: np.ndarray) -> np.ndarray:
@@ -138,6 +138,13 @@ def residual_sums(P, y, offsets):
     """Residual sums of squares per task from predictions (see ``kernels.residual_sums``)."""
     resid = y[:, None].astype(np.float64) - P.astype(np.float64)
     return _segment_sums(resid * resid, offsets)
+
+
+def weighted_residuals(P, y, offsets, R):
+    """Predictions turned into residuals weighted by their task's responsibilities, in
+    place (see ``kernels.weighted_residuals``)."""
+    rho = np.repeat(np.asarray(R, dtype=np.float64), np.diff(offsets), axis=0)
+    P[...] = ((y[:, None].astype(np.float64) - P.astype(np.float64)) * rho).astype(P.dtype)
 
 
 def labeled_sse(X, y, offsets, labels, W):

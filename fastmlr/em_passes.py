@@ -163,8 +163,7 @@ def e_chunk(ts: TaskSet, W, s2, p, R_out=None):
         R_out[lo:hi] = R
         out = np.empty(width)
         out[0] = float((np.log(tot) + m).sum())
-        P = np.subtract(part.y[:, None], P, out=P)  # residuals, weighted by R
-        P *= np.repeat(R.astype(P.dtype, copy=False), np.diff(part.offsets), axis=0)
+        kern.weighted_residuals(P, part.y, part.offsets, np.ascontiguousarray(R))  # P: (y - P) R, in place
         out[1:1 + k * d] = (P.T @ part.X).ravel()
         out[1 + k * d:1 + k * d + k] = t @ R
         out[1 + k * d + k:1 + k * d + 2 * k] = np.einsum("ik,ik->k", R, sse)

@@ -18,8 +18,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["group_means", "median_combine", "single_linkage", "average_linkage", "residual_sums", "labeled_sse",
-           "gather_rows", "task_gram"]
+__all__ = ["group_means", "median_combine", "single_linkage", "average_linkage", "residual_sums",
+           "weighted_residuals", "labeled_sse", "gather_rows", "task_gram"]
 
 _JIT = dict(cache=True, nogil=True)
 
@@ -495,6 +495,35 @@ def residual_sums(P, y, offsets):
                     e = yr - np.float64(P[r, l])
                     out[i, l] += e * e
     return out
+
+
+@njit(parallel=True, **_JIT)
+def weighted_residuals(P, y, offsets, R):
+    """Turn predictions into residuals weighted by their task's responsibilities, in place.
+
+    EM's E-pass then forms ``G = P^T X`` (k, d) from them by one BLAS product.
+
+    Parameters
+    ----------
+    P : (N, k) float32 or float64 -- ``P[r, l] = x_r . w_l``; overwritten
+    y : (N,) same dtype
+    offsets : (n + 1,) int64
+    R : (n, k) float64 -- responsibilities of the tasks
+
+    Returns
+    -------
+    None; ``P[r, l]`` becomes ``(y_r - P[r, l]) * R[i, l]`` for the rows r of task i,
+    computed in float64 and rounded once to P's dtype.
+    """
+    n = offsets.shape[0] - 1
+    k = P.shape[1]
+    nblocks = (n + _TASK_BLOCK - 1) // _TASK_BLOCK
+    for b in prange(nblocks):
+        for i in range(b * _TASK_BLOCK, min(n, (b + 1) * _TASK_BLOCK)):
+            for r in range(offsets[i], offsets[i + 1]):
+                yr = np.float64(y[r])
+                for l in range(k):
+                    P[r, l] = (yr - np.float64(P[r, l])) * R[i, l]
 
 
 @njit(parallel=True, **_JIT)

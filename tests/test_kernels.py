@@ -123,6 +123,18 @@ def _rs_smallest(rng, dt):
     return X * dt(0.5), y, off
 
 
+def _wr_ragged(k):
+    def build(rng, dt):
+        X, y, off = ragged_tasks(rng, 300, 9, 0, 12, dt)
+        return X @ rng.standard_normal((9, k)).astype(dt), y, off, rng.random((300, k))
+    return build
+
+
+def _wr_smallest(rng, dt):
+    X, y, off = tasks_of_sizes(rng, [1], 1, dt)
+    return X * dt(0.5), y, off, np.ones((1, 1))
+
+
 def _ls_ragged(d):  # d below, at and above the lane count, and with a remainder
     def build(rng, dt):
         X, y, off = ragged_tasks(rng, 200, d, 0, 10, dt)
@@ -212,6 +224,10 @@ CASES = {
         **{f"ragged-k{k}": (_rs_ragged(k), True, False) for k in (1, 3, 17)},
         "smallest": (_rs_smallest, True, False),
     },
+    "weighted_residuals": {
+        **{f"ragged-k{k}": (_wr_ragged(k), True, False) for k in (1, 3, 17)},
+        "smallest": (_wr_smallest, True, False),
+    },
     "labeled_sse": {
         **{f"ragged-d{d}": (_ls_ragged(d), True, False) for d in (3, 8, 21, 64)},
         "empty-tasks": (_ls_empty_tasks, True, False),
@@ -247,8 +263,8 @@ PARAMS = _params()
 ARGNAMES = "kernel,build,dtype,ties,seed"
 
 
-#: kernels that fill their last argument instead of returning a result
-IN_PLACE = {"median_combine"}
+#: kernels that fill one of their arguments instead of returning a result: its position
+IN_PLACE = {"median_combine": -1, "weighted_residuals": 0}
 
 
 def _call(module, kernel, args):
@@ -258,7 +274,7 @@ def _call(module, kernel, args):
     result = getattr(module, kernel)(*args)
     if kernel in IN_PLACE:
         assert result is None
-        return args[-1]
+        return args[IN_PLACE[kernel]]
     return result
 
 
@@ -298,6 +314,10 @@ def _check_against_oracle(kernel, args, got, want, dtype, ties):
         assert got.dtype == np.float64
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
         assert np.all(got[np.diff(args[2]) == 0] == 0)
+    elif kernel == "weighted_residuals":
+        # one float64 subtraction and product per entry, rounded once to P's dtype: equal bits
+        assert got.dtype == args[0].dtype
+        np.testing.assert_array_equal(got, want)
     elif kernel == "labeled_sse":
         assert got.dtype == np.float64
         # float64 products of the inputs: the kernels' lanes and NumPy's sum differ only by
