@@ -1,4 +1,5 @@
-"""Split moves after EM, in the full dimension: a component that covers two regimes.
+"""Moves after EM, in the full dimension: a component that covers two regimes, a regime
+without a component.
 
 The starts are found in a k-dimensional subspace from the heavy tasks.  Where the
 subspace is poor (tasks much smaller than d, k = 32 and more), EM from the best start
@@ -28,6 +29,19 @@ Measured on a pool of 60,000 tasks of 4 rows and 1,280 of 32 (k = 32, d = 128): 
 component covering two regimes had ratio 2.4 (its eigenvector at cosine 0.89 to the
 difference of their regression vectors), the 31 others 0.9-1.2; the same ratios
 without the weights were all 0.8-1.2.
+
+A regime can also have no component at all, its tasks spread over several (no single
+one then shows two regimes), and components can lose every task.  A heavy task that
+no component explains stands out by its smallest residual sum: in standard
+deviations of the noise's chi-square, ``z_i = (min_l SSE_il / s2 - t_i) / sqrt(2 t_i)``
+with s2 a typical component's variance (:func:`unexplained`), above ``sqrt(2 log
+n_H)``, the level the largest of n_H standard normal draws reaches.  Two more moves
+use those tasks: the empty components (two or more) are refitted to them together
+(:func:`fastmlr.fit` on them, as many components as their rows support), or one
+component is fitted to them by least squares in place of the emptiest component or of
+the cheapest merge.  As for splits, EM runs on and the move is kept only if the
+log-likelihood rises; the moves are tried in that order, and after a move is kept the
+next round begins.
 """
 
 from __future__ import annotations
@@ -37,13 +51,15 @@ import numpy as np
 from . import em as _em
 from .backend import kernels
 from .select_k import merge_closest
-from .tasks import TaskSet
+from .residuals import task_sse
+from .tasks import TaskSet, select_tasks
 
-__all__ = ["SPLIT_RATIO", "heterogeneity", "repair"]
+__all__ = ["SPLIT_RATIO", "heterogeneity", "unexplained", "repair"]
 
 #: A component is split when the top eigenvalue of its residual moment exceeds this
 #: multiple of the magnitude of the bottom one.
 SPLIT_RATIO = 1.6
+
 
 
 def _weights(t: np.ndarray, d: int) -> np.ndarray:
@@ -113,8 +129,110 @@ def _split(W, s2, p, split, lam, u, rows, d):
     return Wn, s2n, pn / pn.sum(), list(split)
 
 
+def unexplained(heavy: TaskSet, W, noise: float):
+    """How badly the best component explains each heavy task: ``z_i = (min_l SSE_il /
+    noise - t_i) / sqrt(2 t_i)``, the excess of its smallest residual sum over what noise
+    of variance ``noise`` gives, in standard deviations of a chi-square with t_i degrees
+    of freedom.  ``noise`` is a typical component's variance (the median): a component
+    that absorbed stray tasks by growing its own variance does not explain them.
+
+    Returns (n_H,) float64 (about N(0, 1) or below for a task its component fits)."""
+    t = np.diff(heavy.offsets).astype(np.float64)
+    sse = task_sse(*heavy, W)  # (n_H, k)
+    return (sse.min(axis=1) / noise - t) / np.sqrt(2.0 * t)
+
+
+def _reseed(heavy: TaskSet, z, d: int):
+    """A regression vector for a regime no component explains: least squares over the
+    rows of the heavy tasks that stand out (``z`` above ``sqrt(2 log n_H)``, the level
+    the largest of n_H standard normal draws reaches), or None when they hold no more
+    than d rows."""
+    bad = np.flatnonzero(z > _z_level(z.size))
+    if bad.size < _MIN_UNEXPLAINED:
+        return None, 0
+    part = select_tasks(heavy, bad)
+    if part.X.shape[0] <= d:
+        return None, 0
+    w = np.linalg.lstsq(part.X.astype(np.float64), part.y.astype(np.float64), rcond=None)[0]
+    return w, int(bad.size)
+
+
+#: Fewest heavy tasks above :func:`_z_level` that count as a regime no component
+#: explains (one or two are what chance gives now and then).
+_MIN_UNEXPLAINED = 3
+
+
+def _z_level(n: int) -> float:
+    """The level the largest of n standard normal draws reaches: ``sqrt(2 log n)``."""
+    return float(np.sqrt(2.0 * np.log(max(n, 2))))
+
+
+def _refit_unexplained(heavy: TaskSet, z, m: int, d: int):
+    """Up to m regression vectors (m', d) fitted, by :func:`fastmlr.fit`, to the heavy
+    tasks no component explains (``z`` above :func:`_z_level`), as many as their rows
+    support; None when they hold no more than d rows."""
+    from .fit import fit
+
+    bad = np.flatnonzero(z > _z_level(z.size))
+    part = select_tasks(heavy, bad) if bad.size >= _MIN_UNEXPLAINED else None
+    if part is None or part.X.shape[0] <= d:
+        return None
+    mm = int(min(m, (part.X.shape[0] - 1) // d, bad.size))
+    if mm < 1:
+        return None
+    if mm == 1:
+        return np.linalg.lstsq(part.X.astype(np.float64), part.y.astype(np.float64), rcond=None)[0][None, :]
+    return fit(part, mm, seed=1, whiten=False).W
+
+
+def _room(W, s2, p, rows, d):
+    """The mixture with one component fewer: the emptiest if it holds no more than d rows,
+    else the pair of least merge cost merged."""
+    j = int(np.argmin(rows))
+    if rows[j] <= d:
+        keep = np.arange(W.shape[0]) != j
+        return W[keep], s2[keep], p[keep], f"component {j} ({rows[j]:.0f} rows)"
+    Wk, s2k, pk, pair = merge_closest(W, s2, p, np.eye(W.shape[1]))
+    return Wk, s2k, pk, f"components {pair[0]} and {pair[1]} merged"
+
+
+def _moves(heavy: TaskSet, Wh, res, rows, noise: float, k: int, d: int):
+    """The moves to try from an optimum, in order, each as ``(move, (W, s2, p))``:
+    split the components that show two regimes; refit the empty components (two or
+    more) to the heavy tasks no component explains; fit one component to those tasks
+    in place of the emptiest component or of the cheapest merge."""
+    ratio, lam, u = heterogeneity(heavy, Wh, res.s2, res.p)
+    split = [int(l) for l in np.argsort(-ratio, kind="stable") if ratio[l] > SPLIT_RATIO]
+    if split:
+        Wn, s2n, pn, split = _split(Wh, res.s2, res.p, split, lam, u, rows, d)
+        if Wn.shape[0] == k and split:
+            yield ({"split": split, "ratios": [float(ratio[l]) for l in split],
+                    "say": (f"EM from components {split} split (residual moment ratios "
+                            f"{', '.join(f'{ratio[l]:.2f}' for l in split)})")}, (Wn, s2n, pn))
+    z = unexplained(heavy, Wh, noise)
+    empty = np.flatnonzero(rows <= d)
+    if empty.size >= 2:
+        new_W = _refit_unexplained(heavy, z, empty.size, d)
+        if new_W is not None:
+            m = new_W.shape[0]
+            keep = np.setdiff1d(np.arange(k), empty[np.argsort(rows[empty], kind="stable")][:m])
+            pn = np.append(res.p[keep], np.full(m, 1.0 / k))
+            yield ({"refit_empty": m, "unexplained_tasks": int((z > _z_level(z.size)).sum()),
+                    "say": f"EM from {m} empty components refitted to the heavy tasks no component explains"},
+                   (np.vstack([Wh[keep], new_W]), np.append(res.s2[keep], np.full(m, noise)), pn / pn.sum()))
+    w, used = _reseed(heavy, z, d)
+    if w is not None:
+        Wk, s2k, pk, room = _room(Wh, res.s2, res.p, rows, d)
+        pn = np.append(pk, 1.0 / k)
+        yield ({"reseed": used,
+                "say": f"EM from a component fitted to the {used} worst-explained heavy tasks (in place of {room})"},
+               (np.vstack([Wk, w]), np.append(s2k, noise), pn / pn.sum()))
+
+
 def repair(res, heavy: TaskSet, t: np.ndarray, em_from, *, T=None, max_rounds: int = 8, progress=None):
-    """Split moves after EM while a component covers two regimes (see the module doc).
+    """Moves after EM while one raises the likelihood (see the module doc): split a
+    component that covers two regimes, refit empty components or fit a new one to the
+    heavy tasks no component explains (:func:`_moves`, tried in that order).
 
     Parameters
     ----------
@@ -131,24 +249,22 @@ def repair(res, heavy: TaskSet, t: np.ndarray, em_from, *, T=None, max_rounds: i
     EMResult -- ``res`` or a better optimum; moves : list of dict (each move tried)
     """
     moves = []
-    d = res.W.shape[1]
-    for _ in range(max_rounds):
+    k, d = res.W.shape
+    while len(moves) < max_rounds:
         Wh = res.W if T is None else np.linalg.solve(T, res.W.T).T
-        ratio, lam, u = heterogeneity(heavy, Wh, res.s2, res.p)
-        split = [int(l) for l in np.argsort(-ratio, kind="stable") if ratio[l] > SPLIT_RATIO]
-        if not split:
-            break
         rows = np.asarray(t, dtype=np.float64) @ res.resp
-        Wn, s2n, pn, split = _split(Wh, res.s2, res.p, split, lam, u, rows, d)
-        if Wn.shape[0] != res.W.shape[0] or not split:
-            break
-        if progress is not None:
-            progress(f"EM from components {split} split (residual moment ratios "
-                     f"{', '.join(f'{ratio[l]:.2f}' for l in split)})")
-        new = em_from(Wn if T is None else Wn @ T, s2n, pn)
-        kept = bool(new.loglik[-1] > res.loglik[-1])
-        moves.append({"split": split, "ratios": [float(ratio[l]) for l in split],
-                      "loglik_before": float(res.loglik[-1]), "loglik_after": float(new.loglik[-1]), "kept": kept})
+        noise = float(np.median(res.s2[rows > d])) if (rows > d).any() else float(np.median(res.s2))
+        kept = False
+        for move, start in _moves(heavy, Wh, res, rows, noise, k, d):
+            say = move.pop("say")
+            if progress is not None:
+                progress(say)
+            new = em_from(start[0] if T is None else start[0] @ T, start[1], start[2])
+            kept = bool(new.loglik[-1] > res.loglik[-1])
+            move.update({"loglik_before": float(res.loglik[-1]), "loglik_after": float(new.loglik[-1]), "kept": kept})
+            moves.append(move)
+            if kept or len(moves) >= max_rounds:
+                break
         if not kept:
             break
         res = new

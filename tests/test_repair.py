@@ -8,7 +8,7 @@ import fastmlr
 from fastmlr import em as _em
 from fastmlr import em_passes
 from fastmlr.metrics import parameter_error
-from fastmlr.repair import SPLIT_RATIO, heterogeneity, repair
+from fastmlr.repair import SPLIT_RATIO, _moves, heterogeneity, repair, unexplained
 from fastmlr.tasks import TaskSet, select_tasks
 
 
@@ -71,4 +71,61 @@ def test_fit_reports_its_moves():
     m = fastmlr.fit(ts, 6)
     assert isinstance(m.diagnostics["split_moves"], list)
     for move in m.diagnostics["split_moves"]:
-        assert set(move) == {"split", "ratios", "loglik_before", "loglik_after", "kept"}
+        assert set(move) - {"split", "ratios", "reseed", "refit_empty", "unexplained_tasks"} == {
+            "loglik_before", "loglik_after", "kept"}
+
+
+def _missing(W, s2, p):
+    """Regime 0 has no component (its place holds a copy of component 2): two equal
+    components stay equal under EM, so regime 0's tasks stay spread over the others."""
+    W0, s20, p0 = W.copy(), s2.copy(), p.copy()
+    W0[0], s20[0] = W[2], s2[2]
+    p0[0] = p0[2] = 0.5 * (p[0] + p[2])
+    return W0, s20, p0
+
+
+def test_a_missing_regime_is_refitted_from_the_tasks_no_component_explains():
+    """Here the split move (tried first) does not raise the likelihood; the component
+    fitted to the heavy tasks no component explains does, and reaches the optimum."""
+    W, s2, p, ts = _pool(seed=11)
+    em_from = _em_from(ts)
+    truth = em_from(W, s2, p)
+    stuck = em_from(*_missing(W, s2, p))
+    assert parameter_error(stuck.W, W).max > 0.5  # EM alone stays without regime 0
+    heavy = select_tasks(ts, np.arange(6000, 6300))
+    t = np.diff(ts.offsets)
+    z = unexplained(heavy, stuck.W, float(np.median(stuck.s2)))
+    _, RT = _em._e_step(heavy, t[6000:].astype(float), W, s2, p)
+    out = z > np.sqrt(2 * np.log(z.size))  # the tasks that stand out: regime 0's about half
+    label = RT.argmax(axis=0)  # of them, three times its share of the heavy tasks
+    assert out.sum() >= 3 and (label[out] == 0).mean() >= 2.5 * (label == 0).mean()
+    fixed, moves = repair(stuck, heavy, t, em_from)
+    assert [("reseed" in m, m["kept"]) for m in moves][:2] == [(False, False), (True, True)]
+    N = ts.offsets[-1]
+    assert fixed.loglik[-1] >= truth.loglik[-1] - 1e-6 * N
+    assert parameter_error(fixed.W, W).max <= 1.05 * parameter_error(truth.W, W).max
+
+
+def test_empty_components_are_refitted_together():
+    """Three components start far from every regime and lose all their tasks in EM; the
+    move that refits them together to the heavy tasks no component explains leads EM
+    to the optimum."""
+    W, s2, p, ts = _pool(k=6, d=16, seed=9)
+    em_from = _em_from(ts)
+    truth = em_from(W, s2, p)
+    rng = np.random.default_rng(0)
+    W0 = W.copy()
+    W0[:3] = 20.0 * rng.standard_normal((3, W.shape[1]))
+    stuck = em_from(W0, s2.copy(), p.copy())
+    t = np.diff(ts.offsets)
+    rows = t.astype(float) @ stuck.resp
+    d = W.shape[1]
+    assert (rows <= d).sum() >= 2  # EM emptied them
+    heavy = select_tasks(ts, np.arange(6000, 6300))
+    noise = float(np.median(stuck.s2[rows > d]))
+    refits = [(m, start) for m, start in _moves(heavy, stuck.W, stuck, rows, noise, 6, d) if "refit_empty" in m]
+    assert len(refits) == 1 and refits[0][0]["refit_empty"] >= 2
+    fixed = em_from(*refits[0][1])
+    N = ts.offsets[-1]
+    assert fixed.loglik[-1] >= truth.loglik[-1] - 1e-6 * N
+    assert parameter_error(fixed.W, W).max <= 1.05 * parameter_error(truth.W, W).max
