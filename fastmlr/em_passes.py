@@ -307,9 +307,10 @@ def run_gem(pool: Pool, W, s2, p, S_inv, *, floor, tol=2e-6, max_iter=300, omega
         return np.maximum(np.where(rows > 0, rss / np.maximum(rows, 1e-300), floor), floor)
 
     def quick_step(st, W):
-        """The step whose length S predicts: the variances at the current W, then W along D
-        by ``omega`` (the exact line search's length when the weighted Gram matrix of a
-        component is ``rows_l S``).  No pass over the rows."""
+        """The step whose length S predicts: W along D by ``omega`` (the exact line
+        search's length when the weighted Gram matrix of a component is ``rows_l S``),
+        the variances at the residual sums that the same assumption predicts there.  No
+        pass over the rows; the next E-pass checks it."""
         D, dg = direction(st)
         rss = np.maximum(st.rss - (2.0 * omega - omega * omega) * dg, 0.0)
         return W + omega * D, variances(rss, st.rows), st.resp / pool.n
