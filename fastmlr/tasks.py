@@ -563,8 +563,13 @@ def select_tasks(ts: TaskSet, idx: np.ndarray) -> TaskSet:
 
     Returns
     -------
-    TaskSet -- ``X`` (M, d), ``y`` (M,), ``offsets`` (m + 1,), M the rows of those tasks
+    TaskSet -- ``X`` (M, d), ``y`` (M,), ``offsets`` (m + 1,), M the rows of those tasks;
+    views of ``ts``'s arrays when ``idx`` is a run of consecutive tasks in increasing
+    order (no copy), else new arrays
     """
+    idx = np.asarray(idx)
+    if idx.size and idx[-1] - idx[0] == idx.size - 1 and (idx.size == 1 or np.all(np.diff(idx) == 1)):
+        return slice_tasks(*ts, int(idx[0]), int(idx[-1]) + 1)
     sizes = np.diff(ts.offsets)[idx]
     starts = ts.offsets[idx]
     off = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
