@@ -65,7 +65,7 @@ from .cluster import LINKAGES, cluster_tasks
 from .subspace import _moment_stats, top_eigenvectors
 from .model import Model
 from .scan import PoolScan, moment_stride, scan_stream, second_moment_chunk
-from .repair import repair
+from .repair import repair, repair_set
 from .select_k import choose_k, merge_closest
 from .stream import collect, is_stream
 from .tasks import TaskSet, as_tasks, check_k, select_tasks, takes_tasks
@@ -480,7 +480,9 @@ def fit(tasks, k, *, whiten="auto", linkages=(), n_seeds=None, seed=0, n_heavy=N
         res = em_from(W0, best.s2, best.p)
         moves: list = []
         if kk >= 3:
-            res, moves = repair(res, heavy, sizes, em_from, T=T if whitened else None, progress=say)
+            rep_idx = repair_set(sizes, heavy_idx, 4 * cap)
+            rep = heavy if rep_idx.size == heavy_idx.size else heavy_tasks(rep_idx)
+            res, moves = repair(res, rep, sizes, em_from, T=T if whitened else None, progress=say)
         t4 = time.perf_counter()
         info = {"heavy_tasks": int(heavy_idx.size), "heavy_min_rows": int(sizes[heavy_idx].min()), "split_moves": moves,
                 "subspace_rank": r, "starts": starts, "chosen_start": best.label,

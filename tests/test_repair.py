@@ -8,7 +8,7 @@ import fastmlr
 from fastmlr import em as _em
 from fastmlr import em_passes
 from fastmlr.metrics import parameter_error
-from fastmlr.repair import SPLIT_RATIO, _moves, heterogeneity, repair, unexplained
+from fastmlr.repair import SPLIT_RATIO, _moves, heterogeneity, repair, repair_set, unexplained
 from fastmlr.tasks import TaskSet, select_tasks
 
 
@@ -129,3 +129,12 @@ def test_empty_components_are_refitted_together():
     N = ts.offsets[-1]
     assert fixed.loglik[-1] >= truth.loglik[-1] - 1e-6 * N
     assert parameter_error(fixed.W, W).max <= 1.05 * parameter_error(truth.W, W).max
+
+
+def test_repair_set_takes_tasks_half_as_large_as_the_heavy_ones():
+    sizes = np.array([4, 40, 16, 15, 32, 8, 30, 100])
+    heavy = np.array([7, 1, 4])  # 100, 40, 32 rows: half the smallest is 16
+    got = repair_set(sizes, heavy, cap=100)
+    assert got.tolist() == [7, 1, 4, 6, 2]  # largest first, down to 16 rows
+    assert repair_set(sizes, heavy, cap=4).tolist() == [7, 1, 4, 6]
+    assert repair_set(sizes, heavy, cap=1).tolist() == [7, 1, 4]  # never fewer than the heavy set
