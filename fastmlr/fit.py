@@ -47,6 +47,7 @@ under linear maps of x, so it runs on the original features.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import math
 import time
@@ -73,6 +74,19 @@ from .tasks import TaskSet, as_tasks, check_k, select_tasks, takes_tasks
 __all__ = ["Model", "fit", "choose_heavy", "heavy_min_rows", "whitening_transform", "select_tasks"]
 
 _log = logging.getLogger("fastmlr")
+
+#: Set while ``fit`` runs inside a move after EM (:mod:`fastmlr.repair`), on a few
+#: hundred tasks: its steps are not logged as the user's fit's.
+_INNER: contextvars.ContextVar = contextvars.ContextVar("fastmlr_inner_fit", default=False)
+
+
+def inner_fit(tasks, k, **options) -> Model:
+    """:func:`fit` as a step of another fit: the same, without its log lines."""
+    token = _INNER.set(True)
+    try:
+        return fit(tasks, k, **options)
+    finally:
+        _INNER.reset(token)
 
 #: Whitening is switched on when an eigenvalue of the pooled second moment of x is
 #: further than this from 1 (and further than 6 standard errors of its estimate).
@@ -319,7 +333,8 @@ def fit(tasks, k, *, whiten="auto", linkages=(), n_seeds=None, seed=0, n_heavy=N
         Bad arrays, no task with two rows, k larger than the pool supports.
     """
     def say(msg):
-        _log.info(msg)
+        if not _INNER.get():
+            _log.info(msg)
         if progress is not None:
             progress(msg)
 

@@ -176,7 +176,7 @@ def _refit_unexplained(heavy: TaskSet, z, m: int, d: int):
     """Up to m regression vectors (m', d) fitted, by :func:`fastmlr.fit`, to the heavy
     tasks no component explains (``z`` above :func:`_z_level`), as many as their rows
     support; None when they hold no more than d rows."""
-    from .fit import fit
+    from .fit import inner_fit
 
     bad = np.flatnonzero(z > _z_level(z.size))
     part = select_tasks(heavy, bad) if bad.size >= _MIN_UNEXPLAINED else None
@@ -187,7 +187,7 @@ def _refit_unexplained(heavy: TaskSet, z, m: int, d: int):
         return None
     if mm == 1:
         return np.linalg.lstsq(part.X.astype(np.float64), part.y.astype(np.float64), rcond=None)[0][None, :]
-    return fit(part, mm, seed=1, whiten=False).W
+    return inner_fit(part, mm, seed=1, whiten=False).W
 
 
 def _room(W, s2, p, rows, d, m: int):
@@ -237,6 +237,8 @@ def _moves(heavy: TaskSet, Wh, res, rows, noise: float, k: int, d: int):
                             f"{', '.join(f'{ratio[l]:.2f}' for l in split)})")}, (Wn, s2n, pn))
     used = int((z > _z_level(z.size)).sum())
     for m in (1, 2, 4):  # components fitted to the tasks no component explains, in place of m others
+        if m >= k:
+            break
         new_W = _refit_unexplained(heavy, z, m, d)
         if new_W is None or new_W.shape[0] < m:
             break

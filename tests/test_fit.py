@@ -1,5 +1,6 @@
 """fit(): roles, subspace starts, task-level EM, whitening, k=None, model files, feasibility."""
 
+import importlib
 import json
 import os
 import warnings
@@ -468,9 +469,12 @@ def test_feasibility_counts_heavy_tasks_as_fit_chooses_them_and_allows_k_above_d
     assert many.ok and many.largest_k > 8  # k above d is supported by fit's EM
 
 
-def test_fit_renumbers_kept_components_and_warns():
+def test_fit_renumbers_kept_components_and_warns(monkeypatch):
     # k = 7 on a pool of 4 components with small tasks: some components end with too
-    # few weighted rows; the diagnostics number them as the returned model does
+    # few weighted rows; the diagnostics number them as the returned model does.  The
+    # moves after EM are switched off: here they refill an empty component with a few
+    # tasks that chance made look unexplained, and this test is about the numbering.
+    monkeypatch.setattr(importlib.import_module("fastmlr.fit"), "repair", lambda res, *a, **kw: (res, []))
     W, s2, p = fastmlr.make_mixture(4, 16, seed=0)
     sizes = np.random.default_rng(5).integers(2, 12, size=1500)
     S = fastmlr.sample_tasks(W, s2, p, sizes, seed=5)
