@@ -485,8 +485,11 @@ def fit(tasks, k, *, whiten="auto", linkages=(), n_seeds=None, seed=0, n_heavy=N
         t1 = time.perf_counter()
         say(f"k={kk}: starts in the subspace")
         starts: list = []
-        heavy = heavy_tasks(heavy_idx)  # gathered once: the starts and the split moves read it
+        heavy = heavy_tasks(heavy_idx)
         best = _projected_starts(heavy, U, sizes, kk, heavy_idx, linkages, seeds, seed, starts)
+        rep_idx = repair_set(sizes, heavy_idx, 4 * cap) if kk >= 3 else heavy_idx
+        if rep_idx.size != heavy_idx.size:  # the moves read more tasks: gathered after EM
+            heavy = None
         W0 = best.V @ U.T
         if whitened:
             W0 = W0 @ T
@@ -495,8 +498,7 @@ def fit(tasks, k, *, whiten="auto", linkages=(), n_seeds=None, seed=0, n_heavy=N
         res = em_from(W0, best.s2, best.p)
         moves: list = []
         if kk >= 3:
-            rep_idx = repair_set(sizes, heavy_idx, 4 * cap)
-            rep = heavy if rep_idx.size == heavy_idx.size else heavy_tasks(rep_idx)
+            rep = heavy if heavy is not None else heavy_tasks(rep_idx)
             res, moves = repair(res, rep, sizes, em_from, T=T if whitened else None, progress=say)
         t4 = time.perf_counter()
         info = {"heavy_tasks": int(heavy_idx.size), "heavy_min_rows": int(sizes[heavy_idx].min()), "split_moves": moves,
