@@ -670,8 +670,7 @@ def _frame_pool(df, kind, task, target, features, who, query_ok, X=None):
         cols = [_frame_numbers(_frame_column(df, kind, f), f, "feature", False, who) for f in features]
         dtype = np.float32 if all(c.dtype == np.float32 for c in cols) and y.dtype == np.float32 else np.float64
         X = np.empty((y.shape[0], len(cols)), dtype=dtype)
-        for j, c in enumerate(cols):
-            X[:, j] = c
+        _fill_rows(X, [cols])  # values checked above; blocks of rows, on a few threads
     elif X.dtype != np.float32 or y.dtype != np.float32:
         X = X.astype(np.float64, copy=False)
     return _group(X, y.astype(X.dtype, copy=False), ids, text, features, True, query_ok, f"{who}: ")
