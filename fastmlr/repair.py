@@ -15,7 +15,7 @@ estimates ``sum_m q_lm (w_m - w_l)(w_m - w_l)^T`` without bias (Algorithm 2's mo
 the residuals of one component).  For a component that covers one regime it is noise,
 roughly symmetric about zero; for one that covers two, its top eigenvalue stands out
 and its eigenvector points from one regime to the other.  The statistic is taken over
-the heavy tasks (the largest, a few thousand), weighted by ``omega(t) = 1 / ((2/t)^2 +
+the largest tasks (:func:`repair_set`), weighted by ``omega(t) = 1 / ((2/t)^2 +
 2/(t d))`` -- the inverse of the variance of an entry of ``b_1 b_2^T`` for x of unit
 second moment -- so that the large tasks, whose half-means are precise, dominate.
 
@@ -63,8 +63,6 @@ __all__ = ["SPLIT_RATIO", "heterogeneity", "unexplained", "repair", "repair_set"
 #: multiple of the magnitude of the bottom one.
 SPLIT_RATIO = 1.6
 
-
-
 #: Responsibilities below this are left out of a component's residual moment.
 _NEGLIGIBLE = 1e-8
 
@@ -86,7 +84,7 @@ def _weights(t: np.ndarray, d: int) -> np.ndarray:
 
 
 def heterogeneity(heavy: TaskSet, W, s2, p):
-    """Residual moment of every component over the heavy tasks.
+    """Residual moment of every component over the given (large) tasks.
 
     Parameters
     ----------
