@@ -186,7 +186,10 @@ def main(argv=None):
     directory = args.dir or tempfile.mkdtemp(prefix="fit_scale-")
     os.makedirs(directory, exist_ok=True)
     if not os.path.exists(f"{directory}/X.npy"):
-        make_pool(directory, args.scale)
+        # in a process of its own: a child forked from a process that once held the pool
+        # would start with that process's peak resident memory (ru_maxrss is inherited)
+        subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {os.path.dirname(__file__)!r}); "
+                        f"import fit_scale; fit_scale.make_pool({directory!r}, {args.scale!r})"], check=True)
     N = int(np.load(f"{directory}/offsets.npy")[-1])
     print(f"pool: scale {args.scale}, {N:,} rows, k = 32, d = 256 (in {directory})")
     if not args.skip_time:

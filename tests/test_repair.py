@@ -7,8 +7,9 @@ import pytest
 import fastmlr
 from fastmlr import em as _em
 from fastmlr import em_passes
+from fastmlr import repair as repair_module
 from fastmlr.metrics import parameter_error
-from fastmlr.repair import SPLIT_RATIO, _moves, heterogeneity, repair, repair_set, unexplained
+from fastmlr.repair import SPLIT_RATIO, WIDE_RATIO, _moves, _refit_wide, heterogeneity, repair, repair_set, unexplained
 from fastmlr.tasks import TaskSet, select_tasks
 
 
@@ -71,7 +72,8 @@ def test_fit_reports_its_moves():
     m = fastmlr.fit(ts, 6)
     assert isinstance(m.diagnostics["split_moves"], list)
     for move in m.diagnostics["split_moves"]:
-        assert set(move) - {"split", "ratios", "reseed", "refit_empty", "unexplained_tasks"} == {
+        assert set(move) - {"split", "ratios", "reseed", "refit_empty", "unexplained_tasks", "refit_wide",
+                            "variance_ratio"} == {
             "loglik_before", "loglik_after", "kept"}
 
 
@@ -84,9 +86,11 @@ def _missing(W, s2, p):
     return W0, s20, p0
 
 
-def test_a_missing_regime_is_refitted_from_the_tasks_no_component_explains():
+def test_a_missing_regime_is_refitted_from_the_tasks_no_component_explains(monkeypatch):
     """Here the split move (tried first) does not raise the likelihood; the component
-    fitted to the heavy tasks no component explains does, and reaches the optimum."""
+    fitted to the heavy tasks no component explains does, and reaches the optimum (the
+    move that refits a wide component is switched off: it is tested below)."""
+    monkeypatch.setattr(repair_module, "WIDE_RATIO", np.inf)
     W, s2, p, ts = _pool(seed=11)
     em_from = _em_from(ts)
     truth = em_from(W, s2, p)
@@ -138,3 +142,49 @@ def test_repair_set_takes_tasks_half_as_large_as_the_heavy_ones():
     assert got.tolist() == [7, 1, 4, 6, 2]  # largest first, down to 16 rows
     assert repair_set(sizes, heavy, cap=4).tolist() == [7, 1, 4, 6]
     assert repair_set(sizes, heavy, cap=1).tolist() == [7, 1, 4]  # never fewer than the heavy set
+
+
+def test_a_component_of_wide_noise_is_refitted_as_two():
+    """One component over regimes 0 and 1 (their average, its variance grown by the
+    half-distance between them) while component 2 is held twice: the move refits the
+    wide one as two from its own heavy tasks, each near one of the regimes, and EM from
+    there reaches the optimum."""
+    W, s2, p, ts = _pool(seed=1)
+    em_from = _em_from(ts)
+    truth = em_from(W, s2, p)
+    stuck = em_from(*_stuck(W, s2, p))
+    heavy = select_tasks(ts, np.arange(6000, 6300))
+    t = np.diff(ts.offsets)
+    d = W.shape[1]
+    rows = t.astype(float) @ stuck.resp
+    noise = float(np.median(stuck.s2))
+    merged = int(np.argmin(np.linalg.norm(stuck.W - 0.5 * (W[0] + W[1]), axis=1)))
+    assert stuck.s2[merged] > WIDE_RATIO * noise  # the merged component is the wide one
+    l, new_W, ratio = _refit_wide(heavy, stuck.W, stuck, rows, noise, d)
+    assert l == merged and ratio > WIDE_RATIO
+    near = np.linalg.norm(new_W[:, None, :] - W[None, :2, :], axis=2)  # (2 new, regimes 0 and 1)
+    assert sorted(near.argmin(axis=1).tolist()) == [0, 1] and near.min(axis=1).max() < 0.35 * np.linalg.norm(W[0] - W[1])
+    wides = [start for m, start in _moves(heavy, stuck.W, stuck, rows, noise, 6, d) if "refit_wide" in m]
+    assert len(wides) == 1
+    fixed = em_from(*wides[0])
+    N = ts.offsets[-1]
+    assert fixed.loglik[-1] >= truth.loglik[-1] - 1e-6 * N
+    assert parameter_error(fixed.W, W).max <= 1.05 * parameter_error(truth.W, W).max
+
+
+def test_the_fit_inside_a_move_does_not_warn_the_user():
+    """A component kept by the fit a move runs on a few tasks is that step's, not one of
+    the user's components: inner_fit is fit without its FallbackWarning."""
+    import warnings
+
+    from fastmlr.fit import inner_fit
+    from fastmlr._validation import FallbackWarning
+
+    W, s2, p = fastmlr.make_mixture(2, 16, seed=0)
+    S = fastmlr.sample_tasks(W, s2, p, np.full(40, 10), seed=1)
+    with pytest.warns(FallbackWarning):  # 20 components on 400 rows: some keep their estimates
+        direct = fastmlr.fit(S, 20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FallbackWarning)
+        inner = inner_fit(S, 20)
+    np.testing.assert_array_equal(inner.W, direct.W)
