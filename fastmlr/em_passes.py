@@ -46,6 +46,8 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, NamedTuple
 
+import threading
+
 import numpy as np
 
 from . import _config
@@ -122,6 +124,24 @@ def _blocks(ts: TaskSet) -> np.ndarray:
     return chunk_bounds(ts.offsets, max(1, _BLOCK_BYTES // (ts.X.shape[1] * ts.X.itemsize)))
 
 
+def _scratch(ts: TaskSet, bounds, k: int):
+    """``get(m)``: an (m, k) array of X's dtype for a block's products, one per thread,
+    reused for every block the thread runs.  A fresh array per block would be fresh
+    pages per block where the allocator returns large arrays to the system at once:
+    Dask's workers set ``MALLOC_TRIM_THRESHOLD_``, under which an E-pass spent 0.15 s
+    of its 0.4 s faulting in pages (32 partitions, 2.3 M rows, k = 8, d = 32)."""
+    rows = int(np.diff(ts.offsets[bounds]).max(initial=0))
+    local = threading.local()
+
+    def get(m):
+        buf = getattr(local, "buf", None)
+        if buf is None:
+            buf = local.buf = np.empty((rows, k), dtype=ts.X.dtype)
+        return buf[:m]
+
+    return get
+
+
 def e_chunk(ts: TaskSet, W, s2, p, R_out=None):
     """The E-pass statistic of one chunk of whole (non-empty) tasks.  Each block of rows
     is read from memory once: its predictions ``X W^T`` and the product of its weighted
@@ -147,11 +167,12 @@ def e_chunk(ts: TaskSet, W, s2, p, R_out=None):
     t_all = np.diff(ts.offsets).astype(np.float64)
     if R_out is None:
         R_out = np.empty((ts.offsets.size - 1, k))
+    scratch = _scratch(ts, bounds, k)
 
     def block(b):
         part = slice_tasks(*ts, bounds[b], bounds[b + 1])
         lo, hi = bounds[b], bounds[b + 1]
-        P = part.X @ Wt  # (m, k), BLAS in the data's precision
+        P = np.matmul(part.X, Wt, out=scratch(part.X.shape[0]))  # (m, k), BLAS in the data's precision
         sse = kern.residual_sums(P, part.y, part.offsets)  # (nb, k) float64
         t = t_all[lo:hi]
         lj = log_joint(sse, t, s2, p)
@@ -188,9 +209,11 @@ def curvature_chunk(ts: TaskSet, R, D) -> np.ndarray:
     bounds = _blocks(ts)
     zero = np.zeros(int(np.diff(ts.offsets[bounds]).max(initial=0)), dtype=ts.X.dtype)
 
+    scratch = _scratch(ts, bounds, k)
+
     def block(b):
         part = slice_tasks(*ts, bounds[b], bounds[b + 1])
-        Q = part.X @ Dt
+        Q = np.matmul(part.X, Dt, out=scratch(part.X.shape[0]))
         qq = kern.residual_sums(Q, zero[:Q.shape[0]], part.offsets)  # per task sum of (x.d_l)^2
         return np.einsum("ik,ik->k", R[bounds[b]:bounds[b + 1]], qq)
 
