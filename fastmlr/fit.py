@@ -29,7 +29,9 @@ gives each task its roles by its size:
    refitted to the tasks no component explains, a component whose residuals among the
    heavy tasks show two regimes (or whose variance is far above the others') is split,
    new components are fitted to the tasks no component explains; EM runs on from each,
-   and a move is kept when it ends higher.
+   and a move is kept when it ends higher.  A start that needed a move is followed by
+   a second one from ``seed + 1`` (starts, EM, moves), and the more likely optimum is
+   kept (``diagnostics["restart"]``).
 
 The spectral steps are what put EM near the global optimum; EM is what makes the
 estimate use every example.  Measured on pools of 3,000-6,000 tasks of 4-32 rows
@@ -309,7 +311,8 @@ def fit(tasks, k, *, whiten="auto", linkages=(), n_seeds=None, seed=0, n_heavy=N
     n_seeds : int, optional -- k-means++ starts in the subspace over the heavy set (default
         ``max(4, ceil(k / 2))``: local optima multiply with k), and ``n_seeds // 2`` more
         over its ``8 k`` largest tasks when it has more
-    seed : int -- seed of the k-means++ starts
+    seed : int -- seed of the k-means++ starts (and ``seed + 1`` of a second start, run
+        when the first one's optimum needed a move after EM)
     n_heavy : int, optional -- number of heavy tasks (the largest); default from the sizes
     max_heavy : int, optional -- cap on the default number of heavy tasks (default
         ``max(500, 125 k)``)
@@ -488,30 +491,50 @@ def fit(tasks, k, *, whiten="auto", linkages=(), n_seeds=None, seed=0, n_heavy=N
         seeds = n_seeds if n_seeds is not None else max(4, math.ceil(kk / 2))
         r = min(kk, d)
         U = top_eigenvectors(M, r)[1]
-        t1 = time.perf_counter()
-        say(f"k={kk}: starts in the subspace")
-        starts: list = []
-        heavy = heavy_tasks(heavy_idx)
-        best = _projected_starts(heavy, U, sizes, kk, heavy_idx, linkages, seeds, seed, starts)
         rep_idx = repair_set(sizes, heavy_idx, 4 * cap) if kk >= 3 else heavy_idx
-        if rep_idx.size != heavy_idx.size:  # the moves read more tasks: gathered after EM
-            heavy = None
-        W0 = best.V @ U.T
-        if whitened:
-            W0 = W0 @ T
-        t3 = time.perf_counter()
-        say(f"k={kk}: EM on all tasks")
-        res = em_from(W0, best.s2, best.p)
-        moves: list = []
-        if kk >= 3:
-            rep = heavy if heavy is not None else heavy_tasks(rep_idx)
-            res, moves = repair(res, rep, sizes, em_from, T=T if whitened else None, progress=say)
-        t4 = time.perf_counter()
+        clock = {"starts": 0.0, "em": 0.0}
+
+        def attempt(start_seed, starts):
+            """Starts from ``start_seed``, EM on all tasks, the moves after it."""
+            t1 = time.perf_counter()
+            say(f"k={kk}: starts in the subspace" + ("" if start_seed == seed else f" (seed {start_seed})"))
+            heavy = heavy_tasks(heavy_idx)
+            best = _projected_starts(heavy, U, sizes, kk, heavy_idx, linkages, seeds, start_seed, starts)
+            if rep_idx.size != heavy_idx.size:  # the moves read more tasks: gathered after EM
+                heavy = None
+            W0 = best.V @ U.T
+            if whitened:
+                W0 = W0 @ T
+            t3 = time.perf_counter()
+            say(f"k={kk}: EM on all tasks")
+            res = em_from(W0, best.s2, best.p)
+            moves: list = []
+            if kk >= 3:
+                rep = heavy if heavy is not None else heavy_tasks(rep_idx)
+                res, moves = repair(res, rep, sizes, em_from, T=T if whitened else None, progress=say)
+            clock["starts"] += t3 - t1
+            clock["em"] += time.perf_counter() - t3
+            return res, moves, best, starts
+
+        res, moves, best, starts = attempt(seed, [])
+        restart = None
+        if any(m["kept"] for m in moves) and not _INNER.get():
+            # the start needed repair: its optimum may still lack a regime that no statistic
+            # shows, so a second start (seed + 1) runs and the more likely optimum is kept
+            # (at k = 32, d = 128 and 5,000 tasks of 4-32 rows, seed 0 ended a regime short;
+            # seeds 1, 2 and 3 reached the optimum of EM started at the truth)
+            second = attempt(seed + 1, [])
+            kept = bool(second[0].loglik[-1] > res.loglik[-1])
+            restart = {"seed": seed + 1, "loglik": float(second[0].loglik[-1]), "kept": kept,
+                       "split_moves": second[1]}
+            if kept:
+                restart["loglik_first"] = float(res.loglik[-1])
+                res, moves, best, starts = second
         info = {"heavy_tasks": int(heavy_idx.size), "heavy_min_rows": int(sizes[heavy_idx].min()), "split_moves": moves,
-                "subspace_rank": r, "starts": starts, "chosen_start": best.label,
+                "subspace_rank": r, "starts": starts, "chosen_start": best.label, "restart": restart,
                 "em_iterations": int(res.loglik.size - 1),
                 "em_converged": bool(res.converged), "kept_components": res.kept,
-                "seconds": {"starts": t3 - t1, "em": t4 - t3}}
+                "seconds": dict(clock)}
         return res, info
 
     if k is None:

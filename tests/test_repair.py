@@ -1,6 +1,8 @@
 """Split moves after EM (fastmlr.repair): a component covering two regimes is found from
 the residuals of the heavy tasks and split, and EM leaves the optimum it was stuck in."""
 
+import importlib
+
 import numpy as np
 import pytest
 
@@ -188,3 +190,26 @@ def test_the_fit_inside_a_move_does_not_warn_the_user():
         warnings.simplefilter("error", FallbackWarning)
         inner = inner_fit(S, 20)
     np.testing.assert_array_equal(inner.W, direct.W)
+
+
+def test_a_start_that_needed_moves_is_followed_by_a_second_start(monkeypatch):
+    """When a move was kept, fit runs its starts again from seed + 1 and keeps the more
+    likely optimum; when none was, it does not."""
+    fit_module = importlib.import_module("fastmlr.fit")
+    W, s2, p, ts = _pool(seed=5)
+    plain = fastmlr.fit(ts, 6)
+    assert plain.diagnostics["restart"] is None and not any(m["kept"] for m in plain.diagnostics["split_moves"])
+    calls = []
+
+    def marked(res, *args, **kwargs):  # every first attempt reports a kept move
+        calls.append(float(res.loglik[-1]))
+        return res, ([{"kept": True, "split": [0]}] if len(calls) == 1 else [])
+
+    monkeypatch.setattr(fit_module, "repair", marked)
+    m = fastmlr.fit(ts, 6)
+    restart = m.diagnostics["restart"]
+    assert len(calls) == 2 and restart["seed"] == 1
+    assert m.diagnostics["loglik"] == max(calls)  # the more likely of the two optima
+    assert restart["kept"] == (calls[1] > calls[0])
+    other = fastmlr.fit(ts, 6, seed=1)  # the second start is fit's own start from seed 1
+    np.testing.assert_allclose(restart["loglik"], other.diagnostics["loglik"], rtol=1e-12)
