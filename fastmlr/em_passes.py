@@ -44,9 +44,8 @@ accepted point) and k x d state.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, NamedTuple
-
 import threading
+from typing import Callable, Iterable, NamedTuple
 
 import numpy as np
 
