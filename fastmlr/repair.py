@@ -109,18 +109,19 @@ def heterogeneity(heavy: TaskSet, W, s2, p):
     u : (k, d) -- its unit eigenvector
     """
     k, d = W.shape
-    X = np.ascontiguousarray(heavy.X, dtype=np.float64)
-    y = np.ascontiguousarray(heavy.y, dtype=np.float64)
+    # in the data's precision: a float64 copy of a float32 pool's tasks was 0.67 GB at
+    # Figure 2's scale, the largest array of a fit streamed from disk
+    X, y = heavy.X, heavy.y
     t = np.diff(heavy.offsets).astype(np.float64)
-    _, RT = _em._e_step(TaskSet(X, y, heavy.offsets), t, W, s2, p)  # (k, n_H)
+    _, RT = _em._e_step(heavy, t, W, s2, p)  # (k, n_H)
     omega = _weights(t, d)
-    P = X @ W.T  # (N_H, k)
+    P = X @ W.T.astype(X.dtype)  # (N_H, k)
     kern = kernels()
     ratio, lam, u = np.empty(k), np.empty(k), np.empty((k, d))
     for l in range(k):
         wl = omega * RT[l]
         on = np.flatnonzero(RT[l] > _NEGLIGIBLE)  # each task's weight sits on few components
-        B = kern.group_means(X, y - P[:, l], heavy.offsets, 2)  # (n_H, 2, d)
+        B = kern.group_means(X, y - P[:, l], heavy.offsets, 2).astype(np.float64, copy=False)  # (n_H, 2, d)
         C = (B[on, 0, :] * wl[on, None]).T @ B[on, 1, :] / max(float(wl.sum()), 1e-300)
         vals, vecs = np.linalg.eigh(0.5 * (C + C.T))
         lam[l], u[l] = vals[-1], vecs[:, -1]
@@ -234,8 +235,7 @@ def _refit_wide(heavy: TaskSet, Wh, res, rows, noise: float, d: int):
     if ratio[l] < WIDE_RATIO or Wh.shape[0] < 3:
         return None
     t = np.diff(heavy.offsets).astype(np.float64)
-    _, RT = _em._e_step(TaskSet(np.ascontiguousarray(heavy.X, dtype=np.float64),
-                                np.ascontiguousarray(heavy.y, dtype=np.float64), heavy.offsets), t, Wh, res.s2, res.p)
+    _, RT = _em._e_step(heavy, t, Wh, res.s2, res.p)
     own = np.flatnonzero(np.argmax(RT, axis=0) == l)
     if own.size < 4 or t[own].sum() <= 2 * d:
         return None
