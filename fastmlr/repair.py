@@ -93,13 +93,14 @@ def _weights(t: np.ndarray, d: int) -> np.ndarray:
     return 1.0 / ((2.0 / t) ** 2 + 2.0 / (t * d))
 
 
-def heterogeneity(heavy: TaskSet, W, s2, p):
+def heterogeneity(heavy: TaskSet, W, s2, p, RT=None):
     """Residual moment of every component over the given (large) tasks.
 
     Parameters
     ----------
     heavy : TaskSet -- tasks with at least 2 rows, in the coordinates of ``W``
     W : (k, d), s2 : (k,), p : (k,) -- the mixture
+    RT : (k, n_H), optional -- the heavy tasks' responsibilities under it (computed if not given)
 
     Returns
     -------
@@ -113,7 +114,8 @@ def heterogeneity(heavy: TaskSet, W, s2, p):
     # Figure 2's scale, the largest array of a fit streamed from disk
     X, y = heavy.X, heavy.y
     t = np.diff(heavy.offsets).astype(np.float64)
-    _, RT = _em._e_step(heavy, t, W, s2, p)  # (k, n_H)
+    if RT is None:
+        _, RT = _em._e_step(heavy, t, W, s2, p)  # (k, n_H)
     omega = _weights(t, d)
     P = X @ W.T.astype(X.dtype)  # (N_H, k)
     kern = kernels()
@@ -221,10 +223,11 @@ def _enough_rows(bad, z, t, m: int, d: int):
 WIDE_RATIO = 1.25
 
 
-def _refit_wide(heavy: TaskSet, Wh, res, rows, noise: float, d: int):
+def _refit_wide(heavy: TaskSet, Wh, res, rows, noise: float, d: int, RT):
     """The component of widest noise refitted as two to the heavy tasks it holds (their
     most likely component), when its variance is ``WIDE_RATIO`` times ``noise`` and its
-    tasks hold more than 2 d rows: ``(l, W (2, d), variance ratio)`` or None.  A
+    tasks hold more than 2 d rows (``RT`` (k, n_H): the heavy tasks' responsibilities):
+    ``(l, W (2, d), variance ratio)`` or None.  A
     component that covers two regimes fits neither, and its variance shows it, though
     its residual moment (:func:`heterogeneity`) may not stand out."""
     from .fit import inner_fit
@@ -234,8 +237,7 @@ def _refit_wide(heavy: TaskSet, Wh, res, rows, noise: float, d: int):
     l = int(np.argmax(ratio))
     if ratio[l] < WIDE_RATIO or Wh.shape[0] < 3:
         return None
-    t = np.diff(heavy.offsets).astype(np.float64)
-    _, RT = _em._e_step(heavy, t, Wh, res.s2, res.p)
+    t = np.diff(heavy.offsets)
     own = np.flatnonzero(np.argmax(RT, axis=0) == l)
     if own.size < 4 or t[own].sum() <= 2 * d:
         return None
@@ -279,7 +281,8 @@ def _moves(heavy: TaskSet, Wh, res, rows, noise: float, k: int, d: int):
             yield ({"refit_empty": m, "unexplained_tasks": int((z > _z_level(z.size)).sum()),
                     "say": f"EM from {m} empty components refitted to the heavy tasks no component explains"},
                    (np.vstack([Wh[keep], new_W]), np.append(res.s2[keep], np.full(m, noise)), pn / pn.sum()))
-    ratio, lam, u = heterogeneity(heavy, Wh, res.s2, res.p)
+    _, RT = _em._e_step(heavy, np.diff(heavy.offsets).astype(np.float64), Wh, res.s2, res.p)  # once a round
+    ratio, lam, u = heterogeneity(heavy, Wh, res.s2, res.p, RT=RT)
     split = [int(l) for l in np.argsort(-ratio, kind="stable") if ratio[l] > SPLIT_RATIO]
     if split:
         Wn, s2n, pn, split = _split(Wh, res.s2, res.p, split, lam, u, rows, d)
@@ -287,7 +290,7 @@ def _moves(heavy: TaskSet, Wh, res, rows, noise: float, k: int, d: int):
             yield ({"split": split, "ratios": [float(ratio[l]) for l in split],
                     "say": (f"EM from components {split} split (residual moment ratios "
                             f"{', '.join(f'{ratio[l]:.2f}' for l in split)})")}, (Wn, s2n, pn))
-    wide = _refit_wide(heavy, Wh, res, rows, noise, d)
+    wide = _refit_wide(heavy, Wh, res, rows, noise, d, RT)
     if wide is not None:
         l, new_W, ratio_l = wide
         Wk, s2k, pk, room = _room(np.delete(Wh, l, axis=0), np.delete(res.s2, l), np.delete(res.p, l),

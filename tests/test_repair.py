@@ -162,7 +162,8 @@ def test_a_component_of_wide_noise_is_refitted_as_two():
     noise = float(np.median(stuck.s2))
     merged = int(np.argmin(np.linalg.norm(stuck.W - 0.5 * (W[0] + W[1]), axis=1)))
     assert stuck.s2[merged] > WIDE_RATIO * noise  # the merged component is the wide one
-    l, new_W, ratio = _refit_wide(heavy, stuck.W, stuck, rows, noise, d)
+    _, RT = _em._e_step(heavy, t[6000:].astype(float), stuck.W, stuck.s2, stuck.p)
+    l, new_W, ratio = _refit_wide(heavy, stuck.W, stuck, rows, noise, d, RT)
     assert l == merged and ratio > WIDE_RATIO
     near = np.linalg.norm(new_W[:, None, :] - W[None, :2, :], axis=2)  # (2 new, regimes 0 and 1)
     assert sorted(near.argmin(axis=1).tolist()) == [0, 1] and near.min(axis=1).max() < 0.35 * np.linalg.norm(W[0] - W[1])
