@@ -39,6 +39,17 @@ def test_demo_table_is_deterministic(capsys):
     assert "prediction MSE on 1000 new tasks" in first
 
 
+def test_backend_option_holds_for_the_command_only(capsys):
+    """``main`` called from Python: ``--backend`` does not change the caller's backend."""
+    from fastmlr.backend import get_backend
+
+    before = get_backend()
+    other = "numpy" if before != "numpy" else "cython"
+    main(["demo", "--k", "2", "--d", "6", "--scale", "0.01", "--seed", "1", "--backend", other, "--json"])
+    assert json.loads(capsys.readouterr().out)["setting"]["backend"] == other
+    assert get_backend() == before
+
+
 @pytest.mark.parametrize(
     "args, words",
     [

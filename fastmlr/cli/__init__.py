@@ -14,6 +14,7 @@ No command module imports this one; their shared argument types live in
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 
@@ -63,11 +64,10 @@ def main(argv=None) -> int:
     except BrokenPipeError:  # --help into a closed pipe
         return _closed_pipe()
     try:
-        from ..backend import n_threads, set_backend
+        from ..backend import n_threads, use_backend
 
-        if getattr(args, "backend", None):
-            set_backend(args.backend)
-        with n_threads(getattr(args, "threads", None)):
+        backend = getattr(args, "backend", None)  # for this command only: a caller's choice stays as it was
+        with use_backend(backend) if backend else contextlib.nullcontext(), n_threads(getattr(args, "threads", None)):
             code = args.func(args)
         sys.stdout.flush()  # a closed pipe shows here, not at exit
         return code
