@@ -23,7 +23,7 @@ cimport cython
 from cython cimport floating
 from cython.parallel cimport parallel, prange, threadid
 from libc.math cimport INFINITY, sqrt
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, intptr_t
 from libc.string cimport memcpy
 from scipy.linalg.cython_blas cimport dgemm
 
@@ -31,7 +31,7 @@ from . import _threads
 
 __all__ = ["group_means", "median_combine", "single_linkage", "average_linkage", "residual_sums",
            "weighted_residuals", "labeled_sse",
-           "gather_rows", "task_gram"]
+           "gather_rows", "task_gram", "columns_into_rows"]
 
 cdef extern from *:
     """
@@ -54,6 +54,8 @@ cdef enum:
     _LANES = 8        # partial sums of a row's dot product in labeled_sse (as in kernels.py)
     _SCAN_BLOCK = 128  # average_linkage: slots per block of the nearest-neighbour scan
     _GATHER_RATIO = 8  # average_linkage: backlog above m / _GATHER_RATIO merges is gathered
+    _FILL_ROWS = 1024  # columns_into_rows: rows per parallel iteration
+    _FILL_COLS = 4     # columns_into_rows: columns read together
 
 # float64 bits as int64, xored with this where negative: integers in the order of the
 # values; _OWN, the NaN whose key is _KEY_MASK, marks a row's own slot in
@@ -867,3 +869,70 @@ def task_gram(const floating[:, ::1] X, const floating[::1] y, const int64_t[::1
                 _task_gram_task(X, y, offsets, i, buf, buf + _ROW_SLAB * e,
                                 buf + _ROW_SLAB * e + e * e, A, b, c)
     return A_arr, b_arr, c_arr
+
+
+# ---------------------------------------------------------------- columns into rows
+
+cdef inline bint _fill_block(floating[:, ::1] X, const int64_t[::1] addresses, Py_ssize_t s,
+                             Py_ssize_t e) noexcept nogil:
+    """Rows s:e of every column into X; False if a value is not finite."""
+    cdef Py_ssize_t d = X.shape[1]
+    cdef Py_ssize_t full = d - d % _FILL_COLS
+    cdef Py_ssize_t i, j, j0, t
+    cdef const floating* c0
+    cdef const floating* c1
+    cdef const floating* c2
+    cdef const floating* c3
+    cdef floating v0, v1, v2, v3
+    cdef double acc = 0.0
+    for t in range(full // _FILL_COLS):
+        j0 = t * _FILL_COLS
+        c0 = <const floating*><intptr_t>addresses[j0]
+        c1 = <const floating*><intptr_t>addresses[j0 + 1]
+        c2 = <const floating*><intptr_t>addresses[j0 + 2]
+        c3 = <const floating*><intptr_t>addresses[j0 + 3]
+        for i in range(s, e):
+            v0 = c0[i]
+            v1 = c1[i]
+            v2 = c2[i]
+            v3 = c3[i]
+            X[i, j0] = v0
+            X[i, j0 + 1] = v1
+            X[i, j0 + 2] = v2
+            X[i, j0 + 3] = v3
+            acc += (<double>(v0 - v0) + <double>(v1 - v1)) + (<double>(v2 - v2) + <double>(v3 - v3))  # NaN iff not finite
+    for j in range(full, d):
+        c0 = <const floating*><intptr_t>addresses[j]
+        for i in range(s, e):
+            v0 = c0[i]
+            X[i, j] = v0
+            acc += <double>(v0 - v0)
+    return acc == acc
+
+
+def columns_into_rows(floating[:, ::1] X, const int64_t[::1] addresses):
+    """Copy d columns into the rows of X, and tell whether every value is finite.
+
+    Parameters
+    ----------
+    X : (n, d) float32 or float64, C-contiguous -- written
+    addresses : (d,) int64 -- address of column j: n contiguous values of X's dtype,
+        alive for the call (the caller holds the arrays)
+
+    Returns
+    -------
+    bool -- True if no value copied is NaN or infinite
+    """
+    cdef Py_ssize_t n = X.shape[0]
+    cdef Py_ssize_t blocks = (n + _FILL_ROWS - 1) // _FILL_ROWS
+    cdef int nt = _nthreads(blocks)
+    ok_arr = np.ones(blocks, dtype=np.uint8)
+    cdef unsigned char[::1] ok = ok_arr
+    cdef Py_ssize_t b, e
+    with nogil, parallel(num_threads=nt):
+        for b in prange(blocks, schedule="static"):
+            e = (b + 1) * _FILL_ROWS
+            if e > n:
+                e = n
+            ok[b] = _fill_block(X, addresses, b * _FILL_ROWS, e)
+    return bool(ok_arr.all())

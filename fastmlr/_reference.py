@@ -9,12 +9,14 @@ the speed ratios.
 
 from __future__ import annotations
 
+import ctypes
+
 import numpy as np
 from scipy.cluster.hierarchy import linkage
 from scipy.spatial.distance import squareform
 
 __all__ = ["group_means", "median_combine", "median_distances", "single_linkage", "average_linkage", "residual_sums",
-           "weighted_residuals", "labeled_sse", "gather_rows", "task_gram"]
+           "weighted_residuals", "labeled_sse", "gather_rows", "task_gram", "columns_into_rows"]
 
 
 def _segment_sums(values: np.ndarray, bounds: np.ndarray) -> np.ndarray:
@@ -188,3 +190,13 @@ def task_gram(X, y, offsets):
         b[idx] = np.matmul(XgT, yg[:, :, None])[:, :, 0]
         c[idx] = np.einsum("it,it->i", yg, yg)
     return A, b, c
+
+
+def columns_into_rows(X, addresses):
+    """Copy the columns at ``addresses`` into the rows of X; True if every value is
+    finite (see ``kernels.columns_into_rows``)."""
+    n, d = X.shape
+    cell = ctypes.c_float if X.dtype == np.float32 else ctypes.c_double
+    for j in range(d):
+        X[:, j] = np.ctypeslib.as_array((cell * n).from_address(int(addresses[j])))
+    return bool(np.isfinite(X).all())

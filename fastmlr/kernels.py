@@ -15,11 +15,15 @@ count.
 
 from __future__ import annotations
 
+import ctypes
+
 import numpy as np
-from numba import njit, prange
+from numba import carray, njit, prange, types
+from numba.core import config as numba_config
+from numba.extending import intrinsic
 
 __all__ = ["group_means", "median_combine", "single_linkage", "average_linkage", "residual_sums",
-           "weighted_residuals", "labeled_sse", "gather_rows", "task_gram"]
+           "weighted_residuals", "labeled_sse", "gather_rows", "task_gram", "columns_into_rows"]
 
 _JIT = dict(cache=True, nogil=True)
 
@@ -697,3 +701,79 @@ def _task_gram_into(X, y, offsets, A, b, c):
                 p += d - a
                 b[i, a] = G[a, d]
             c[i] = G[d, d]
+
+
+# ---------------------------------------------------------------- columns into rows
+
+@intrinsic
+def _column_pointer(typingctx, address, like):
+    """The int64 ``address`` as a pointer to values of ``like``'s dtype."""
+    sig = types.CPointer(like.dtype)(address, like)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
+
+    return sig, codegen
+
+
+if numba_config.DISABLE_JIT:  # the kernels run as Python (NUMBA_DISABLE_JIT=1): a view through ctypes
+    def _column(address, n, like):
+        cell = ctypes.c_float if like.dtype == np.float32 else ctypes.c_double
+        return np.ctypeslib.as_array((cell * n).from_address(int(address)))
+else:
+    @njit(**_JIT)
+    def _column(address, n, like):
+        """The n values of ``like``'s dtype at ``address``, as an array."""
+        return carray(_column_pointer(address, like), (n,))
+
+
+# columns_into_rows: rows per parallel iteration, and columns read together.
+_FILL_ROWS = 1024
+_FILL_COLS = 4
+
+
+@njit(parallel=True, **_JIT)
+def columns_into_rows(X, addresses):
+    """Copy d columns into the rows of X, and tell whether every value is finite.
+
+    Parameters
+    ----------
+    X : (n, d) float32 or float64, C-contiguous -- written
+    addresses : (d,) int64 -- address of column j: n contiguous values of X's dtype,
+        alive for the call (the caller holds the arrays)
+
+    Returns
+    -------
+    bool -- True if no value copied is NaN or infinite
+    """
+    n, d = X.shape
+    blocks = (n + _FILL_ROWS - 1) // _FILL_ROWS
+    bad = np.zeros(blocks, dtype=np.bool_)
+    full = d - d % _FILL_COLS
+    for b in prange(blocks):
+        s = b * _FILL_ROWS
+        e = min(n, s + _FILL_ROWS)
+        acc = 0.0
+        for j0 in range(0, full, _FILL_COLS):
+            c0 = _column(addresses[j0], n, X)
+            c1 = _column(addresses[j0 + 1], n, X)
+            c2 = _column(addresses[j0 + 2], n, X)
+            c3 = _column(addresses[j0 + 3], n, X)
+            for i in range(s, e):
+                v0 = c0[i]
+                v1 = c1[i]
+                v2 = c2[i]
+                v3 = c3[i]
+                X[i, j0] = v0
+                X[i, j0 + 1] = v1
+                X[i, j0 + 2] = v2
+                X[i, j0 + 3] = v3
+                acc += ((v0 - v0) + (v1 - v1)) + ((v2 - v2) + (v3 - v3))  # NaN iff a value is not finite
+        for j in range(full, d):
+            c = _column(addresses[j], n, X)
+            for i in range(s, e):
+                v = c[i]
+                X[i, j] = v
+                acc += v - v
+        bad[b] = acc != acc
+    return not bad.any()

@@ -195,6 +195,26 @@ def _tg_empty_tasks(rng, dt):
 
 
 # kernel -> case id -> (builder, takes task data of either dtype, tied distances)
+#: columns_into_rows reads its columns by address: the arrays live here for the test run
+_COLUMNS_HELD: list = []
+
+
+def _cr_columns(n, d, bad=None):
+    """n rows of d columns, each a strided-free slice of a larger array (an offset
+    address), with a NaN or an infinity at one place when ``bad`` names it."""
+    def build(rng, dt):
+        cols = [rng.standard_normal(n + 3).astype(dt)[3:] for _ in range(d)]
+        if bad is not None and n:
+            cols[d // 2][n // 2] = {"nan": np.nan, "inf": -np.inf}[bad]
+        if n:
+            cols[0][0] = np.finfo(dt).max  # finite values whose sum overflows are still finite
+            cols[-1][0] = np.finfo(dt).max
+        _COLUMNS_HELD.append(cols)
+        X = np.full((n, d), 7.0, dtype=dt)
+        return X, np.array([c.ctypes.data for c in cols], dtype=np.int64)
+    return build
+
+
 CASES = {
     "group_means": {
         **{f"ragged-G{G}": (_gm_ragged(G), True, False) for G in (1, 2, 3, 8)},
@@ -239,6 +259,11 @@ CASES = {
         "no-tasks": (_gr_none, True, False),
         "smallest": (_gr_smallest, True, False),
     },
+    "columns_into_rows": {  # n = 2500 spans three parallel blocks of 1024 rows
+        **{f"n{n}-d{d}": (_cr_columns(n, d), True, False) for n, d in [(1, 1), (2500, 3), (2500, 8), (1025, 33)]},
+        **{f"{bad}": (_cr_columns(2500, 9, bad), True, False) for bad in ("nan", "inf")},
+        "no-rows": (_cr_columns(0, 4), True, False),
+    },
     "task_gram": {
         **{f"ragged-d{d}": (_tg_ragged(d), True, False) for d in (1, 2, 7, 33)},
         "empty-tasks": (_tg_empty_tasks, True, False),
@@ -265,6 +290,8 @@ ARGNAMES = "kernel,build,dtype,ties,seed"
 
 #: kernels that fill one of their arguments instead of returning a result: its position
 IN_PLACE = {"median_combine": -1, "weighted_residuals": 0}
+#: kernels that fill one of their arguments and return a result: its position
+FILLS = {"columns_into_rows": 0}
 
 
 def _call(module, kernel, args):
@@ -275,6 +302,8 @@ def _call(module, kernel, args):
     if kernel in IN_PLACE:
         assert result is None
         return args[IN_PLACE[kernel]]
+    if kernel in FILLS:  # (the filled argument, the result as an array)
+        return args[FILLS[kernel]], np.asarray(result)
     return result
 
 
@@ -338,6 +367,11 @@ def _check_against_oracle(kernel, args, got, want, dtype, ties):
         # the order of summation): BLAS and the kernels differ only by that order
         for g, w in zip(got, want):
             np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12 * max(1.0, np.abs(w).max(initial=0.0)))
+    elif kernel == "columns_into_rows":
+        X, ok = got
+        assert X.dtype == args[0].dtype and ok.dtype == bool
+        np.testing.assert_array_equal(X, want[0])  # copies: equal bits
+        assert ok == want[1] == bool(np.isfinite(want[0]).all())
     else:  # pragma: no cover - a kernel added without a check
         raise AssertionError(f"no oracle check for {kernel}")
 

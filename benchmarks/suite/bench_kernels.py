@@ -119,3 +119,21 @@ class TaskGram:
 
     def peakmem_task_gram(self, backend, dtype, tasks, d):
         self.k.task_gram(self.X, self.y, self.off)
+
+
+class ColumnsIntoRows:
+    """Columns (as a frame or a Parquet row group holds them) copied into the rows of X."""
+
+    params = (BACKENDS, DTYPES, sizes([1 << 16], [1 << 20]))
+    param_names = ["backend", "dtype", "rows"]
+
+    def setup(self, backend, dtype, rows):
+        rng = np.random.default_rng(0)
+        self.cols = [rng.standard_normal(rows).astype(dtype) for _ in range(32)]
+        self.addresses = np.array([c.ctypes.data for c in self.cols], dtype=np.int64)
+        self.X = np.empty((rows, 32), dtype=dtype)
+        self.k = _load(backend)
+        self.k.columns_into_rows(self.X[:2], self.addresses)
+
+    def time_columns_into_rows(self, backend, dtype, rows):
+        self.k.columns_into_rows(self.X, self.addresses)
