@@ -131,7 +131,7 @@ def _batch_arrays(batch, task, target, features, dtype, path, first):
 def _chunks(path, task, target, features, dtype, rows, allow_query):
     """Chunks of whole tasks from the file (see :func:`open_parquet`)."""
     pf = _parquet_file(path)
-    done = set()  # ids of tasks already handed on: seeing one again means the file is not grouped
+    done = _SeenIds()  # tasks already handed on: seeing one again means the file is not grouped
     carry = None  # rows of the last task of the previous batch, which may go on
     first = 0
     for batch in _batches(pf, [task, target, *features], rows):
@@ -172,14 +172,51 @@ def _run_starts(ids):
     return np.concatenate([[0], change]).astype(np.int64)
 
 
+class _SeenIds:
+    """The task ids handed on so far, to find a task whose rows come back later.
+
+    While the ids come in increasing order (a file sorted by task), each chunk is
+    checked against the last id alone, and the ids are kept as arrays (8 bytes a task
+    for integer ids, where a Python set takes about 60).  The first chunk out of order
+    turns them into a set, which the rest of the file is checked against.
+    """
+
+    def __init__(self):
+        self.last = None  # largest id so far, while every id came in increasing order
+        self.runs: list = []  # the ids so far (increasing), while in order
+        self.ids: set | None = None  # the ids so far, once the order broke
+
+    def repeat(self, run_ids: np.ndarray) -> int:
+        """Index in ``run_ids`` of the first id seen before (in an earlier chunk or
+        earlier in this one), else -1; then the ids count as seen."""
+        if self.ids is None:
+            try:
+                increasing = bool(np.all(run_ids[1:] > run_ids[:-1])) and (
+                    self.last is None or not run_ids.size or bool(run_ids[0] > self.last))
+            except TypeError:  # ids that do not compare (mixed types)
+                increasing = False
+            if increasing:
+                if run_ids.size:
+                    self.runs.append(run_ids)
+                    self.last = run_ids[-1]
+                return -1
+            self.ids = set(np.concatenate(self.runs).tolist()) if self.runs else set()
+            self.runs = []
+        for j, t in enumerate(run_ids.tolist()):
+            if t in self.ids:
+                return j
+            self.ids.add(t)
+        return -1
+
+
 def _whole_tasks(X, y, ids, starts, end, done, path, target, base, allow_query):
     """One chunk: rows ``:end``, tasks beginning at ``starts``; each id must be new."""
-    run_ids = ids[starts].tolist()
-    for i, t in zip(starts.tolist(), run_ids):
-        if t in done:
-            raise ValueError(f"{path}: the rows of task {t!r} are not consecutive (again at row {base + i}); "
-                             f"expected the rows of each task together (sort the file by its task column)")
-        done.add(t)
+    j = done.repeat(ids[starts])
+    if j >= 0:
+        t = ids[starts[j]]
+        t = t.item() if isinstance(t, np.generic) else t
+        raise ValueError(f"{path}: the rows of task {t!r} are not consecutive (again at row {base + int(starts[j])}); "
+                         f"expected the rows of each task together (sort the file by its task column)")
     offsets = np.concatenate([starts, [end]]).astype(np.int64)
     query = np.isnan(y)
     if query.any():

@@ -146,3 +146,25 @@ def test_fit_from_parquet_stays_under_a_memory_budget(tmp_path):
     before, grew = map(int, r.stdout.strip().splitlines()[-1].split())
     assert before > 50e6  # a real measure: the interpreter, NumPy, Numba and pyarrow are in it
     assert grew < data / 3, f"peak memory grew by {grew / 1e6:.1f} MB for a pool of {data / 1e6:.1f} MB"
+
+
+def test_seen_ids_in_order_keep_arrays_and_find_a_repeat_after_the_order_breaks():
+    from fastmlr.parquet import _SeenIds
+
+    seen = _SeenIds()
+    assert seen.repeat(np.array([1, 2, 5])) == -1
+    assert seen.repeat(np.array([7, 9])) == -1
+    assert seen.ids is None and seen.last == 9  # a sorted file: no set
+    assert seen.repeat(np.array([3, 4])) == -1  # out of order but new: the order breaks, the ids go on
+    assert seen.ids == {1, 2, 3, 4, 5, 7, 9}
+    assert seen.repeat(np.array([10, 5, 11])) == 1  # 5 came in the first chunk
+    text = _SeenIds()
+    assert text.repeat(np.array(["a", "b"], dtype=object)) == -1
+    assert text.repeat(np.array(["c", "b"], dtype=object)) == 1
+
+
+def test_a_task_back_after_a_sorted_start_is_refused(tmp_path):
+    task = np.array([1, 1, 2, 2, 3, 3, 4, 4, 2, 2])  # sorted through 4, then task 2 again
+    write_pool(tmp_path / "back.parquet", np.arange(20.0).reshape(10, 2), np.ones(10), task)
+    with pytest.raises(ValueError, match=r"back\.parquet: the rows of task 2 are not consecutive \(again at row 8\)"):
+        list(fastmlr.open_parquet(tmp_path / "back.parquet", max_rows=3))
