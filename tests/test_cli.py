@@ -25,6 +25,7 @@ def test_demo_json_small(capsys):
     for r in res["prediction"][:2]:  # small tau: the posterior mean clearly wins
         assert r["true_bayes"] < r["true_map"] and r["bayes"] < r["map"]
     assert set(res["checks"]) >= {"clustering_accuracy>=0.99", "bayes<=map(all tau)"}
+    assert res["checks_calibrated"] is False  # k = 4, d = 16 at 5% of the tasks: not the paper's setting
 
 
 def test_demo_table_is_deterministic(capsys):
@@ -37,6 +38,18 @@ def test_demo_table_is_deterministic(capsys):
                        ("sampling", "subspace", "cluster", "classify", "prediction")]
     assert strip(first) == strip(second)
     assert "prediction MSE on 1000 new tasks" in first
+    # checks calibrated for the paper's setting are shown for information here, never as FAIL
+    assert "FAIL" not in first and "at this setting, for information:" in first
+
+
+def test_demo_marks_checks_ok_or_fail_at_the_paper_setting():
+    from fastmlr.demo import format_demo, run_demo
+
+    res = run_demo(k=3, d=12, scale=0.02, seed=1)
+    res["checks_calibrated"] = True  # as at k = 32, d = 256, scale 1
+    res["checks"] = {"a": True, "b": False}
+    text = format_demo(res)
+    assert "  [ok] a" in text and "  [FAIL] b" in text and "for information" not in text
 
 
 def test_backend_option_holds_for_the_command_only(capsys):
