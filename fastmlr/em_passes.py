@@ -53,7 +53,7 @@ from . import _config
 from ._parallel import reduce_blocks
 from .backend import kernels
 from .em import EMResult
-from .likelihood import log_joint
+from .likelihood import LOG_2PI
 from .tasks import TaskSet, chunk_bounds, slice_tasks
 
 __all__ = ["OMEGA", "PassStats", "Pool", "LocalPasses", "array_pool", "e_chunk",
@@ -123,22 +123,46 @@ def _blocks(ts: TaskSet) -> np.ndarray:
     return chunk_bounds(ts.offsets, max(1, _BLOCK_BYTES // (ts.X.shape[1] * ts.X.itemsize)))
 
 
-def _scratch(ts: TaskSet, bounds, k: int):
-    """``get(m)``: an (m, k) array of X's dtype for a block's products, one per thread,
-    reused for every block the thread runs.  A fresh array per block would be fresh
-    pages per block where the allocator returns large arrays to the system at once:
-    Dask's workers set ``MALLOC_TRIM_THRESHOLD_``, under which an E-pass spent 0.15 s
-    of its 0.4 s faulting in pages (32 partitions, 2.3 M rows, k = 8, d = 32)."""
-    rows = int(np.diff(ts.offsets[bounds]).max(initial=0))
-    local = threading.local()
+#: Per-thread buffers of the blocks' temporaries, kept from call to call (see _buffer).
+_local = threading.local()
 
-    def get(m):
-        buf = getattr(local, "buf", None)
-        if buf is None:
-            buf = local.buf = np.empty((rows, k), dtype=ts.X.dtype)
-        return buf[:m]
 
-    return get
+def _buffer(name: str, shape, dtype=np.float64) -> np.ndarray:
+    """A C-contiguous array of ``shape`` that the calling thread reuses for ``name`` in
+    every later block and call (grown when too small; a few MB a thread, kept).
+
+    Fresh temporaries would be fresh pages where the allocator returns them to the
+    system at once: Dask starts its workers with ``MALLOC_TRIM_THRESHOLD_`` set, under
+    which every array above 128 KB is a new map.  There a block's (rows, k) and (tasks,
+    k) temporaries cost an E-pass 3,000 page faults per partition of 237,000 rows
+    (k = 8, d = 32): 23 ms against 16 ms in a process that reuses its memory."""
+    bufs = _local.__dict__.setdefault("bufs", {})
+    key = (name, np.dtype(dtype))
+    size = int(np.prod(shape))
+    buf = bufs.get(key)
+    if buf is None or buf.size < size:
+        buf = bufs[key] = np.empty(max(size, 1), dtype=dtype)
+    return buf[:size].reshape(shape)
+
+
+def _responsibilities(sse, t, s2, p):
+    """``(R, loglik)`` of a block of nb tasks: ``R`` (nb, k) their responsibilities, a
+    transposed view of a per-thread (k, nb) buffer; ``loglik`` (1, nb) their
+    log-likelihoods.  The operations of :func:`fastmlr.likelihood.log_joint_T`
+    followed by a softmax over the components, in place, components by rows (so that
+    the reductions over k run across rows, not along rows of k values)."""
+    nb, k = sse.shape
+    lj = np.multiply(sse.T, (-0.5 / s2)[:, None], out=_buffer("lj", (k, nb)))
+    lj -= np.multiply.outer(0.5 * (np.log(s2) + LOG_2PI), t, out=_buffer("outer", (k, nb)))
+    with np.errstate(divide="ignore"):
+        lj += np.log(p)[:, None]
+    m = lj.max(axis=0, keepdims=True)
+    m[~np.isfinite(m)] = 0.0
+    lj -= m
+    R = np.exp(lj, out=lj)
+    tot = R.sum(axis=0, keepdims=True)
+    R /= tot
+    return R.T, np.log(tot) + m
 
 
 def e_chunk(ts: TaskSet, W, s2, p, R_out=None):
@@ -166,24 +190,21 @@ def e_chunk(ts: TaskSet, W, s2, p, R_out=None):
     t_all = np.diff(ts.offsets).astype(np.float64)
     if R_out is None:
         R_out = np.empty((ts.offsets.size - 1, k))
-    scratch = _scratch(ts, bounds, k)
+    s2 = np.asarray(s2, dtype=np.float64)
+    p = np.asarray(p, dtype=np.float64)
 
     def block(b):
         part = slice_tasks(*ts, bounds[b], bounds[b + 1])
         lo, hi = bounds[b], bounds[b + 1]
-        P = np.matmul(part.X, Wt, out=scratch(part.X.shape[0]))  # (m, k), BLAS in the data's precision
+        P = np.matmul(part.X, Wt, out=_buffer("P", (part.X.shape[0], k), ts.X.dtype))  # (m, k), BLAS in X's precision
         sse = kern.residual_sums(P, part.y, part.offsets)  # (nb, k) float64
         t = t_all[lo:hi]
-        lj = log_joint(sse, t, s2, p)
-        m = lj.max(axis=1, keepdims=True)
-        m[~np.isfinite(m)] = 0.0
-        R = np.exp(lj - m)
-        tot = R.sum(axis=1, keepdims=True)
-        R /= tot
+        R, loglik = _responsibilities(sse, t, s2, p)
         R_out[lo:hi] = R
         out = np.empty(width)
-        out[0] = float((np.log(tot) + m).sum())
-        kern.weighted_residuals(P, part.y, part.offsets, np.ascontiguousarray(R))  # P: (y - P) R, in place
+        out[0] = float(loglik.sum())
+        Rc = R_out[lo:hi] if R_out.flags.c_contiguous else np.ascontiguousarray(R)
+        kern.weighted_residuals(P, part.y, part.offsets, Rc)  # P: (y - P) R, in place
         out[1:1 + k * d] = (P.T @ part.X).ravel()
         out[1 + k * d:1 + k * d + k] = t @ R
         out[1 + k * d + k:1 + k * d + 2 * k] = np.einsum("ik,ik->k", R, sse)
@@ -208,11 +229,9 @@ def curvature_chunk(ts: TaskSet, R, D) -> np.ndarray:
     bounds = _blocks(ts)
     zero = np.zeros(int(np.diff(ts.offsets[bounds]).max(initial=0)), dtype=ts.X.dtype)
 
-    scratch = _scratch(ts, bounds, k)
-
     def block(b):
         part = slice_tasks(*ts, bounds[b], bounds[b + 1])
-        Q = np.matmul(part.X, Dt, out=scratch(part.X.shape[0]))
+        Q = np.matmul(part.X, Dt, out=_buffer("P", (part.X.shape[0], k), ts.X.dtype))
         qq = kern.residual_sums(Q, zero[:Q.shape[0]], part.offsets)  # per task sum of (x.d_l)^2
         return np.einsum("ik,ik->k", R[bounds[b]:bounds[b + 1]], qq)
 
