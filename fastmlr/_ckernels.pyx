@@ -900,7 +900,8 @@ cdef inline bint _fill_block(floating[:, ::1] X, const int64_t[::1] addresses, P
             X[i, j0 + 1] = v1
             X[i, j0 + 2] = v2
             X[i, j0 + 3] = v3
-            acc += (<double>(v0 - v0) + <double>(v1 - v1)) + (<double>(v2 - v2) + <double>(v3 - v3))  # NaN iff not finite
+            # NaN iff a value is not finite
+            acc += (<double>(v0 - v0) + <double>(v1 - v1)) + (<double>(v2 - v2) + <double>(v3 - v3))
     for j in range(full, d):
         c0 = <const floating*><intptr_t>addresses[j]
         for i in range(s, e):

@@ -358,9 +358,11 @@ def _group(X, y, ids, text, features, named, query_ok, where):
     """The :class:`Pool` of rows ``X``, ``y`` tagged with ``ids``.
 
     ``ids``: one id per row, or a form from :func:`_arrow_ids`.  ``text``: the ids
-    are text (ordered as :class:`Pool` says), else numpy's order.  Rows with a NaN target are query rows (an error unless ``query_ok``); ``where``
-    prefixes every message.  No loop over rows: the ids are ranked once (a sort of
-    the distinct ids) and the rows gathered by a stable argsort of their ranks.
+    are text (ordered as :class:`Pool` says), else numpy's order.  Rows with a NaN
+    target are query rows (an error unless ``query_ok``); ``where`` prefixes every
+    message.  No loop over rows: the ids are ranked once (a sort of the distinct ids)
+    and the rows gathered by a stable argsort of their ranks; ids in sorted runs keep
+    the rows in place.
     """
     query = np.isnan(y)
     if (~np.isfinite(y) & ~query).any():
@@ -369,7 +371,7 @@ def _group(X, y, ids, text, features, named, query_ok, where):
         i = int(np.argmax(query))
         raise ValueError(f"{where}the target is missing on data row {i + 1} ({int(query.sum())} rows in all); "
                          f"fitting needs a target on every row")
-    if isinstance(ids, tuple) and isinstance(ids[0], str) and ids[0] == "runs":  # sorted ids (an Arrow column): (runs, distinct, starts)
+    if isinstance(ids, tuple) and isinstance(ids[0], str) and ids[0] == "runs":  # sorted ids: (runs, distinct, starts)
         tasks, starts = ids[1], ids[2]
         if not query.any():  # rows stay in place, tasks are the runs
             none = np.zeros(0, dtype=np.int64)
