@@ -123,22 +123,27 @@ def _blocks(ts: TaskSet) -> np.ndarray:
     return chunk_bounds(ts.offsets, max(1, _BLOCK_BYTES // (ts.X.shape[1] * ts.X.itemsize)))
 
 
-#: Per-thread buffers of the blocks' temporaries, kept from call to call (see _buffer).
+#: Per-thread buffers of the blocks' temporaries, kept from call to call (see _buffer),
+#: each up to _KEEP_BYTES (a block's (rows, k) products are 8 MB x k / d).
 _local = threading.local()
+_KEEP_BYTES = 16 << 20
 
 
 def _buffer(name: str, shape, dtype=np.float64) -> np.ndarray:
     """A C-contiguous array of ``shape`` that the calling thread reuses for ``name`` in
-    every later block and call (grown when too small; a few MB a thread, kept).
+    every later block and call (grown when too small; at most ``_KEEP_BYTES`` each is
+    kept, a larger one is a fresh array).
 
     Fresh temporaries would be fresh pages where the allocator returns them to the
     system at once: Dask starts its workers with ``MALLOC_TRIM_THRESHOLD_`` set, under
     which every array above 128 KB is a new map.  There a block's (rows, k) and (tasks,
     k) temporaries cost an E-pass 3,000 page faults per partition of 237,000 rows
     (k = 8, d = 32): 23 ms against 16 ms in a process that reuses its memory."""
+    size = int(np.prod(shape))
+    if size * np.dtype(dtype).itemsize > _KEEP_BYTES:  # k much larger than d: not kept
+        return np.empty(shape, dtype=dtype)
     bufs = _local.__dict__.setdefault("bufs", {})
     key = (name, np.dtype(dtype))
-    size = int(np.prod(shape))
     buf = bufs.get(key)
     if buf is None or buf.size < size:
         buf = bufs[key] = np.empty(max(size, 1), dtype=dtype)

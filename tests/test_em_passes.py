@@ -233,3 +233,21 @@ def test_progress_and_logging_report_every_pass(caplog):
     kept = [0] + [j + 1 for j, move in enumerate(moves) if move["kept"]]
     assert len(runs[kept[-1]]) == m.diagnostics["em_iterations"] + 1  # the run returned
     assert [r.getMessage() for r in caplog.records if r.name == "fastmlr"] == lines
+
+
+def test_block_buffers_are_reused_per_thread_and_large_ones_not_kept():
+    import threading
+
+    from fastmlr import em_passes
+
+    a = em_passes._buffer("test", (100, 4))
+    b = em_passes._buffer("test", (50, 4))
+    assert a.flags.c_contiguous and b.shape == (50, 4) and np.shares_memory(a, b)  # reused
+    other = {}
+    th = threading.Thread(target=lambda: other.update(c=em_passes._buffer("test", (100, 4))))
+    th.start()
+    th.join()
+    assert not np.shares_memory(a, other["c"])  # one buffer per thread
+    rows = em_passes._KEEP_BYTES // 8 + 1
+    big = em_passes._buffer("test-big", (rows,))
+    assert big.shape == (rows,) and not np.shares_memory(big, em_passes._buffer("test-big", (rows,)))
