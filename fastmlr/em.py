@@ -36,7 +36,7 @@ from scipy.linalg.blas import dgemm as _gemm
 
 from .backend import kernels
 from .residuals import task_sse
-from .likelihood import log_joint_T
+from .likelihood import log_joint_T, normalize
 from .lstsq import normal_equations
 
 __all__ = ["TaskStats", "task_stats", "unpack", "stats_pay_off", "EMResult", "run_em", "log_joint", "STATS_MAX_BYTES"]
@@ -192,14 +192,7 @@ def _e_step(ts, t, W, s2, p, stats=None, groups=1):
         lj = _log_joint_stats(stats, _tc(stats, t), W, s2, p)
     else:
         lj = _log_joint_T(ts, t, W, s2, p)
-    lj3 = lj.reshape(groups, -1, lj.shape[1])
-    m = lj3.max(axis=1, keepdims=True)
-    m[~np.isfinite(m)] = 0.0
-    lj3 -= m
-    R = np.exp(lj3, out=lj3)
-    tot = R.sum(axis=1, keepdims=True)
-    R /= tot
-    ll = (np.log(tot) + m)[:, 0, :].sum(axis=1)
+    ll = normalize(lj.reshape(groups, -1, lj.shape[1]), 1)[:, 0, :].sum(axis=1)
     return (float(ll[0]) if groups == 1 else ll), lj
 
 

@@ -53,7 +53,7 @@ from . import _config
 from ._parallel import reduce_blocks
 from .backend import kernels
 from .em import EMResult
-from .likelihood import LOG_2PI
+from .likelihood import log_joint_T, normalize
 from .tasks import TaskSet, chunk_bounds, slice_tasks
 
 __all__ = ["OMEGA", "PassStats", "Pool", "LocalPasses", "array_pool", "e_chunk",
@@ -153,21 +153,13 @@ def _buffer(name: str, shape, dtype=np.float64) -> np.ndarray:
 def _responsibilities(sse, t, s2, p):
     """``(R, loglik)`` of a block of nb tasks: ``R`` (nb, k) their responsibilities, a
     transposed view of a per-thread (k, nb) buffer; ``loglik`` (1, nb) their
-    log-likelihoods.  The operations of :func:`fastmlr.likelihood.log_joint_T`
-    followed by a softmax over the components, in place, components by rows (so that
-    the reductions over k run across rows, not along rows of k values)."""
+    log-likelihoods.  :func:`~fastmlr.likelihood.log_joint_T` and
+    :func:`~fastmlr.likelihood.normalize` in per-thread buffers, components by rows
+    (the reductions over k then run across rows, not along rows of k values)."""
     nb, k = sse.shape
-    lj = np.multiply(sse.T, (-0.5 / s2)[:, None], out=_buffer("lj", (k, nb)))
-    lj -= np.multiply.outer(0.5 * (np.log(s2) + LOG_2PI), t, out=_buffer("outer", (k, nb)))
-    with np.errstate(divide="ignore"):
-        lj += np.log(p)[:, None]
-    m = lj.max(axis=0, keepdims=True)
-    m[~np.isfinite(m)] = 0.0
-    lj -= m
-    R = np.exp(lj, out=lj)
-    tot = R.sum(axis=0, keepdims=True)
-    R /= tot
-    return R.T, np.log(tot) + m
+    lj = log_joint_T(sse.T, t, s2, p, out=_buffer("lj", (k, nb)), scratch=_buffer("outer", (k, nb)))
+    loglik = normalize(lj, 0)
+    return lj.T, loglik
 
 
 def e_chunk(ts: TaskSet, W, s2, p, R_out=None):

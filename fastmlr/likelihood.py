@@ -19,12 +19,12 @@ import numpy as np
 from ._validation import check_sums, check_work
 from .residuals import task_sse
 
-__all__ = ["LOG_2PI", "log_joint", "log_joint_T", "task_log_joint", "softmax"]
+__all__ = ["LOG_2PI", "log_joint", "log_joint_T", "task_log_joint", "softmax", "normalize"]
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 
 
-def log_joint_T(sseT, t, s2, p=None, *, out=None):
+def log_joint_T(sseT, t, s2, p=None, *, out=None, scratch=None):
     """Log joint of every component and task, components by rows.
 
     Parameters
@@ -35,6 +35,7 @@ def log_joint_T(sseT, t, s2, p=None, *, out=None):
     p : (k,) float64 >= 0, or None -- weights; None leaves ``log p_l`` out (the paper's
         classification rule, which has no prior term)
     out : (k, n) float64, optional -- where to write (may be ``sseT`` itself)
+    scratch : (k, n) float64, optional -- room for the size term (else a temporary)
 
     Returns
     -------
@@ -56,7 +57,7 @@ def log_joint_T(sseT, t, s2, p=None, *, out=None):
     """
     s2 = np.asarray(s2, dtype=np.float64)
     out = np.multiply(sseT, (-0.5 / s2)[:, None], out=out)
-    out -= np.multiply.outer(0.5 * (np.log(s2) + LOG_2PI), t)
+    out -= np.multiply.outer(0.5 * (np.log(s2) + LOG_2PI), t, out=scratch)
     if p is not None:
         with np.errstate(divide="ignore"):
             out += np.log(np.asarray(p, dtype=np.float64))[:, None]
@@ -138,3 +139,26 @@ def softmax(logits):
     m = logits.max(axis=1, keepdims=True)
     e = np.exp(logits - m)
     return e / e.sum(axis=1, keepdims=True)
+
+
+def normalize(lj, axis: int):
+    """Turn a log joint into responsibilities, in place: a softmax over ``axis`` (the
+    components).  Returns ``log sum_l exp(lj)`` per task (the log-likelihood terms),
+    with ``axis`` kept as a length-1 axis.  A task whose every term is ``-inf`` keeps
+    ``-inf`` as its log-likelihood (and NaN responsibilities).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> lj = np.log(np.array([[1.0], [3.0]]))   # (k, n) = (2, 1)
+    >>> ll = normalize(lj, 0)
+    >>> lj[:, 0], np.round(ll, 4)
+    (array([0.25, 0.75]), array([[1.3863]]))
+    """
+    m = lj.max(axis=axis, keepdims=True)
+    m[~np.isfinite(m)] = 0.0
+    lj -= m
+    R = np.exp(lj, out=lj)
+    tot = R.sum(axis=axis, keepdims=True)
+    R /= tot
+    return np.log(tot) + m
