@@ -120,18 +120,22 @@ class EMResult(NamedTuple):
     ----------
     W : (k, d), s2 : (k,), p : (k,) -- the estimate
     loglik : (m,) -- log-likelihood of the pool at every iterate, the last one at (W, s2, p)
-    resp : (n, k) -- responsibilities of the tasks under (W, s2, p)
+    resp : (n, k) or None -- responsibilities of the tasks under (W, s2, p) (None where
+        EM ran in passes over a pool held elsewhere and was not asked for them)
     converged : bool -- the gain per row fell below the tolerance before the cap
     kept : list of int -- components that once had too few weighted rows and kept their W
+    rows : (k,) -- the weighted rows of every component under (W, s2, p),
+        ``sum_i resp_il t_i`` (t_i the rows of task i)
     """
 
     W: np.ndarray
     s2: np.ndarray
     p: np.ndarray
     loglik: np.ndarray
-    resp: np.ndarray
+    resp: np.ndarray | None
     converged: bool
     kept: list
+    rows: np.ndarray
 
 
 def log_joint(ts, W, s2, p):
@@ -284,4 +288,5 @@ def run_em(ts, W, s2, p, *, tol=1e-7, max_iter=200, stats=None, progress=None) -
             converged = True
             break
         ll = ll_new
-    return EMResult(W, s2, p, np.asarray(history), np.ascontiguousarray(R.T), converged, sorted(kept_all))
+    resp = np.ascontiguousarray(R.T)
+    return EMResult(W, s2, p, np.asarray(history), resp, converged, sorted(kept_all), t @ resp)

@@ -296,7 +296,7 @@ ALPHA_MAX = 16.0
 
 
 def run_gem(pool: Pool, W, s2, p, S_inv, *, floor, tol=2e-6, max_iter=300, omega=OMEGA, accelerate=True,
-            progress=None) -> EMResult:
+            resp=True, progress=None) -> EMResult:
     """Generalized EM from an initial mixture until the log-likelihood stops rising.
 
     With ``accelerate`` every two GEM steps are followed by SQUAREM's extrapolation
@@ -317,12 +317,15 @@ def run_gem(pool: Pool, W, s2, p, S_inv, *, floor, tol=2e-6, max_iter=300, omega
     max_iter : int -- most iterations (accepted iterates after the first)
     omega : float in (0, 2) -- over-relaxation of the W step
     accelerate : bool -- SQUAREM extrapolation every two steps
+    resp : bool -- return the (n, k) responsibilities (False: ``resp`` is None, and a
+        pool whose passes run elsewhere keeps them there)
     progress : callable(str) or None
 
     Returns
     -------
-    EMResult -- with ``resp`` (n, k) the responsibilities at the returned estimate and
-    ``loglik`` the log-likelihood at every accepted iterate, non-decreasing
+    EMResult -- with ``resp`` (n, k) the responsibilities at the returned estimate,
+    ``rows`` (k,) the weighted rows of its last E-pass and ``loglik`` the
+    log-likelihood at every accepted iterate, non-decreasing
     """
     W = np.array(W, dtype=np.float64)
     s2 = np.maximum(np.array(s2, dtype=np.float64), floor)
@@ -400,4 +403,5 @@ def run_gem(pool: Pool, W, s2, p, S_inv, *, floor, tol=2e-6, max_iter=300, omega
             note = " (line search)"
         st = st1
         converged = accept(st, note)
-    return EMResult(theta[0], theta[1], theta[2], np.asarray(history), passes.resp(), converged, sorted(kept))
+    return EMResult(theta[0], theta[1], theta[2], np.asarray(history), passes.resp() if resp else None, converged,
+                    sorted(kept), st.rows)

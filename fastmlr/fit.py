@@ -464,7 +464,7 @@ def fit(tasks, k, *, whiten="auto", linkages=(), n_seeds=None, seed=0, n_heavy=N
     def em_from(W0, s20, p0):
         if path == "passes":
             return _em_passes.run_gem(pool, W0, s20, p0, S_inv, floor=floor, tol=tol, max_iter=max_iter,
-                                      progress=say)
+                                      resp=False, progress=say)
         return _em.run_em(ts, W0, s20, p0, tol=tol, max_iter=max_iter, stats=stats, progress=say)
 
     def merged(fitted):
@@ -511,7 +511,7 @@ def fit(tasks, k, *, whiten="auto", linkages=(), n_seeds=None, seed=0, n_heavy=N
             moves: list = []
             if kk >= 3:
                 rep = heavy if heavy is not None else heavy_tasks(rep_idx)
-                res, moves = repair(res, rep, sizes, em_from, T=T if whitened else None, progress=say)
+                res, moves = repair(res, rep, em_from, T=T if whitened else None, progress=say)
             clock["starts"] += t3 - t1
             clock["em"] += time.perf_counter() - t3
             return res, moves, best, starts

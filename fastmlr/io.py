@@ -566,10 +566,11 @@ def _frame_ids(arr, name, who="df"):
     return arr, arr.dtype.kind == "U"
 
 
-def _frame_numbers(arr, name, what, allow_missing, who="df", first=0):
+def _frame_numbers(arr, name, what, allow_missing, who="df", first=0, check=True):
     """A numeric column as float32 (if it is float32) or float64; a missing value is
     NaN (an error unless ``allow_missing``), an infinite one an error.  Messages
-    number rows from ``first``."""
+    number rows from ``first``.  ``check=False`` converts only (the caller checks the
+    values another way, and calls :func:`_check_numbers` to name a bad one)."""
     kind = arr.dtype.kind
     if kind == "f":
         out = arr if arr.dtype in (np.float32, np.float64) else arr.astype(np.float64)
@@ -584,6 +585,14 @@ def _frame_numbers(arr, name, what, allow_missing, who="df", first=0):
                             f"column") from None
     else:
         raise TypeError(f"{who}: {what} column {name!r} has dtype {arr.dtype}; expected a numeric column")
+    if check:
+        _check_numbers(out, name, what, allow_missing, who, first)
+    return out
+
+
+def _check_numbers(out, name, what, allow_missing, who="df", first=0) -> None:
+    """Refuse an infinite value in a numeric column, and a missing one (NaN) unless
+    ``allow_missing``: one line naming the column and the row."""
     bad = ~np.isfinite(out)
     if bad.any():
         nan = np.isnan(out)
@@ -595,7 +604,6 @@ def _frame_numbers(arr, name, what, allow_missing, who="df", first=0):
             i = int(np.argmax(nan))
             raise ValueError(f"{who}: {what} column {name!r} has a missing value at row {i + first} ({int(nan.sum())} rows "
                              f"in all); expected a number on every row")
-    return out
 
 
 @quiet
@@ -682,6 +690,7 @@ def _frame_pool(df, kind, task, target, features, who, query_ok, X=None):
         text = False
     else:
         ids, text = _frame_ids(_frame_column(df, kind, task), task, who)
+        ids = _sorted_runs(ids) or ids  # sorted by id (a partition of a sorted pool): runs
     y = _frame_numbers(_frame_column(df, kind, target), target, "target", True, who)
     if not query_ok and np.isnan(y).any():
         query = np.isnan(y)
@@ -690,10 +699,12 @@ def _frame_pool(df, kind, task, target, features, who, query_ok, X=None):
     if X is None and kind == "arrow":
         X = _arrow_matrix(df, features)
     if X is None:
-        cols = [_frame_numbers(_frame_column(df, kind, f), f, "feature", False, who) for f in features]
+        cols = [_frame_numbers(_frame_column(df, kind, f), f, "feature", False, who, check=False) for f in features]
         dtype = np.float32 if all(c.dtype == np.float32 for c in cols) and y.dtype == np.float32 else np.float64
         X = np.empty((y.shape[0], len(cols)), dtype=dtype)
-        _fill_rows(X, [cols])  # values checked above
+        if not _fill_rows(X, [cols]):  # the copy checks every value; a bad one is found and named here
+            for f, c in zip(features, cols):
+                _check_numbers(c, f, "feature", False, who)
     elif X.dtype != np.float32 or y.dtype != np.float32:
         X = X.astype(np.float64, copy=False)
     return _group(X, y.astype(X.dtype, copy=False), ids, text, features, True, query_ok, f"{who}: ")
@@ -741,10 +752,9 @@ def _arrow_ids(col, name, who):
     if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
         raise TypeError(f"{who}: column {name!r} holds byte strings; expected integer or text task ids")
     if pa.types.is_integer(col.type) or pa.types.is_floating(col.type):
-        values = col.to_numpy()
-        if values.size and np.all(values[1:] >= values[:-1]):  # sorted by id: runs, no hashing
-            starts = np.concatenate([[0], np.flatnonzero(values[1:] != values[:-1]) + 1, [values.size]])
-            return ("runs", values[starts[:-1]], starts.astype(np.int64, copy=False))
+        runs = _sorted_runs(col.to_numpy())
+        if runs is not None:
+            return runs
     uniq = pc.unique(col)
     codes = pc.index_in(col, value_set=uniq).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
     values = uniq.to_numpy(zero_copy_only=False)
@@ -754,6 +764,15 @@ def _arrow_ids(col, name, who):
     rank = np.empty(perm.size, dtype=np.int64)
     rank[perm] = np.arange(perm.size)
     return ("sorted", values[perm], rank[codes])
+
+
+def _sorted_runs(values):
+    """``("runs", distinct ids, run starts + [N])`` (a form :func:`_group` takes: no
+    code per row, rows in place) for numeric ids (N,) in sorted order, else None."""
+    if values.dtype.kind not in "biuf" or not values.size or not np.all(values[1:] >= values[:-1]):
+        return None
+    starts = np.concatenate([[0], np.flatnonzero(values[1:] != values[:-1]) + 1, [values.size]])
+    return ("runs", values[starts[:-1]], starts.astype(np.int64, copy=False))
 
 
 def _arrow_matrix(table, features):

@@ -315,7 +315,7 @@ def _moves(heavy: TaskSet, Wh, res, rows, noise: float, k: int, d: int):
                (np.vstack([Wk, new_W]), np.append(s2k, np.full(m, noise)), pn / pn.sum()))
 
 
-def repair(res, heavy: TaskSet, t: np.ndarray, em_from, *, T=None, max_rounds=None, progress=None):
+def repair(res, heavy: TaskSet, em_from, *, T=None, max_rounds=None, progress=None):
     """Moves after EM while one raises the likelihood (see the module doc): refit empty
     components, split a component that covers two regimes or refit the widest one as
     two, fit new ones to the heavy tasks no component explains (:func:`_moves`, tried
@@ -325,7 +325,6 @@ def repair(res, heavy: TaskSet, t: np.ndarray, em_from, *, T=None, max_rounds=No
     ----------
     res : EMResult -- EM's optimum, W in the pool's coordinates
     heavy : TaskSet -- the heavy tasks, in the coordinates ``x T`` (``T`` None: the pool's)
-    t : (n,) -- rows of every task of the pool (weighs ``res.resp`` into rows per component)
     em_from : callable(W (k, d), s2 (k,), p (k,)) -> EMResult -- EM on the pool from a start
     T : (d, d) symmetric or None -- the whitening of the heavy tasks' coordinates
     max_rounds : int, optional -- most moves tried (default ``max(8, k)``: at k = 32, d = 256 and
@@ -341,7 +340,7 @@ def repair(res, heavy: TaskSet, t: np.ndarray, em_from, *, T=None, max_rounds=No
     max_rounds = max(8, k) if max_rounds is None else max_rounds
     while len(moves) < max_rounds:
         Wh = res.W if T is None else np.linalg.solve(T, res.W.T).T
-        rows = np.asarray(t, dtype=np.float64) @ res.resp
+        rows = res.rows
         noise = float(np.median(res.s2[rows > d])) if (rows > d).any() else float(np.median(res.s2))
         kept = False
         for move, start in _moves(heavy, Wh, res, rows, noise, k, d):

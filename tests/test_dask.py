@@ -110,6 +110,20 @@ def test_fit_equals_in_memory(client, layout, dtype):
     assert fastmlr.parameter_error(got.W, W).max < 0.2
 
 
+def test_fit_keeps_the_responsibilities_on_the_workers(client, monkeypatch):
+    """The (n, k) responsibilities never travel to the client: the moves after EM use
+    the weighted rows per component that the E-pass sums (k = 3 runs them)."""
+    def refuse(self):
+        raise AssertionError("the responsibilities were fetched to the client")
+
+    monkeypatch.setattr(fastmlr.dask._DaskPasses, "resp", refuse)
+    _, df = _frame(seed=2)
+    pool = fastmlr.tasks_from_frame(df)
+    got = fastmlr.dask.fit(_ddf(_split(df, [400, 800])), K)
+    _same_fit(got, fastmlr.fit(pool, K, em_path="passes"), pool)
+    assert "split_moves" in got.diagnostics
+
+
 def test_fit_follows_partition_order_after_a_shuffle(client):
     """A hash shuffle (the fix the error names) puts tasks out of id order: the result is
     the in-memory fit of the partitions concatenated in partition order."""

@@ -57,6 +57,12 @@ def test_fixed_point_is_exact_ems():
     ll, RT = _em._e_step(ts, np.diff(ts.offsets).astype(float), res.W, res.s2, res.p)
     assert np.allclose(RT.T, res.resp, atol=1e-10)
     assert ll == pytest.approx(res.loglik[-1], rel=1e-12)
+    # and the weighted rows per component, summed by the last E-pass, are theirs too
+    t = np.diff(ts.offsets).astype(float)
+    assert np.allclose(res.rows, t @ res.resp, rtol=1e-12)
+    assert np.allclose(exact.rows, t @ exact.resp, rtol=0, atol=0)
+    without = _run(ts, *start, tol=1e-12, max_iter=2000, resp=False)
+    assert without.resp is None and np.array_equal(without.rows, res.rows) and np.array_equal(without.W, res.W)
 
 
 def test_extrapolation_reaches_the_same_optimum_in_fewer_passes():

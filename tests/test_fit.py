@@ -530,7 +530,7 @@ def test_choose_k_path(k_spec, true_k, k_max, expect_tried):
 
     def result(kk):
         return EMResult(np.zeros((kk, 3)), np.ones(kk), np.full(kk, 1.0 / kk), np.array([loglik(kk)]),
-                        None, True, []), {}
+                        None, True, [], np.full(kk, 100.0)), {}
 
     fitted_from_starts, merged_to = [], []
 

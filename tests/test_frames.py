@@ -179,3 +179,28 @@ def test_unsorted_ids_give_the_same_pool_in_every_frame(sim):
     for kind, f in every_frame(df).items():
         same_pool(fastmlr.tasks_from_frame(f), want)
     np.testing.assert_array_equal(want.X, frame(sim)[["x1", "x2", "x3"]].to_numpy()[order][want.rows])
+
+
+@pytest.mark.parametrize("queries", [False, True])
+@pytest.mark.parametrize("dtype", ["int64", "float64", "uint8"])
+def test_ids_in_sorted_order_are_grouped_as_runs(dtype, queries):
+    """A frame sorted by id (a partition of a sorted pool) is grouped without sorting:
+    the same pool as from its rows in any order, the training rows kept in place."""
+    W, s2, p = fastmlr.make_mixture(2, 3, seed=0)
+    sizes = np.array([3, 1, 4, 2, 5])
+    S = fastmlr.sample_tasks(W, s2, p, sizes, seed=1)
+    ids = np.repeat(np.array([0, 2, 3, 7, 9]), sizes).astype(dtype)
+    y = S.y.copy()
+    if queries:
+        y[[2, 8]] = np.nan
+    df = pd.DataFrame({"task": ids, "y": y, "x1": S.X[:, 0], "x2": S.X[:, 1], "x3": S.X[:, 2]})
+    pool = fastmlr.tasks_from_frame(df)
+    order = np.random.default_rng(2).permutation(len(df))
+    shuffled = fastmlr.tasks_from_frame(df.iloc[order].reset_index(drop=True))
+    np.testing.assert_array_equal(pool.tasks, [0, 2, 3, 7, 9])
+    np.testing.assert_array_equal(pool.offsets, np.concatenate([[0], np.cumsum(sizes - np.bincount(
+        np.repeat(np.arange(5), sizes)[np.isnan(y)], minlength=5))]))
+    np.testing.assert_array_equal(pool.rows, np.flatnonzero(~np.isnan(y)))
+    np.testing.assert_array_equal(pool.X, shuffled.X[np.argsort(order[shuffled.rows], kind="stable")])
+    np.testing.assert_array_equal(pool.query_rows, np.flatnonzero(np.isnan(y)))
+    assert pool.tasks.dtype == np.dtype(dtype)

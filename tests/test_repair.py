@@ -53,7 +53,7 @@ def test_a_merged_component_stands_out_and_its_split_reaches_the_optimum():
     # its top eigenvector points from one regime to the other
     diff = (W[0] - W[1]) / np.linalg.norm(W[0] - W[1])
     assert abs(u[merged] @ diff) > 0.8
-    fixed, moves = repair(stuck, heavy, np.diff(ts.offsets), em_from)
+    fixed, moves = repair(stuck, heavy, em_from)
     assert moves and moves[0]["kept"] and moves[0]["split"][0] == merged
     N = ts.offsets[-1]
     assert fixed.loglik[-1] >= truth.loglik[-1] - 1e-6 * N
@@ -65,7 +65,7 @@ def test_at_the_optimum_nothing_is_split():
     em_from = _em_from(ts)
     truth = em_from(W, s2, p)
     heavy = select_tasks(ts, np.arange(6000, 6300))
-    fixed, moves = repair(truth, heavy, np.diff(ts.offsets), em_from)
+    fixed, moves = repair(truth, heavy, em_from)
     assert moves == [] and fixed is truth
 
 
@@ -105,7 +105,7 @@ def test_a_missing_regime_is_refitted_from_the_tasks_no_component_explains(monke
     out = z > np.sqrt(2 * np.log(z.size))  # the tasks that stand out: regime 0's about half
     label = RT.argmax(axis=0)  # of them, three times its share of the heavy tasks
     assert out.sum() >= 3 and (label[out] == 0).mean() >= 2.5 * (label == 0).mean()
-    fixed, moves = repair(stuck, heavy, t, em_from)
+    fixed, moves = repair(stuck, heavy, em_from)
     assert [("reseed" in m, m["kept"]) for m in moves][:2] == [(False, False), (True, True)]
     N = ts.offsets[-1]
     assert fixed.loglik[-1] >= truth.loglik[-1] - 1e-6 * N
