@@ -9,8 +9,9 @@ then measures in one run, each fit in its own process or cluster:
   it) and on every core;
 * ``fastmlr.dask.fit`` on a LocalCluster of 1 worker pinned to one core and of 2
   workers on two cores (processes, one thread each; a worker's kernels get its share
-  of the cores), from ``dask.dataframe.read_parquet``: time, each worker's peak
-  resident memory, and the largest difference in W to the in-memory fit.
+  of the cores), from ``dask.dataframe.read_parquet`` (with the options of ``--read``):
+  time, each worker's peak resident memory, and the largest difference in W to the
+  in-memory fit.
 
 Every configuration runs ``--repeat`` times, in alternating order, and the best run
 counts: on a virtual machine whose host takes back the memory a process frees, a run
@@ -82,10 +83,10 @@ def _cpu() -> list:
     return [r.ru_utime, r.ru_stime]
 
 
-#: ``dask.dataframe.read_parquet`` options of ``--read``: "default" gives pandas frames
-#: whose float columns are one consolidated block (a copy of every partition);
-#: "split" keeps each column a view of the buffer Arrow decoded it into.
-READS = {"default": {}, "split": {"arrow_to_pandas": {"split_blocks": True, "self_destruct": True}}}
+#: ``dask.dataframe.read_parquet`` options of ``--read``: "default" none (fastmlr.dask
+#: then reads each column as a view of the buffer Arrow decoded it into);
+#: "consolidated" pandas' own conversion, which copies the float columns into one block.
+READS = {"default": {}, "consolidated": {"arrow_to_pandas": {"split_blocks": False}}}
 
 
 def child(mode: str, directory: str, workers: int, limit: int, read: str) -> dict:
@@ -156,7 +157,7 @@ def main():
     ap.add_argument("--gb", type=float, default=2.0, help="size of the pool as float64 arrays (default 2)")
     ap.add_argument("--files", type=int, default=32, help="Parquet files (= partitions)")
     ap.add_argument("--read", choices=sorted(READS), default="default",
-                    help="read_parquet options for the Dask runs (see READS; default: Dask's own)")
+                    help="read_parquet options of the Dask runs (see READS)")
     ap.add_argument("--repeat", type=int, default=2,
                     help="runs of every configuration, in alternating order; the best is reported (default 2)")
     ap.add_argument("--child", nargs=5, help=argparse.SUPPRESS)

@@ -91,7 +91,9 @@ class _Spec(NamedTuple):
     backend: str  # the kernel backend in force where the call was made
 
 
-def _spec(ddf, name, task, target, features) -> _Spec:
+def _spec(ddf, name, task, target, features):
+    """``(ddf, spec)``: the frame checked (and read lean, :func:`_lean_parquet`) and how
+    its partitions become task sets."""
     dask = _dask()
     import dask.dataframe as dd
 
@@ -109,7 +111,45 @@ def _spec(ddf, name, task, target, features) -> _Spec:
         features = [c for c in columns if c != task and c != target]
     elif isinstance(features, (str, bytes)) or not hasattr(features, "__iter__"):
         raise TypeError(f"features is {type(features).__name__}; expected a list of column names")
-    return _Spec(task, target, list(features), _thread_plan(dask), get_backend())
+    return _lean_parquet(ddf), _Spec(task, target, list(features), _thread_plan(dask), get_backend())
+
+
+#: ``arrow_to_pandas`` options under which a partition of ``dask.dataframe.read_parquet``
+#: reaches fastmlr with each column a view of the buffer Arrow decoded it into: by
+#: default pandas copies the float columns into one block, a copy of the whole
+#: partition before fastmlr copies it into rows (``split_blocks``), and frees each Arrow
+#: column as it goes (``self_destruct``; Arrow's own file system reader does that already,
+#: and refuses the option twice).
+_LEAN = {"ReadParquetFSSpec": {"split_blocks": True, "self_destruct": True},
+         "ReadParquetPyarrowFS": {"split_blocks": True}}
+
+
+def _lean_parquet(ddf):
+    """``ddf`` with every ``read_parquet`` in its expression that was given no
+    ``arrow_to_pandas`` options reading with :data:`_LEAN`'s: the same values, a copy
+    fewer.  Any other frame, or a Dask whose expressions differ, is returned as it is."""
+    try:
+        from dask.dataframe.dask_expr import new_collection
+
+        expr = ddf.expr
+        for node in list(expr.walk()):
+            lean = _LEAN.get(type(node).__name__)
+            if lean is None:
+                continue
+            if "arrow_to_pandas" in node._parameters:
+                if node.operand("arrow_to_pandas"):
+                    continue
+                new = node.substitute_parameters({"arrow_to_pandas": dict(lean)})
+            else:
+                kwargs = dict(node.operand("kwargs") or {})
+                if kwargs.get("arrow_to_pandas"):
+                    continue
+                new = node.substitute_parameters({"kwargs": {**kwargs, "arrow_to_pandas": dict(lean)},
+                                                  "_dataset_info_cache": None})  # holds the options read
+            expr = expr.substitute(node, new)
+        return ddf if expr is ddf.expr else new_collection(expr)
+    except (ImportError, AttributeError, TypeError, KeyError, ValueError):  # pragma: no cover - another Dask
+        return ddf
 
 
 def _thread_plan(dask) -> dict:
@@ -360,7 +400,7 @@ def _scan(ddf, *, task="task", target="y", features=None, persist=True, name="dd
     See :func:`fit` for the parameters; the partitions stay on the workers (``persist``).
     """
     dask = _dask()
-    spec = _spec(ddf, name, task, target, features)
+    ddf, spec = _spec(ddf, name, task, target, features)
     from dask import delayed
 
     convs = _on_partitions(_fit_part, ddf, spec, nout=3)
@@ -535,8 +575,10 @@ def meta_learn(light, heavy, light2, k, *, L=None, linkage=None, task="task", ta
     check_k(k)
     if variance not in VARIANCES:
         raise ValueError(f"variance is {variance!r}; expected one of {', '.join(map(repr, VARIANCES))}")
-    specs = [_spec(f, nm, task, target, features) for f, nm in ((light, "light"), (heavy, "heavy"),
-                                                                 (light2, "light2"))]
+    checked = [_spec(f, nm, task, target, features) for f, nm in ((light, "light"), (heavy, "heavy"),
+                                                                   (light2, "light2"))]
+    (light, _), (heavy, _), (light2, _) = checked
+    specs = [sp for _, sp in checked]
     seconds = {}
     t0 = time.perf_counter()
     parts = _on_partitions(_moment_part, light, specs[0], nout=2)
@@ -670,7 +712,7 @@ def predict(model, ddf, *, what="tasks", task="task", target="y", features=None)
 
     if not isinstance(what, str) or what not in WHATS:
         raise ValueError(f"what is {what!r}; expected one of {', '.join(map(repr, WHATS))}")
-    spec = _spec(ddf, "ddf", task, target, features)
+    ddf, spec = _spec(ddf, "ddf", task, target, features)
     W, s2, p = check_params(getattr(model, "W", None), getattr(model, "s2", None), getattr(model, "p", None),
                             len(spec.features))
     if not (ddf.index.name == task and ddf.known_divisions):  # else set_index made whole tasks

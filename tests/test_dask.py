@@ -124,6 +124,29 @@ def test_fit_keeps_the_responsibilities_on_the_workers(client, monkeypatch):
     assert "split_moves" in got.diagnostics
 
 
+def test_parquet_partitions_are_read_without_a_consolidated_copy(client, tmp_path):
+    """A frame of read_parquet with no arrow_to_pandas options is read with every column
+    its own block (a view of Arrow's buffer, no copy into one block): the same values,
+    so the same model as the frame read by Dask's defaults, computed in one process."""
+    _, df = _frame(seed=3)
+    for i, part in enumerate(_split(df, [400, 800])):
+        part.to_parquet(tmp_path / f"part-{i}.parquet", index=False)
+    ddf = dd.read_parquet(tmp_path)
+    lean = fastmlr.dask._lean_parquet(ddf)
+    first = lean.partitions[0].compute()
+    assert first._mgr.nblocks == len(first.columns) > 2
+    assert ddf.partitions[0].compute()._mgr.nblocks == 2  # Dask's default: int ids, one float block
+    pd.testing.assert_frame_equal(lean.compute(), ddf.compute())
+    pool = fastmlr.tasks_from_frame(ddf.compute())
+    _same_fit(fastmlr.dask.fit(ddf, K), fastmlr.fit(pool, K, em_path="passes"), pool)
+    # a projection of it too; options the caller gave, and other frames, are left as they are
+    assert fastmlr.dask._lean_parquet(ddf[["task", "y", "x0"]]).partitions[0].compute()._mgr.nblocks == 3
+    own = dd.read_parquet(tmp_path, arrow_to_pandas={"split_blocks": False})
+    assert fastmlr.dask._lean_parquet(own) is own
+    other = _ddf(_split(df, [400]))
+    assert fastmlr.dask._lean_parquet(other) is other
+
+
 def test_fit_follows_partition_order_after_a_shuffle(client):
     """A hash shuffle (the fix the error names) puts tasks out of id order: the result is
     the in-memory fit of the partitions concatenated in partition order."""
