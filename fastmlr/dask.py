@@ -19,10 +19,6 @@ added in another order: ``fit(ddf, k)`` is ``fastmlr.fit(pool, k, em_path="passe
 with ``pool`` that concatenation, so for a frame sorted by task id it is the in-memory
 fit of ``fastmlr.tasks_from_frame(ddf.compute())``.
 
-A frame of ``dask.dataframe.read_parquet`` given no ``arrow_to_pandas`` options is read
-with each column a view of the buffer Arrow decoded it into (:func:`_lean_parquet`), so
-that a partition is copied once, into rows, instead of first into one pandas block.
-
 Tasks must not straddle partitions; the check comes with the first pass (each
 partition's sorted task ids), and the fix is one line: ``ddf.shuffle(on="task")`` or
 ``ddf.set_index("task")``.
@@ -221,28 +217,22 @@ def _on_partitions(fn, ddf, spec: _Spec, *args, nout=None):
     return [delayed(fn, pure=True, nout=nout)(part, i, spec, *args) for i, part in enumerate(parts)]
 
 
-def _sum_list(items, part=None):
-    items = [x if x is None or part is None else x[part] for x in items]
+def _sum_list(items):
     items = [x for x in items if x is not None]
     return functools.reduce(add, items) if items else None
 
 
-def _tree_sum(items, part=None):
+def _tree_sum(items):
     """Delayed sum of delayed terms (None terms skipped), in a tree of fixed shape: the
-    same additions in the same order wherever the terms were computed.  ``part``: the
-    terms are tuples, and their elements ``part`` are summed (picked by the first level
-    of the tree, not by a task of their own)."""
+    same additions in the same order wherever the terms were computed."""
     from dask import delayed
 
     items = list(items)
     if not items:
         return delayed(lambda: None)()
-    first = True
-    while first or len(items) > 1:
-        items = [delayed(_sum_list, pure=True)(items[i:i + SPLIT_EVERY], part if first else None)
-                 for i in range(0, len(items), SPLIT_EVERY)]
-        first = False
-    return items[0]
+    while len(items) > 1:
+        items = [delayed(_sum_list, pure=True)(items[i:i + SPLIT_EVERY]) for i in range(0, len(items), SPLIT_EVERY)]
+    return delayed(_sum_list, pure=True)(items)
 
 
 def _check_whole_tasks(ids: list, name: str, task) -> None:
@@ -328,7 +318,7 @@ class _DaskPasses:
         prm = delayed(_params, pure=True)(W, s2, p)
         outs = [delayed(_e_part, pure=True)(ts, prm, self.scan.spec) for ts in self.scan.parts]
         self.outs = dask.persist(*outs)
-        total = dask.compute(_tree_sum(self.outs, part=0))[0]
+        total = dask.compute(_tree_sum([o[0] for o in self.outs]))[0]
         return pass_stats(total, *W.shape)
 
     def keep(self) -> None:
