@@ -318,6 +318,8 @@ class _DaskPasses:
         prm = delayed(_params, pure=True)(W, s2, p)
         outs = [delayed(_e_part, pure=True)(ts, prm, self.scan.spec) for ts in self.scan.parts]
         self.outs = dask.persist(*outs)
+        # picked on the worker that holds each output: a sum task given the whole outputs
+        # would fetch every partition's responsibilities too
         total = dask.compute(_tree_sum([o[0] for o in self.outs]))[0]
         return pass_stats(total, *W.shape)
 
