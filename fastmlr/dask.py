@@ -124,10 +124,33 @@ _LEAN = {"ReadParquetFSSpec": {"split_blocks": True, "self_destruct": True},
          "ReadParquetPyarrowFS": {"split_blocks": True}}
 
 
+def _mapped(path, **_):
+    """A local Parquet file memory-mapped: Arrow decodes its pages from the page cache,
+    where fsspec's file object would first copy each file's bytes into fresh memory."""
+    import pyarrow as pa
+
+    return pa.memory_map(path)
+
+
+def _local_files(node) -> bool:
+    """Whether a ``read_parquet`` of fsspec reads local files."""
+    import fsspec
+    from fsspec.implementations.local import LocalFileSystem
+
+    fs = node.operand("filesystem")
+    if fs not in (None, "fsspec") and not isinstance(fs, LocalFileSystem):
+        return False
+    paths = node.operand("path")
+    paths = paths if isinstance(paths, (list, tuple)) else [paths]
+    return all(fsspec.utils.get_protocol(fsspec.utils.stringify_path(p)) in ("file", "local") for p in paths)
+
+
 def _lean_parquet(ddf):
     """``ddf`` with every ``read_parquet`` in its expression that was given no
-    ``arrow_to_pandas`` options reading with :data:`_LEAN`'s: the same values, a copy
-    fewer.  Any other frame, or a Dask whose expressions differ, is returned as it is."""
+    ``arrow_to_pandas`` options reading with :data:`_LEAN`'s, and every one of local
+    files through fsspec that was given no ``open_file_options`` reading them mapped
+    (:func:`_mapped`): the same values, a copy fewer each.  Any other frame, or a Dask
+    whose expressions differ, is returned as it is."""
     try:
         from dask.dataframe.dask_expr import new_collection
 
@@ -136,16 +159,20 @@ def _lean_parquet(ddf):
             lean = _LEAN.get(type(node).__name__)
             if lean is None:
                 continue
-            if "arrow_to_pandas" in node._parameters:
+            if "arrow_to_pandas" in node._parameters:  # Arrow's file system
                 if node.operand("arrow_to_pandas"):
                     continue
                 new = node.substitute_parameters({"arrow_to_pandas": dict(lean)})
-            else:
+            else:  # fsspec: the options are read into the dataset's description, made again
                 kwargs = dict(node.operand("kwargs") or {})
-                if kwargs.get("arrow_to_pandas"):
+                add = {}
+                if not kwargs.get("arrow_to_pandas"):
+                    add["arrow_to_pandas"] = dict(lean)
+                if not kwargs.get("open_file_options") and _local_files(node):
+                    add["open_file_options"] = {"open_file_func": _mapped}
+                if not add:
                     continue
-                new = node.substitute_parameters({"kwargs": {**kwargs, "arrow_to_pandas": dict(lean)},
-                                                  "_dataset_info_cache": None})  # holds the options read
+                new = node.substitute_parameters({"kwargs": {**kwargs, **add}, "_dataset_info_cache": None})
             expr = expr.substitute(node, new)
         return ddf if expr is ddf.expr else new_collection(expr)
     except (ImportError, AttributeError, TypeError, KeyError, ValueError):  # pragma: no cover - another Dask

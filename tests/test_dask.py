@@ -141,10 +141,44 @@ def test_parquet_partitions_are_read_without_a_consolidated_copy(client, tmp_pat
     _same_fit(fastmlr.dask.fit(ddf, K), fastmlr.fit(pool, K, em_path="passes"), pool)
     # a projection of it too; options the caller gave, and other frames, are left as they are
     assert fastmlr.dask._lean_parquet(ddf[["task", "y", "x0"]]).partitions[0].compute()._mgr.nblocks == 3
-    own = dd.read_parquet(tmp_path, arrow_to_pandas={"split_blocks": False})
+    own = dd.read_parquet(tmp_path, arrow_to_pandas={"split_blocks": False}, open_file_options={"cache_type": "none"})
     assert fastmlr.dask._lean_parquet(own) is own
+    consolidated = fastmlr.dask._lean_parquet(dd.read_parquet(tmp_path, arrow_to_pandas={"split_blocks": False}))
+    assert consolidated.partitions[0].compute()._mgr.nblocks == 2
     other = _ddf(_split(df, [400]))
     assert fastmlr.dask._lean_parquet(other) is other
+
+
+def test_local_parquet_files_are_read_mapped_and_remote_ones_as_given(client, tmp_path, monkeypatch):
+    """Local files read through fsspec are memory-mapped (no copy of their bytes before
+    Arrow decodes them), files of another file system are read as Dask reads them; the
+    frames are equal either way."""
+    import fsspec
+    import pyarrow as pa
+
+    _, df = _frame(seed=4)
+    parts = _split(df, [500])
+    for i, part in enumerate(parts):
+        part.to_parquet(tmp_path / f"part-{i}.parquet", index=False)
+    mapped = []
+    real = pa.memory_map
+    monkeypatch.setattr(pa, "memory_map", lambda path, *a, **kw: mapped.append(path) or real(path, *a, **kw))
+    ddf = dd.read_parquet(tmp_path)
+    with dask.config.set(scheduler="sync"):  # in this process, where the calls are counted
+        lean = fastmlr.dask._lean_parquet(ddf).compute()
+        assert sorted(mapped) == sorted(str(tmp_path / f"part-{i}.parquet") for i in range(2))
+        pd.testing.assert_frame_equal(lean, ddf.compute())
+        mem = fsspec.filesystem("memory")
+        for i, part in enumerate(parts):
+            with mem.open(f"/fastmlr-lean/part-{i}.parquet", "wb") as f:
+                part.to_parquet(f, index=False)
+        try:
+            remote = dd.read_parquet("memory://fastmlr-lean")
+            mapped.clear()
+            pd.testing.assert_frame_equal(fastmlr.dask._lean_parquet(remote).compute(), lean)
+            assert mapped == []
+        finally:
+            mem.rm("/fastmlr-lean", recursive=True)
 
 
 def test_fit_follows_partition_order_after_a_shuffle(client):
