@@ -10,8 +10,9 @@ and :func:`~fastmlr.em_passes.curvature_chunk`, :func:`fastmlr.subspace.moment_s
 the small results are added in a tree of fixed shape (so the bits do not depend on
 where a task ran), and the client finalizes.  What crosses the network: d x d and
 k x d statistics, the task sizes (n,), the few thousand heavy tasks the starts need,
-and for ``predict`` nothing (its output stays a Dask DataFrame).  EM's responsibilities
-(n, k) stay on the workers beside their partitions.
+and for ``predict`` nothing (its output stays a Dask DataFrame).  Between EM's passes
+the workers hold the partitions' task sets and nothing else: a pass computes each
+partition's responsibilities (n_j, k) in a buffer it reuses and returns only their sums.
 
 The result equals the in-memory call on the concatenation of the partitions' task sets
 in partition order (each partition's tasks sorted by id), up to the rounding of sums
@@ -27,8 +28,7 @@ The computations run on the active ``dask.distributed`` Client when there is one
 on Dask's default scheduler.  On a worker, the compiled kernels get the worker's share
 of its machine's cores (the cores divided by the threads of all workers on that host)
 and BLAS one thread, under the kernel backend in force where the call was made.  A worker lost during a fit is survived: Dask recomputes its
-partitions (and the responsibilities it held) from the source, and the sums, added in
-the same tree, give the same result.
+partitions from the source, and the sums, added in the same tree, give the same result.
 
 ``import fastmlr`` does not import this module; this module imports Dask when called
 (``pip install "fastmlr[dask]"``).
@@ -51,7 +51,7 @@ from ._parallel import _concurrent_kernels_ok, single_blas
 from .backend import get_backend, n_threads, use_backend
 from .classify import ClassifyResult, classify_chunk
 from .cluster import cluster_tasks
-from .em_passes import curvature_chunk, e_chunk, pass_stats
+from .em_passes import _buffer, curvature_chunk, e_chunk, pass_stats
 from .io import tasks_from_frame
 from .lstsq import NormalEquations, VARIANCES, solve_classes
 from .model import Model
@@ -310,8 +310,16 @@ def _is_live(scan) -> bool:
 
 
 def _e_part(ts, prm, spec):
+    """A partition's E-pass statistic; its responsibilities are written to a buffer
+    this thread reuses, and dropped."""
     with _on_worker(spec):
-        return e_chunk(ts, *prm)
+        W = prm[0]
+        return e_chunk(ts, *prm, R_out=_buffer("R", (ts.offsets.size - 1, W.shape[0])))[0]
+
+
+def _resp_part(ts, prm, spec):
+    with _on_worker(spec):
+        return e_chunk(ts, *prm)[1]
 
 
 def _second_moment_part(ts, first_row, stride, spec):
@@ -319,9 +327,12 @@ def _second_moment_part(ts, first_row, stride, spec):
         return second_moment_chunk(ts.X, first_row, stride)
 
 
-def _curvature_part(ts, out, D, spec):
+def _curvature_part(ts, prm, D, spec):
+    """A partition's curvature at the point ``prm``: its responsibilities there
+    computed again (the same operations on the same values, so the same bits)."""
     with _on_worker(spec):
-        return curvature_chunk(ts, out[1], D)
+        R = e_chunk(ts, *prm, R_out=_buffer("R", (ts.offsets.size - 1, D.shape[0])))[1]
+        return curvature_chunk(ts, R, D)
 
 
 def _params(*arrays):
@@ -329,42 +340,38 @@ def _params(*arrays):
 
 
 class _DaskPasses:
-    """EM's passes over the partitions: each partition's responsibilities stay on the
-    worker that holds it (persisted beside it), only the statistics come back.  One
-    round trip per E-pass; the responsibilities of the last accepted point are kept
-    there too (the curvature pass of a line search reads them)."""
+    """EM's passes over the partitions: a pass is one task per partition and the tree
+    that adds their statistics, one round trip.  Nothing but the partitions stays on
+    the workers: the client keeps the accepted point, and a curvature pass (the rare
+    step of a line search) computes each partition's responsibilities there again
+    before it uses them."""
 
     def __init__(self, scan, k: int):
         self.scan = scan
-        self.outs = self.kept = None
+        self.last = self.kept = None
 
-    def e_pass(self, W, s2, p):
-        dask = _dask()
+    def _each(self, fn, *args):
         from dask import delayed
 
-        prm = delayed(_params, pure=True)(W, s2, p)
-        outs = [delayed(_e_part, pure=True)(ts, prm, self.scan.spec) for ts in self.scan.parts]
-        self.outs = dask.persist(*outs)
-        # picked on the worker that holds each output: a sum task given the whole outputs
-        # would fetch every partition's responsibilities too
-        total = dask.compute(_tree_sum([o[0] for o in self.outs]))[0]
+        return [delayed(fn, pure=True)(ts, *args, self.scan.spec_d) for ts in self.scan.parts]
+
+    def e_pass(self, W, s2, p):
+        from dask import delayed
+
+        self.last = delayed(_params, pure=True)(W, s2, p)
+        total = _dask().compute(_tree_sum(self._each(_e_part, self.last)))[0]
         return pass_stats(total, *W.shape)
 
     def keep(self) -> None:
-        self.kept = self.outs
+        self.kept = self.last
 
     def curvature(self, D):
-        dask = _dask()
         from dask import delayed
 
-        Dp = delayed(np.asarray, pure=True)(D)
-        terms = [delayed(_curvature_part, pure=True)(ts, o, Dp, self.scan.spec)
-                 for ts, o in zip(self.scan.parts, self.kept)]
-        return dask.compute(_tree_sum(terms))[0]
+        return _dask().compute(_tree_sum(self._each(_curvature_part, self.kept, delayed(np.asarray, pure=True)(D))))[0]
 
     def resp(self) -> np.ndarray:
-        dask = _dask()
-        R = dask.compute(*[o[1] for o in self.kept])
+        R = _dask().compute(*self._each(_resp_part, self.kept))
         return np.concatenate(R) if R else np.zeros((0, 0))
 
 
@@ -391,6 +398,7 @@ class _DaskScan:
          self.empty) = total
         self.parts = parts
         self.spec = spec
+        self.spec_d = _dask().delayed(spec, pure=True, traverse=False)  # one key in every pass's graph
         self.firsts = np.concatenate([[0], np.cumsum(self.chunk_tasks)[:-1]]).astype(np.int64)
 
     @property
@@ -405,7 +413,7 @@ class _DaskScan:
 
         rows = np.add.reduceat(self.sizes, self.firsts) if self.sizes.size else np.zeros(0, np.int64)
         first_rows = np.concatenate([[0], np.cumsum(rows)[:-1]]).astype(np.int64)
-        terms = [delayed(_second_moment_part, pure=True)(ts, int(a), int(stride), self.spec)
+        terms = [delayed(_second_moment_part, pure=True)(ts, int(a), int(stride), self.spec_d)
                  for ts, a in zip(self.parts, first_rows)]
         return dask.compute(_tree_sum(terms))[0] if terms else np.zeros((self.d, self.d))
 

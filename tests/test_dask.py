@@ -110,7 +110,7 @@ def test_fit_equals_in_memory(client, layout, dtype):
     assert fastmlr.parameter_error(got.W, W).max < 0.2
 
 
-def test_fit_keeps_the_responsibilities_on_the_workers(client, monkeypatch):
+def test_fit_does_not_gather_the_responsibilities(client, monkeypatch):
     """The (n, k) responsibilities never travel to the client: the moves after EM use
     the weighted rows per component that the E-pass sums (k = 3 runs them)."""
     def refuse(self):
@@ -122,6 +122,31 @@ def test_fit_keeps_the_responsibilities_on_the_workers(client, monkeypatch):
     got = fastmlr.dask.fit(_ddf(_split(df, [400, 800])), K)
     _same_fit(got, fastmlr.fit(pool, K, em_path="passes"), pool)
     assert "split_moves" in got.diagnostics
+
+
+def test_line_search_and_responsibilities_equal_in_memory(client):
+    """The rare paths of EM in passes: with a preconditioner three times too large every
+    step overshoots and is taken again by exact line search (a curvature pass, which
+    computes the partitions' responsibilities at the kept point again), and ``resp=True``
+    gathers the responsibilities; both equal the passes over the pool in memory."""
+    from fastmlr import em as _em
+    from fastmlr.em_passes import array_pool, run_gem
+
+    _, df = _frame(seed=5)
+    parts = _split(df, [0, 300, 700])
+    pool = _concat_pool(parts)
+    start = fastmlr.fit(pool, K, max_iter=1)
+    S3 = 3.0 * np.linalg.inv(pool.X.T @ pool.X / pool.X.shape[0])
+    opts = dict(floor=_em.s2_floor(pool), tol=0.0, max_iter=4, accelerate=False)
+    lines = []
+    ref = run_gem(array_pool(pool), start.W, start.s2, start.p, S3, **opts)
+    got = run_gem(fastmlr.dask._scan(_ddf(parts)).pool(), start.W, start.s2, start.p, S3, progress=lines.append,
+                  **opts)
+    assert sum("line search" in line for line in lines) >= 3
+    for a, b in ((got.W, ref.W), (got.s2, ref.s2), (got.p, ref.p), (got.loglik, ref.loglik), (got.rows, ref.rows)):
+        assert _rel(a, b) <= 1e-10
+    assert got.resp.shape == ref.resp.shape == (pool.offsets.size - 1, K)
+    assert np.abs(got.resp - ref.resp).max() <= 1e-10
 
 
 def test_parquet_partitions_are_read_without_a_consolidated_copy(client, tmp_path):
