@@ -81,14 +81,22 @@ def _dask():
 
 # ---------------------------------------------------------------- the frame and its partitions
 
-class _Spec(NamedTuple):
-    """How a partition becomes a task set, and the kernel threads of the task running it."""
+class _Spec:
+    """How a partition becomes a task set, and the kernel threads of the task running it.
 
-    task: object
-    target: object
-    features: list
-    plan: dict  # host -> threads of all workers on it ("" : the local scheduler's threads)
-    backend: str  # the kernel backend in force where the call was made
+    A plain object, not a tuple: Dask hands it to a task as it is, where it would walk
+    the fields of a tuple (and its list of features) at every task it builds."""
+
+    __slots__ = ("task", "target", "features", "plan", "backend")
+
+    def __init__(self, task, target, features: list, plan: dict, backend: str):
+        self.task, self.target, self.features = task, target, features
+        self.plan = plan  # host -> threads of all workers on it ("" : the local scheduler's threads)
+        self.backend = backend  # the kernel backend in force where the call was made
+
+    def __dask_tokenize__(self):
+        return ("fastmlr.dask._Spec", self.task, self.target, tuple(self.features),
+                tuple(sorted(self.plan.items())), self.backend)
 
 
 def _spec(ddf, name, task, target, features):
@@ -335,10 +343,6 @@ def _curvature_part(ts, prm, D, spec):
         return curvature_chunk(ts, R, D)
 
 
-def _params(*arrays):
-    return arrays
-
-
 class _DaskPasses:
     """EM's passes over the partitions: a pass is one task per partition and the tree
     that adds their statistics, one round trip.  Nothing but the partitions stays on
@@ -353,12 +357,12 @@ class _DaskPasses:
     def _each(self, fn, *args):
         from dask import delayed
 
-        return [delayed(fn, pure=True)(ts, *args, self.scan.spec_d) for ts in self.scan.parts]
+        return [delayed(fn, pure=True)(ts, *args, self.scan.spec) for ts in self.scan.parts]
 
     def e_pass(self, W, s2, p):
-        from dask import delayed
-
-        self.last = delayed(_params, pure=True)(W, s2, p)
+        # the point is in every task's own arguments (a few k x d numbers): no task of its
+        # own for the partitions' tasks to fetch from whichever worker ran it
+        self.last = tuple(np.array(a, dtype=np.float64) for a in (W, s2, p))
         total = _dask().compute(_tree_sum(self._each(_e_part, self.last)))[0]
         return pass_stats(total, *W.shape)
 
@@ -366,9 +370,7 @@ class _DaskPasses:
         self.kept = self.last
 
     def curvature(self, D):
-        from dask import delayed
-
-        return _dask().compute(_tree_sum(self._each(_curvature_part, self.kept, delayed(np.asarray, pure=True)(D))))[0]
+        return _dask().compute(_tree_sum(self._each(_curvature_part, self.kept, np.array(D, dtype=np.float64))))[0]
 
     def resp(self) -> np.ndarray:
         R = _dask().compute(*self._each(_resp_part, self.kept))
@@ -398,7 +400,6 @@ class _DaskScan:
          self.empty) = total
         self.parts = parts
         self.spec = spec
-        self.spec_d = _dask().delayed(spec, pure=True, traverse=False)  # one key in every pass's graph
         self.firsts = np.concatenate([[0], np.cumsum(self.chunk_tasks)[:-1]]).astype(np.int64)
 
     @property
@@ -413,7 +414,7 @@ class _DaskScan:
 
         rows = np.add.reduceat(self.sizes, self.firsts) if self.sizes.size else np.zeros(0, np.int64)
         first_rows = np.concatenate([[0], np.cumsum(rows)[:-1]]).astype(np.int64)
-        terms = [delayed(_second_moment_part, pure=True)(ts, int(a), int(stride), self.spec_d)
+        terms = [delayed(_second_moment_part, pure=True)(ts, int(a), int(stride), self.spec)
                  for ts, a in zip(self.parts, first_rows)]
         return dask.compute(_tree_sum(terms))[0] if terms else np.zeros((self.d, self.d))
 
@@ -638,8 +639,7 @@ def meta_learn(light, heavy, light2, k, *, L=None, linkage=None, task="task", ta
     seconds["cluster"] = t2 - t1
 
     Wc, s2c, pc = check_params(c.W, c.s2, None, M.shape[0])
-    prm = delayed(_params, pure=True)(Wc, s2c, pc)
-    outs = dask.persist(*_on_partitions(_classify_part, light2, specs[2], prm))
+    outs = dask.persist(*_on_partitions(_classify_part, light2, specs[2], (Wc, s2c, pc)))
     labels, stats, ids, dtypes = dask.compute([o[0] for o in outs], _tree_sum([o[1] for o in outs]),
                                               [o[2] for o in outs], [o[3] for o in outs])
     _check_whole_tasks(list(ids), "light2", task)
