@@ -428,6 +428,16 @@ class _DaskScan:
 
         return gather_tasks(idx, np.column_stack([self.firsts, self.chunk_tasks]), fetch, self.d, self.dtype)
 
+    def gather_later(self, idx):
+        """``gather(idx)`` started now in a thread of this process: the tasks travel from
+        the workers while EM's passes run there.  Returns the callable that waits for them."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        ex = ThreadPoolExecutor(1, thread_name_prefix="fastmlr-gather")
+        fetched = ex.submit(self.gather, np.array(idx, dtype=np.int64))
+        ex.shutdown(wait=False)
+        return fetched.result
+
     def pool(self) -> _DaskPool:
         return _DaskPool(self, int(self.sizes.size), self.N)
 

@@ -441,9 +441,15 @@ def fit(tasks, k, *, whiten="auto", linkages=(), n_seeds=None, seed=0, n_heavy=N
         if whitened:
             M = T @ M @ T
 
-        def heavy_tasks(idx):
-            h = scan.gather(idx)
+        def whitened_tasks(h):
             return TaskSet(np.ascontiguousarray(h.X @ T.astype(h.X.dtype)), h.y, h.offsets) if whitened else h
+
+        def heavy_tasks(idx):
+            return whitened_tasks(scan.gather(idx))
+
+        def heavy_later(idx):
+            fetched = scan.gather_later(idx)
+            return lambda: whitened_tasks(fetched())
 
         pool = scan.pool()
         floor = 1e-10 * max(ms, np.finfo(np.float64).tiny)
@@ -454,6 +460,9 @@ def fit(tasks, k, *, whiten="auto", linkages=(), n_seeds=None, seed=0, n_heavy=N
 
         def heavy_tasks(idx):
             return select_tasks(ts_w, idx)
+
+        def heavy_later(idx):
+            return lambda: select_tasks(ts_w, idx)
 
         pool = _em_passes.array_pool(ts)
         floor = _em.s2_floor(ts)
@@ -499,8 +508,11 @@ def fit(tasks, k, *, whiten="auto", linkages=(), n_seeds=None, seed=0, n_heavy=N
             t1 = time.perf_counter()
             say(f"k={kk}: starts in the subspace" + ("" if start_seed == seed else f" (seed {start_seed})"))
             heavy = heavy_tasks(heavy_idx)
+            # the moves read more tasks: asked for now, held only once EM is done (a pool
+            # held by other processes sends them while the starts and EM run)
+            rep_tasks = heavy_later(rep_idx) if kk >= 3 and rep_idx.size != heavy_idx.size else None
             best = _projected_starts(heavy, U, sizes, kk, heavy_idx, linkages, seeds, start_seed, starts)
-            if rep_idx.size != heavy_idx.size:  # the moves read more tasks: gathered after EM
+            if rep_tasks is not None:
                 heavy = None
             W0 = best.V @ U.T
             if whitened:
@@ -510,7 +522,7 @@ def fit(tasks, k, *, whiten="auto", linkages=(), n_seeds=None, seed=0, n_heavy=N
             res = em_from(W0, best.s2, best.p)
             moves: list = []
             if kk >= 3:
-                rep = heavy if heavy is not None else heavy_tasks(rep_idx)
+                rep = heavy if rep_tasks is None else rep_tasks()
                 res, moves = repair(res, rep, em_from, T=T if whitened else None, progress=say)
             clock["starts"] += t3 - t1
             clock["em"] += time.perf_counter() - t3

@@ -13,7 +13,7 @@ from arrays.  Each pass validates its chunks as it reads them.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import Callable, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -40,8 +40,11 @@ def _nonempty(ts: TaskSet) -> TaskSet:
 class PoolScan(Protocol):
     """What ``fit`` needs of a pool it does not hold in memory: the statistics of one
     scan (the attributes of :class:`StreamScan`, but ``stream``), ``gather(idx)`` and
-    ``pool()``.  :class:`StreamScan` is one; ``fastmlr.dask`` makes another, whose
-    chunks are the partitions of a Dask DataFrame."""
+    ``pool()``.  ``gather_later(idx)`` starts fetching the tasks ``idx`` and returns a
+    callable that returns them (``gather(idx)``): a pool held by other processes sends
+    them while EM runs, one read from disk reads them when they are asked for.
+    :class:`StreamScan` is one; ``fastmlr.dask`` makes another, whose chunks are the
+    partitions of a Dask DataFrame."""
 
     sizes: np.ndarray
     d: int
@@ -57,6 +60,8 @@ class PoolScan(Protocol):
     def second_moment(self, stride: int) -> np.ndarray: ...
 
     def gather(self, idx) -> TaskSet: ...
+
+    def gather_later(self, idx) -> Callable[[], TaskSet]: ...
 
     def pool(self): ...
 
@@ -127,6 +132,11 @@ class StreamScan(NamedTuple):
             return [select_tasks(ts, want[first]) for first, ts in self.chunks() if first in want]
 
         return gather_tasks(idx, np.column_stack([firsts, self.chunk_tasks]), fetch, self.d, self.dtype)
+
+    def gather_later(self, idx):
+        """``gather(idx)`` as a callable: the stream is read when it is called (the
+        tasks are not held while EM reads the stream)."""
+        return lambda: self.gather(idx)
 
 
 def gather_tasks(idx, spans, fetch, d: int, dtype) -> TaskSet:
