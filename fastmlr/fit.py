@@ -508,10 +508,10 @@ def fit(tasks, k, *, whiten="auto", linkages=(), n_seeds=None, seed=0, n_heavy=N
             t1 = time.perf_counter()
             say(f"k={kk}: starts in the subspace" + ("" if start_seed == seed else f" (seed {start_seed})"))
             heavy = heavy_tasks(heavy_idx)
-            # the moves read more tasks: asked for now, held only once EM is done (a pool
-            # held by other processes sends them while the starts and EM run)
-            rep_tasks = heavy_later(rep_idx) if kk >= 3 and rep_idx.size != heavy_idx.size else None
             best = _projected_starts(heavy, U, sizes, kk, heavy_idx, linkages, seeds, start_seed, starts)
+            # the moves read more tasks: asked for now, held only once EM is done (a pool
+            # held by other processes sends them while EM runs)
+            rep_tasks = heavy_later(rep_idx) if kk >= 3 and rep_idx.size != heavy_idx.size else None
             if rep_tasks is not None:
                 heavy = None
             W0 = best.V @ U.T
