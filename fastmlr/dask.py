@@ -24,11 +24,16 @@ Tasks must not straddle partitions; the check comes with the first pass (each
 partition's sorted task ids), and the fix is one line: ``ddf.shuffle(on="task")`` or
 ``ddf.set_index("task")``.
 
+A frame of ``read_parquet`` is read lean (:func:`_lean_parquet`): each column a view of
+the buffer Arrow decoded it into, and local files memory-mapped, unless the caller gave
+those options.
+
 The computations run on the active ``dask.distributed`` Client when there is one, else
 on Dask's default scheduler.  On a worker, the compiled kernels get the worker's share
 of its machine's cores (the cores divided by the threads of all workers on that host)
-and BLAS one thread, under the kernel backend in force where the call was made.  A worker lost during a fit is survived: Dask recomputes its
-partitions from the source, and the sums, added in the same tree, give the same result.
+and BLAS one thread, under the kernel backend in force where the call was made.  A
+worker lost during a fit is survived: Dask recomputes its partitions from the source,
+and the sums, added in the same tree, give the same result.
 
 ``import fastmlr`` does not import this module; this module imports Dask when called
 (``pip install "fastmlr[dask]"``).
@@ -134,7 +139,8 @@ _LEAN = {"ReadParquetFSSpec": {"split_blocks": True, "self_destruct": True},
 
 def _mapped(path, **_):
     """A local Parquet file memory-mapped: Arrow decodes its pages from the page cache,
-    where fsspec's file object would first copy each file's bytes into fresh memory."""
+    where fsspec's file object would first copy each file's bytes into fresh memory.
+    (As with any map, a file cut short while it is read ends the reading process.)"""
     import pyarrow as pa
 
     return pa.memory_map(path)
