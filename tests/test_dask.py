@@ -234,6 +234,18 @@ def test_fit_reading_the_source_every_pass(client):
     _same_fit(got, fastmlr.fit(pool, K, em_path="passes"), pool)
 
 
+@pytest.mark.parametrize("scheduler", ["threads", "sync"])
+def test_fit_on_dasks_local_schedulers(scheduler):
+    """Without a distributed Client: the same fit, the moves' tasks (k = 3 runs them)
+    fetched by a thread of their own while EM runs."""
+    _, df = _frame(seed=9, n=900)
+    pool = fastmlr.tasks_from_frame(df)
+    with dask.config.set(scheduler=scheduler):
+        got = fastmlr.dask.fit(_ddf(_split(df, [300, 600])), K)
+    _same_fit(got, fastmlr.fit(pool, K, em_path="passes"), pool)
+    assert "split_moves" in got.diagnostics
+
+
 def _light_heavy(seed=10, dtype="float64"):
     W, s2, p = fastmlr.make_mixture(K, D, seed=seed)
 
