@@ -84,8 +84,9 @@ def _cpu() -> list:
 
 
 #: ``dask.dataframe.read_parquet`` options of ``--read``: "default" none (fastmlr.dask
-#: then reads each column as a view of the buffer Arrow decoded it into);
-#: "consolidated" pandas' own conversion, which copies the float columns into one block.
+#: then reads each column as a view of the buffer Arrow decoded it into, from the files
+#: memory-mapped); "consolidated" pandas' own conversion, which copies the float columns
+#: into one block (the files still mapped).
 READS = {"default": {}, "consolidated": {"arrow_to_pandas": {"split_blocks": False}}}
 
 
