@@ -327,8 +327,7 @@ def _e_part(ts, prm, spec):
     """A partition's E-pass statistic; its responsibilities are written to a buffer
     this thread reuses, and dropped."""
     with _on_worker(spec):
-        W = prm[0]
-        return e_chunk(ts, *prm, R_out=_buffer("R", (ts.offsets.size - 1, W.shape[0])))[0]
+        return e_chunk(ts, *prm, R_out=_buffer("R", (ts.offsets.size - 1, prm[0].shape[0])))[0]
 
 
 def _resp_part(ts, prm, spec):

@@ -462,7 +462,7 @@ def fit(tasks, k, *, whiten="auto", linkages=(), n_seeds=None, seed=0, n_heavy=N
             return select_tasks(ts_w, idx)
 
         def heavy_later(idx):
-            return lambda: select_tasks(ts_w, idx)
+            return lambda: heavy_tasks(idx)
 
         pool = _em_passes.array_pool(ts)
         floor = _em.s2_floor(ts)
