@@ -25,6 +25,10 @@ memory reaches 85% of its limit): a pool larger than any one worker's limit, and
 that pressure costs.
 The directory is deleted at the end.
 
+``--warm`` has every process (the in-memory one, the client, each worker) fit a small
+pool before the clock starts, as a process or a cluster that has fitted before: the
+times then leave out the loading of the compiled kernels and Numba's first calls.
+
     python benchmarks/dask_fit.py            # 2 GB
     python benchmarks/dask_fit.py --gb 0.2   # a quick look
 """
@@ -90,7 +94,7 @@ def _cpu() -> list:
 READS = {"default": {}, "consolidated": {"arrow_to_pandas": {"split_blocks": False}}}
 
 
-def child(mode: str, directory: str, workers: int, limit: int, read: str) -> dict:
+def child(mode: str, directory: str, workers: int, limit: int, read: str, warm: bool = False) -> dict:
     cores = sorted(os.sched_getaffinity(0))
     if mode == "memory1" or workers == 1:  # one core: its kernels, BLAS, Arrow and the workers it starts
         os.sched_setaffinity(0, cores[:1])
@@ -100,6 +104,8 @@ def child(mode: str, directory: str, workers: int, limit: int, read: str) -> dic
     if mode.startswith("memory"):
         import pyarrow.parquet as pq
 
+        if warm:
+            _warm()
         c0 = _cpu()
         t0 = time.perf_counter()
         table = pq.read_table(directory)
@@ -125,6 +131,9 @@ def child(mode: str, directory: str, workers: int, limit: int, read: str) -> dic
                                                    dashboard_address=None, memory_limit=limit) as cluster, \
                 Client(cluster) as client:
             client.run(_imports)  # workers started, with the modules the in-memory run imports untimed
+            if warm:
+                client.run(_warm)
+                _warm()
             c0 = [*client.run(_cpu).values(), _cpu()]
             t0 = time.perf_counter()
             ddf = dd.read_parquet(directory, **READS[read])
@@ -134,6 +143,7 @@ def child(mode: str, directory: str, workers: int, limit: int, read: str) -> dic
             out.update(total=t1 - t0, worker_peaks=sorted(client.run(_peak_rss).values()), limit=limit,
                        spilled=sorted(client.run(_spilled).values()), read=read,
                        sys=sum(b[1] - a[1] for a, b in zip(c0, c1)), user=sum(b[0] - a[0] for a, b in zip(c0, c1)))
+    out["warm"] = warm
     out.update(W=model.W.tolist(), iterations=model.diagnostics["em_iterations"], em_path=model.diagnostics["em_path"],
                load=os.getloadavg()[0])
     return out
@@ -149,13 +159,30 @@ def _imports() -> None:
     import fastmlr.dask  # noqa: F401
 
 
+def _warm() -> None:
+    """With ``--warm``: a small fit in this process before the clock starts (2,000
+    tasks, from a pandas frame, EM in passes), so that its compiled kernels are loaded
+    and Numba's first calls made, as in a process or a cluster that has fitted before."""
+    import pandas as pd
+
+    import fastmlr
+
+    W, s2, p = fastmlr.make_mixture(K, D, seed=1)
+    sizes = np.full(2000, 8)
+    sizes[::20] = 64
+    S = fastmlr.sample_tasks(W, s2, p, sizes, seed=2)
+    df = pd.DataFrame(S.X, columns=[f"x{j}" for j in range(D)])
+    df["y"], df["task"] = S.y, np.repeat(np.arange(sizes.size), sizes)
+    fastmlr.fit(fastmlr.tasks_from_frame(df), K, em_path="passes")
+
+
 def _spilled(dask_worker) -> int:
     """Keys a worker holds on disk (spilled beyond its memory limit)."""
     return len(getattr(dask_worker.data, "slow", ()))
 
 
-def run(mode, directory, workers=0, limit=0, read="default") -> dict:
-    cmd = [sys.executable, __file__, "--child", mode, directory, str(workers), str(limit), read]
+def run(mode, directory, workers=0, limit=0, read="default", warm=False) -> dict:
+    cmd = [sys.executable, __file__, "--child", mode, directory, str(workers), str(limit), read, str(int(warm))]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd="/")
     if res.returncode:
         sys.stderr.write(res.stderr[-3000:])
@@ -171,11 +198,15 @@ def main():
                     help="read_parquet options of the Dask runs (see READS)")
     ap.add_argument("--repeat", type=int, default=2,
                     help="runs of every configuration, in alternating order; the best is reported (default 2)")
-    ap.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    ap.add_argument("--warm", action="store_true",
+                    help="every process (the in-memory one, the client and each worker) fits a small pool "
+                         "before the clock starts: the kernels loaded, as in a process or cluster that has "
+                         "fitted before")
+    ap.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        mode, directory, workers, limit, read = args.child
-        print(json.dumps(child(mode, directory, int(workers), int(limit), read)))
+        mode, directory, workers, limit, read, warm = args.child
+        print(json.dumps(child(mode, directory, int(workers), int(limit), read, bool(int(warm)))))
         return
     directory = tempfile.mkdtemp(prefix="dask_fit-", dir="/tmp")
     try:
@@ -187,10 +218,11 @@ def main():
               f"in {args.files} files (written in {time.perf_counter() - t0:.0f} s; load {os.getloadavg()[0]:.2f})")
         W_true = np.asarray(info["W"])
         ample = max(int(3 * pool_bytes), 2 << 30)
-        configs = {"mem1": ("memory1", directory), "memall": ("memory", directory),
-                   "one": ("dask", directory, 1, ample, args.read),
-                   "two": ("dask", directory, 2, ample, args.read),  # the speedup, with memory to spare
-                   "tight": ("dask", directory, 2, max(int(0.9 * pool_bytes), 1 << 30), args.read)}  # beyond each limit
+        w = args.warm
+        configs = {"mem1": ("memory1", directory, 0, 0, args.read, w), "memall": ("memory", directory, 0, 0, args.read, w),
+                   "one": ("dask", directory, 1, ample, args.read, w),
+                   "two": ("dask", directory, 2, ample, args.read, w),  # the speedup, with memory to spare
+                   "tight": ("dask", directory, 2, max(int(0.9 * pool_bytes), 1 << 30), args.read, w)}  # beyond each limit
         runs: dict = {name: [] for name in configs}
         for r in range(max(1, args.repeat)):  # alternating order: no configuration always runs first
             for name in (list(configs) if r % 2 == 0 else list(configs)[::-1]):
@@ -199,7 +231,8 @@ def main():
         mem1, memall, one, two, tight = (best[n] for n in configs)
         import fastmlr
 
-        print(f"best of {max(1, args.repeat)} runs of each, in alternating order; Dask reads: --read {args.read}")
+        print(f"best of {max(1, args.repeat)} runs of each, in alternating order; Dask reads: --read {args.read}"
+              + ("; every process warmed by a small fit first (--warm)" if args.warm else ""))
         for name, rs in runs.items():
             print(f"  {name:7s} totals " + ", ".join(f"{x['total']:.1f}" for x in rs) + " s; system CPU "
                   + ", ".join(f"{x['sys']:.1f}" for x in rs) + " s; user CPU "
