@@ -323,11 +323,16 @@ def _is_live(scan) -> bool:
     return scan is not None
 
 
+def _e_buffered(ts, prm):
+    """``e_chunk`` of a partition at the point ``prm``, its responsibilities written to a
+    buffer this thread reuses."""
+    return e_chunk(ts, *prm, R_out=_buffer("R", (ts.offsets.size - 1, prm[0].shape[0])))
+
+
 def _e_part(ts, prm, spec):
-    """A partition's E-pass statistic; its responsibilities are written to a buffer
-    this thread reuses, and dropped."""
+    """A partition's E-pass statistic (its responsibilities dropped)."""
     with _on_worker(spec):
-        return e_chunk(ts, *prm, R_out=_buffer("R", (ts.offsets.size - 1, prm[0].shape[0])))[0]
+        return _e_buffered(ts, prm)[0]
 
 
 def _resp_part(ts, prm, spec):
@@ -344,8 +349,7 @@ def _curvature_part(ts, prm, D, spec):
     """A partition's curvature at the point ``prm``: its responsibilities there
     computed again (the same operations on the same values, so the same bits)."""
     with _on_worker(spec):
-        R = e_chunk(ts, *prm, R_out=_buffer("R", (ts.offsets.size - 1, D.shape[0])))[1]
-        return curvature_chunk(ts, R, D)
+        return curvature_chunk(ts, _e_buffered(ts, prm)[1], D)
 
 
 class _DaskPasses:

@@ -54,6 +54,12 @@ def _ddf(parts):
     return dd.from_delayed([dask.delayed(p) for p in parts], meta=parts[0].iloc[:0], verify_meta=False)
 
 
+def _parquet_files(directory, parts):
+    """The partitions written as Parquet files, one per partition, in order."""
+    for i, part in enumerate(parts):
+        part.to_parquet(directory / f"part-{i}.parquet", index=False)
+
+
 def _concat_pool(parts):
     """The in-memory pool of the partitions in partition order (each sorted by id)."""
     pools = [fastmlr.tasks_from_frame(p) for p in parts if len(p)]
@@ -154,8 +160,7 @@ def test_parquet_partitions_are_read_without_a_consolidated_copy(client, tmp_pat
     its own block (a view of Arrow's buffer, no copy into one block): the same values,
     so the same model as the frame read by Dask's defaults, computed in one process."""
     _, df = _frame(seed=3)
-    for i, part in enumerate(_split(df, [400, 800])):
-        part.to_parquet(tmp_path / f"part-{i}.parquet", index=False)
+    _parquet_files(tmp_path, _split(df, [400, 800]))
     ddf = dd.read_parquet(tmp_path)
     lean = fastmlr.dask._lean_parquet(ddf)
     first = lean.partitions[0].compute()
@@ -183,8 +188,7 @@ def test_local_parquet_files_are_read_mapped_and_remote_ones_as_given(client, tm
 
     _, df = _frame(seed=4)
     parts = _split(df, [500])
-    for i, part in enumerate(parts):
-        part.to_parquet(tmp_path / f"part-{i}.parquet", index=False)
+    _parquet_files(tmp_path, parts)
     mapped = []
     real = pa.memory_map
     monkeypatch.setattr(pa, "memory_map", lambda path, *a, **kw: mapped.append(path) or real(path, *a, **kw))
