@@ -11,8 +11,10 @@ the small results are added in a tree of fixed shape (so the bits do not depend 
 where a task ran), and the client finalizes.  What crosses the network: d x d and
 k x d statistics, the task sizes (n,), the few thousand heavy tasks the starts need,
 and for ``predict`` nothing (its output stays a Dask DataFrame).  Between EM's passes
-the workers hold the partitions' task sets and nothing else: a pass computes each
-partition's responsibilities (n_j, k) in a buffer it reuses and returns only their sums.
+the workers hold the partitions' task sets and nothing else: a pass is one task per
+worker, over the partitions it holds; it computes each partition's responsibilities
+(n_j, k) in a buffer it reuses and returns only their sums, which the client adds in
+the same tree.
 
 The result equals the in-memory call on the concatenation of the partitions' task sets
 in partition order (each partition's tasks sorted by id), up to the rounding of sums
@@ -263,17 +265,26 @@ def _sum_list(items):
     return functools.reduce(add, items) if items else None
 
 
+def _tree(items, combine):
+    """``items`` added in a tree of fixed shape (:data:`SPLIT_EVERY` per node, None
+    terms skipped): ``combine(list)`` makes each node, delayed or at once."""
+    items = list(items)
+    while len(items) > 1:
+        items = [combine(items[i:i + SPLIT_EVERY]) for i in range(0, len(items), SPLIT_EVERY)]
+    return combine(items)
+
+
 def _tree_sum(items):
-    """Delayed sum of delayed terms (None terms skipped), in a tree of fixed shape: the
-    same additions in the same order wherever the terms were computed."""
+    """Delayed sum of delayed terms, in the tree of :func:`_tree`: the same additions in
+    the same order wherever the terms were computed."""
     from dask import delayed
 
-    items = list(items)
-    if not items:
-        return delayed(lambda: None)()
-    while len(items) > 1:
-        items = [delayed(_sum_list, pure=True)(items[i:i + SPLIT_EVERY]) for i in range(0, len(items), SPLIT_EVERY)]
-    return delayed(_sum_list, pure=True)(items)
+    return _tree(items, delayed(_sum_list, pure=True))
+
+
+def _local_sum(items):
+    """The sum of :func:`_tree_sum`, of terms already here: the same bits."""
+    return _tree(items, _sum_list)
 
 
 def _check_whole_tasks(ids: list, name: str, task) -> None:
@@ -352,37 +363,51 @@ def _curvature_part(ts, prm, D, spec):
         return curvature_chunk(ts, _e_buffered(ts, prm)[1], D)
 
 
+def _on_group(fn, tss, each, args, spec):
+    """``fn(ts, *e, *args, spec)`` for the partitions of one group, in order."""
+    return [fn(ts, *e, *args, spec) for ts, e in zip(tss, each)]
+
+
+def _holders(parts) -> list:
+    """The worker holding each persisted partition (None: not held, or no distributed
+    Client)."""
+    try:
+        from distributed import default_client, futures_of
+
+        client = default_client()
+    except (ImportError, ValueError):
+        return [None] * len(parts)
+    held = [futures_of(p) for p in parts]  # a persisted partition: one future, its own key
+    who = client.who_has([f for fs in held for f in fs])
+    return [min(who.get(fs[0].key, ()), default=None) if len(fs) == 1 else None for fs in held]
+
+
 class _DaskPasses:
-    """EM's passes over the partitions: a pass is one task per partition and the tree
-    that adds their statistics, one round trip.  Nothing but the partitions stays on
-    the workers: the client keeps the accepted point, and a curvature pass (the rare
-    step of a line search) computes each partition's responsibilities there again
-    before it uses them."""
+    """EM's passes over the partitions, one round trip each: a pass is one task per
+    worker, over the partitions that worker holds (:meth:`_DaskScan.map_parts`), and
+    the client adds their statistics.  Nothing but the partitions stays on the workers:
+    the client keeps the accepted point, and a curvature pass (the rare step of a line
+    search) computes each partition's responsibilities there again before it uses
+    them."""
 
     def __init__(self, scan, k: int):
         self.scan = scan
         self.last = self.kept = None
 
-    def _each(self, fn, *args):
-        from dask import delayed
-
-        return [delayed(fn, pure=True)(ts, *args, self.scan.spec) for ts in self.scan.parts]
-
     def e_pass(self, W, s2, p):
         # the point is in every task's own arguments (a few k x d numbers): no task of its
         # own for the partitions' tasks to fetch from whichever worker ran it
         self.last = tuple(np.array(a, dtype=np.float64) for a in (W, s2, p))
-        total = _dask().compute(_tree_sum(self._each(_e_part, self.last)))[0]
-        return pass_stats(total, *W.shape)
+        return pass_stats(_local_sum(self.scan.map_parts(_e_part, self.last)), *W.shape)
 
     def keep(self) -> None:
         self.kept = self.last
 
     def curvature(self, D):
-        return _dask().compute(_tree_sum(self._each(_curvature_part, self.kept, np.array(D, dtype=np.float64))))[0]
+        return _local_sum(self.scan.map_parts(_curvature_part, self.kept, np.array(D, dtype=np.float64)))
 
     def resp(self) -> np.ndarray:
-        R = _dask().compute(*self._each(_resp_part, self.kept))
+        R = self.scan.map_parts(_resp_part, self.kept)
         return np.concatenate(R) if R else np.zeros((0, 0))
 
 
@@ -415,17 +440,37 @@ class _DaskScan:
     def N(self) -> int:
         return int(self.sizes.sum())
 
+    def map_parts(self, fn, *args, each=None) -> list:
+        """``[fn(ts_j, *each[j], *args, spec) for every partition j]``, computed on the
+        workers and returned in partition order: one task per worker, over the
+        partitions it holds (and one per partition held nowhere, as when they are read
+        again every pass), so that a pass costs the scheduler a few tasks however many
+        partitions there are.  A worker lost meanwhile is survived as any task's: the
+        task runs elsewhere, its partitions recomputed or fetched."""
+        from dask import annotate, delayed
+
+        each = [()] * len(self.parts) if each is None else each
+        groups: dict = {}
+        for j, holder in enumerate(_holders(self.parts)):
+            groups.setdefault(holder if holder is not None else ("part", j), []).append(j)
+        tasks = []
+        for holder, js in groups.items():
+            with annotate(**({} if isinstance(holder, tuple) else {"workers": [holder], "allow_other_workers": True})):
+                tasks.append(delayed(_on_group, pure=True)(fn, [self.parts[j] for j in js], [each[j] for j in js],
+                                                           args, self.spec))
+        out = [None] * len(self.parts)
+        for js, res in zip(groups.values(), _dask().compute(*tasks)):
+            for j, r in zip(js, res):
+                out[j] = r
+        return out
+
     def second_moment(self, stride: int) -> np.ndarray:
         """(d, d): ``sum x x^T`` over the rows whose index in the pool is a multiple of
         ``stride``, summed on the workers (one round trip)."""
-        dask = _dask()
-        from dask import delayed
-
         rows = np.add.reduceat(self.sizes, self.firsts) if self.sizes.size else np.zeros(0, np.int64)
         first_rows = np.concatenate([[0], np.cumsum(rows)[:-1]]).astype(np.int64)
-        terms = [delayed(_second_moment_part, pure=True)(ts, int(a), int(stride), self.spec)
-                 for ts, a in zip(self.parts, first_rows)]
-        return dask.compute(_tree_sum(terms))[0] if terms else np.zeros((self.d, self.d))
+        terms = self.map_parts(_second_moment_part, int(stride), each=[(int(a),) for a in first_rows])
+        return _local_sum(terms) if terms else np.zeros((self.d, self.d))
 
     def gather(self, idx) -> TaskSet:
         dask = _dask()

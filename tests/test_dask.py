@@ -155,6 +155,31 @@ def test_line_search_and_responsibilities_equal_in_memory(client):
     assert np.abs(got.resp - ref.resp).max() <= 1e-10
 
 
+
+def test_a_pass_is_one_task_per_worker(client):
+    """Seven persisted partitions on two workers: an E-pass runs one task on each worker
+    (over the partitions it holds, where they lie), and its statistic equals the sum of
+    every partition's own, added in the tree of fixed shape."""
+    from distributed import get_task_stream
+
+    from fastmlr.em_passes import e_chunk, pass_stats
+
+    _, df = _frame(seed=3, n=1400)
+    parts = _split(df, [200, 400, 600, 800, 1000, 1200])
+    scan = fastmlr.dask._scan(_ddf(parts))
+    holders = fastmlr.dask._holders(scan.parts)
+    assert len(scan.parts) == 7 and len(set(holders)) == 2 and None not in holders
+    W, s2, p = fastmlr.make_mixture(K, D, seed=1)
+    with get_task_stream(client) as stream:
+        got = scan.pool().passes(K).e_pass(W, s2, p)
+    ran = [t for t in stream.data if str(t["key"]).find("_on_group") >= 0]
+    assert len(ran) == 2
+    assert {t["worker"] for t in ran} == set(holders)
+    terms = [e_chunk(TaskSet(*fastmlr.tasks_from_frame(part)[:3]), W, s2, p)[0] for part in parts]
+    ref = pass_stats(fastmlr.dask._local_sum(terms), K, D)
+    for a, b in zip(got, ref):
+        np.testing.assert_array_equal(a, b)
+
 def test_parquet_partitions_are_read_without_a_consolidated_copy(client, tmp_path):
     """A frame of read_parquet with no arrow_to_pandas options is read with every column
     its own block (a view of Arrow's buffer, no copy into one block): the same values,
