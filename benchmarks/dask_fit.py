@@ -25,6 +25,14 @@ memory reaches 85% of its limit): a pool larger than any one worker's limit, and
 that pressure costs.
 The directory is deleted at the end.
 
+``--plain`` adds the machine's ceiling for this work: the workers' own work (the lean
+read of ``fastmlr.dask``, the conversion and scan statistic of every partition, then 5
+E-passes over the partitions, as the fit runs) done by plain processes, with no client,
+scheduler or Dask worker: 1 process on one core over the 32 partitions against 2
+processes on two cores over 16 each.  Dask's 2 vs 1 workers is this ceiling less what
+the coordination costs: the client and the scheduler share the same cores, and the
+driver's serial steps (the graph, the starts) leave the workers waiting.
+
 ``--warm`` has every process (the in-memory one, the client, each worker) fit a small
 pool before the clock starts, as a process or a cluster that has fitted before: the
 times then leave out the loading of the compiled kernels and Numba's first calls.
@@ -149,6 +157,45 @@ def child(mode: str, directory: str, workers: int, limit: int, read: str, warm: 
     return out
 
 
+def plain_part(directory: str, part: int, of: int, passes: int = 5) -> dict:
+    """``--plain``: partitions part, part + of, ... of the pool, read and converted as a
+    Dask worker does (``fastmlr.dask``'s lean read under the sync scheduler), then
+    ``passes`` E-passes over them at the true mixture, on core ``part``."""
+    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[part]})
+    import dask
+    import dask.dataframe as dd
+
+    import fastmlr
+    import fastmlr.dask as fdask
+
+    ddf, spec = fdask._spec(dd.read_parquet(directory), "ddf", "task", "y", None)
+    mine = ddf.to_delayed(optimize_graph=True)[part::of]
+    W, s2, p = fastmlr.make_mixture(K, D, seed=0)
+    point = tuple(np.asarray(a, dtype=np.float64) for a in (W, s2, p))
+    c0, t0 = _cpu(), time.time()
+    with dask.config.set(scheduler="sync"):
+        parts = [fdask._fit_part(q.compute(), i, spec)[0] for i, q in enumerate(mine)]
+    t1 = time.time()
+    for _ in range(passes):
+        for ts in parts:
+            fdask._e_part(ts, point, spec)
+    c1 = _cpu()
+    return {"start": t0, "scanned": t1, "end": time.time(), "user": c1[0] - c0[0], "sys": c1[1] - c0[1]}
+
+
+def plain(directory: str, processes: int) -> dict:
+    """``--plain`` with 1 or 2 processes at once: the time from the first one's start to
+    the last one's end (their imports before)."""
+    procs = [subprocess.Popen([sys.executable, __file__, "--plain-part", directory, str(i), str(processes)],
+                              stdout=subprocess.PIPE, text=True, cwd="/") for i in range(processes)]
+    outs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+    if any(p.returncode for p in procs):
+        raise SystemExit("plain run failed")
+    start = min(o["start"] for o in outs)
+    return {"total": max(o["end"] for o in outs) - start, "scan": max(o["scanned"] for o in outs) - start,
+            "sys": sum(o["sys"] for o in outs), "user": sum(o["user"] for o in outs)}
+
+
 def _imports() -> None:
     """On a worker, the imports done before the in-memory run's clock starts: fastmlr
     and Arrow's Parquet reader (here with the Dask module that calls it).  Each run,
@@ -202,8 +249,15 @@ def main():
                     help="every process (the in-memory one, the client and each worker) fits a small pool "
                          "before the clock starts: the kernels loaded, as in a process or cluster that has "
                          "fitted before")
+    ap.add_argument("--plain", action="store_true",
+                    help="also measure the workers' own work in plain processes, 1 against 2 (the machine's ceiling)")
     ap.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
+    ap.add_argument("--plain-part", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.plain_part:
+        directory, part, of = args.plain_part
+        print(json.dumps(plain_part(directory, int(part), int(of))))
+        return
     if args.child:
         mode, directory, workers, limit, read, warm = args.child
         print(json.dumps(child(mode, directory, int(workers), int(limit), read, bool(int(warm)))))
@@ -223,12 +277,15 @@ def main():
                    "one": ("dask", directory, 1, ample, args.read, w),
                    "two": ("dask", directory, 2, ample, args.read, w),  # the speedup, with memory to spare
                    "tight": ("dask", directory, 2, max(int(0.9 * pool_bytes), 1 << 30), args.read, w)}  # beyond each limit
+        if args.plain:
+            configs.update({"plain1": 1, "plain2": 2})
         runs: dict = {name: [] for name in configs}
         for r in range(max(1, args.repeat)):  # alternating order: no configuration always runs first
             for name in (list(configs) if r % 2 == 0 else list(configs)[::-1]):
-                runs[name].append(run(*configs[name]))
+                runs[name].append(plain(directory, configs[name]) if name.startswith("plain")
+                                  else run(*configs[name]))
         best = {name: min(rs, key=lambda x: x["total"]) for name, rs in runs.items()}
-        mem1, memall, one, two, tight = (best[n] for n in configs)
+        mem1, memall, one, two, tight = (best[n] for n in list(configs)[:5])
         import fastmlr
 
         print(f"best of {max(1, args.repeat)} runs of each, in alternating order; Dask reads: --read {args.read}"
@@ -254,6 +311,11 @@ def main():
         print(f"1 worker vs in memory (1 core):    {one['total'] / mem1['total']:.2f}x  (target <= 1.3x; "
               f"{one['total'] / mem1['fit']:.2f}x against fit alone, without reading the file)")
         print(f"2 workers vs in memory (2 cores):  {two['total'] / memall['total']:.2f}x")
+        if args.plain:
+            p1, p2 = best["plain1"], best["plain2"]
+            print(f"the workers' work in plain processes (read and convert, 5 E-passes): 1 process {p1['total']:.1f} s "
+                  f"(scan {p1['scan']:.1f} s), 2 processes {p2['total']:.1f} s (scan {p2['scan']:.1f} s): "
+                  f"{p1['total'] / p2['total']:.2f}x, the ceiling of the 2 vs 1 workers speedup on this machine")
         print(f"2 workers with limits of 0.9 x pool: {tight['total'] / two['total']:.2f}x the time with memory to spare")
         print(f"largest worker peak / pool size:   {max(tight['worker_peaks']) / pool_bytes:.2f} (2 workers, "
               f"limit 0.9 x pool), {max(two['worker_peaks']) / pool_bytes:.2f} (2 workers), "
