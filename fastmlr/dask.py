@@ -368,18 +368,48 @@ def _on_group(fn, tss, each, args, spec):
     return [fn(ts, *e, *args, spec) for ts, e in zip(tss, each)]
 
 
-def _holders(parts) -> list:
-    """The worker holding each persisted partition (None: not held, or no distributed
-    Client)."""
+def _placement(parts):
+    """``(holders, limits)``: the workers holding each persisted partition (a tuple,
+    empty when none does) and each worker's memory limit in bytes (0: none); None
+    without a distributed Client."""
     try:
         from distributed import default_client, futures_of
 
         client = default_client()
     except (ImportError, ValueError):
-        return [None] * len(parts)
+        return None
     held = [futures_of(p) for p in parts]  # a persisted partition: one future, its own key
     who = client.who_has([f for fs in held for f in fs])
-    return [min(who.get(fs[0].key, ()), default=None) if len(fs) == 1 else None for fs in held]
+    limits = {a: int(w.get("memory_limit") or 0) for a, w in client.scheduler_info(n_workers=-1)["workers"].items()}
+    return [tuple(sorted(who.get(fs[0].key, ()))) if len(fs) == 1 else () for fs in held], limits
+
+
+def _groups(holders, nbytes, limits) -> list:
+    """Partitions grouped for one task each: ``[(worker or None, [j, ...]), ...]``.
+
+    Partition j goes to the holder in ``holders[j]`` given the fewest bytes so far (a
+    partition copied to two workers does not load one of them), in partition order;
+    a worker's partitions are cut into groups of at most half its memory limit
+    (``limits``, 0: no cut), so that no task needs more than a worker can hold, as
+    after a worker is lost and its partitions are recomputed on the others.  A
+    partition held nowhere is a group of its own, placed by the scheduler."""
+    load: dict = {}
+    open_group: dict = {}
+    groups: list = []
+    for j, (hs, b) in enumerate(zip(holders, nbytes)):
+        if not hs:
+            groups.append((None, [j]))
+            continue
+        w = min(hs, key=lambda h: (load.get(h, 0), h))
+        load[w] = load.get(w, 0) + b
+        cap = limits.get(w, 0) // 2
+        g = open_group.get(w)
+        if g is None or (cap and g[1] + b > cap):
+            g = open_group[w] = [len(groups), 0]
+            groups.append((w, []))
+        groups[g[0]][1].append(j)
+        g[1] += b
+    return groups
 
 
 class _DaskPasses:
@@ -450,25 +480,31 @@ class _DaskScan:
         from dask import annotate, delayed
 
         each = [()] * len(self.parts) if each is None else each
-        groups: dict = {}
-        for j, holder in enumerate(_holders(self.parts)):
-            groups.setdefault(holder if holder is not None else ("part", j), []).append(j)
+        placed = _placement(self.parts)
+        if placed is None:
+            groups = [(None, [j]) for j in range(len(self.parts))]
+        else:
+            nbytes = self.part_rows() * (self.d + 1) * np.dtype(self.dtype).itemsize
+            groups = _groups(placed[0], nbytes, placed[1])
         tasks = []
-        for holder, js in groups.items():
-            with annotate(**({} if isinstance(holder, tuple) else {"workers": [holder], "allow_other_workers": True})):
+        for worker, js in groups:
+            with annotate(**({} if worker is None else {"workers": [worker], "allow_other_workers": True})):
                 tasks.append(delayed(_on_group, pure=True)(fn, [self.parts[j] for j in js], [each[j] for j in js],
                                                            args, self.spec))
         out = [None] * len(self.parts)
-        for js, res in zip(groups.values(), _dask().compute(*tasks)):
+        for (_, js), res in zip(groups, _dask().compute(*tasks)):
             for j, r in zip(js, res):
                 out[j] = r
         return out
 
+    def part_rows(self) -> np.ndarray:
+        """(partitions,) rows of each partition."""
+        return np.add.reduceat(self.sizes, self.firsts) if self.sizes.size else np.zeros(0, np.int64)
+
     def second_moment(self, stride: int) -> np.ndarray:
         """(d, d): ``sum x x^T`` over the rows whose index in the pool is a multiple of
         ``stride``, summed on the workers (one round trip)."""
-        rows = np.add.reduceat(self.sizes, self.firsts) if self.sizes.size else np.zeros(0, np.int64)
-        first_rows = np.concatenate([[0], np.cumsum(rows)[:-1]]).astype(np.int64)
+        first_rows = np.concatenate([[0], np.cumsum(self.part_rows())[:-1]]).astype(np.int64)
         terms = self.map_parts(_second_moment_part, int(stride), each=[(int(a),) for a in first_rows])
         return _local_sum(terms) if terms else np.zeros((self.d, self.d))
 

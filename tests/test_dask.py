@@ -167,8 +167,8 @@ def test_a_pass_is_one_task_per_worker(client):
     _, df = _frame(seed=3, n=1400)
     parts = _split(df, [200, 400, 600, 800, 1000, 1200])
     scan = fastmlr.dask._scan(_ddf(parts))
-    holders = fastmlr.dask._holders(scan.parts)
-    assert len(scan.parts) == 7 and len(set(holders)) == 2 and None not in holders
+    holders = [h[0] for h in fastmlr.dask._placement(scan.parts)[0]]
+    assert len(scan.parts) == 7 and len(set(holders)) == 2
     W, s2, p = fastmlr.make_mixture(K, D, seed=1)
     with get_task_stream(client) as stream:
         got = scan.pool().passes(K).e_pass(W, s2, p)
@@ -254,6 +254,19 @@ def test_fit_with_task_index_and_k_chosen(client):
     got = fastmlr.dask.fit(dd.from_pandas(df.set_index("task"), npartitions=3), None, k_max=4)
     assert got.diagnostics["k"] == ref.diagnostics["k"]
     _same_fit(got, ref, pool)
+
+
+def test_partitions_are_grouped_by_holder_within_half_its_memory():
+    """The groups of a pass: each worker's partitions in order, a partition on two
+    workers given to the one with fewer bytes so far, a worker's groups cut at half its
+    memory limit, a partition held nowhere alone."""
+    groups = fastmlr.dask._groups
+    a, b = "tcp://a:1", "tcp://b:1"
+    assert groups([(a,), (b,), (a,), (b,)], [1, 1, 1, 1], {a: 0, b: 0}) == [(a, [0, 2]), (b, [1, 3])]
+    assert groups([(a, b), (a, b), (a, b), (a,)], [5, 5, 5, 1], {a: 0, b: 0}) == [(a, [0, 2, 3]), (b, [1])]
+    assert groups([(a,)] * 5, [3] * 5, {a: 13}) == [(a, [0, 1]), (a, [2, 3]), (a, [4])]
+    assert groups([(a,), (), (a,)], [1, 1, 1], {a: 0}) == [(a, [0, 2]), (None, [1])]
+    assert groups([(a,)], [9], {a: 4}) == [(a, [0])]  # larger than the cut: alone
 
 
 def test_fit_reading_the_source_every_pass(client):
