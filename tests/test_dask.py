@@ -172,7 +172,7 @@ def test_a_pass_is_one_task_per_worker(client):
     W, s2, p = fastmlr.make_mixture(K, D, seed=1)
     with get_task_stream(client) as stream:
         got = scan.pool().passes(K).e_pass(W, s2, p)
-    ran = [t for t in stream.data if str(t["key"]).find("_on_group") >= 0]
+    ran = [t for t in stream.data if "_on_group" in str(t["key"])]
     assert len(ran) == 2
     assert {t["worker"] for t in ran} == set(holders)
     terms = [e_chunk(TaskSet(*fastmlr.tasks_from_frame(part)[:3]), W, s2, p)[0] for part in parts]
